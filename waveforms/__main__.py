@@ -1,0 +1,5 @@
+import sys
+
+from waveforms.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+"""mu-law companding: floats in [-1, 1] <-> uint8 codes (256 levels for mu=255)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def encode(x: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Compand and quantise to ``mu + 1`` levels: f(x) = sign(x)·ln(1+mu|x|)/ln(1+mu)."""
+    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+    y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return np.rint((y + 1.0) * 0.5 * mu).astype(np.uint8 if mu <= 255 else np.uint16)
+
+
+def decode(q: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Inverse of :func:`encode`: codes to floats in [-1, 1]."""
+    y = 2.0 * np.asarray(q, dtype=np.float32) / mu - 1.0
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)

@@ -1,0 +1,172 @@
+"""Local paths and ``s3://bucket/key`` URIs behind one small interface.
+
+S3 goes through boto3, which honours ``AWS_ENDPOINT_URL`` (AWS, MinIO, a test
+server) and the standard credential chain. Local writes are atomic: data goes to
+a temporary file in the same folder, is flushed, then renamed over the final name.
+An S3 PUT is atomic by itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    if not is_s3(uri):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri}")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts for either kind of location."""
+    if is_s3(base):
+        out = base.rstrip("/")
+        for p in parts:
+            out += "/" + str(p).strip("/")
+        return out
+    return str(Path(base, *parts))
+
+
+def s3_client():
+    """A boto3 S3 client; create one per process or Spark partition, never ship it."""
+    import boto3
+
+    return boto3.session.Session().client("s3")
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return Path(uri).exists()
+
+
+def read_bytes(uri: str, client=None) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(uri).read_bytes()
+
+
+def read_text(uri: str, client=None) -> str:
+    return read_bytes(uri, client).decode("utf-8")
+
+
+def read_range(uri: str, offset: int, length: int, client=None) -> bytes:
+    """Read ``length`` bytes at ``offset`` (an HTTP Range request on S3)."""
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        rng = f"bytes={offset}-{offset + length - 1}"
+        return (client or s3_client()).get_object(Bucket=bucket, Key=key, Range=rng)["Body"].read()
+    with open(uri, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+@contextlib.contextmanager
+def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(uri: str, data: bytes, client=None) -> None:
+    """Write a whole object atomically."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    with atomic_local(uri) as fh:
+        fh.write(data)
+
+
+def write_text(uri: str, text: str, client=None) -> None:
+    write_bytes(uri, text.encode("utf-8"), client)
+
+
+def upload_file(local: str | Path, uri: str, client=None) -> None:
+    """Copy a local file to ``uri`` (atomically for local targets)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        (client or s3_client()).upload_file(str(local), bucket, key)
+        return
+    with open(local, "rb") as src, atomic_local(uri) as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+def download_file(uri: str, local: str | Path, client=None) -> None:
+    """Copy ``uri`` to a local file atomically."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        (client or s3_client()).download_file(bucket, key, str(tmp))
+        os.replace(tmp, local)
+        return
+    upload_file(uri, str(local))
+
+
+def list_files(uri: str, suffix: str = "", client=None) -> list[str]:
+    """All files below ``uri`` (recursive), as full URIs or paths, sorted."""
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        paginator = (client or s3_client()).get_paginator("list_objects_v2")
+        keys = [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+            if obj["Key"].endswith(suffix)
+        ]
+        return sorted(f"s3://{bucket}/{k}" for k in keys)
+    root = Path(uri)
+    if not root.exists():
+        return []
+    return sorted(str(p) for p in root.rglob(f"*{suffix}") if p.is_file())
+
+
+def delete(uri: str, client=None) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        (client or s3_client()).delete_object(Bucket=bucket, Key=key)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        Path(uri).unlink()
+
+
+def local_size(uri: str) -> int:
+    return Path(uri).stat().st_size
