@@ -1,0 +1,119 @@
+"""``WaveNet``: a Keras model plus the config that rebuilds it, saved as a versioned artifact.
+
+A model folder holds ``model.keras`` (weights and graph) and ``model.json``
+(format version, WaveNet config, receptive field, sample rate, mu, dataset id,
+genre names, package version and git commit, training summary).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waveforms import __version__, storage
+from waveforms.errors import UserError
+from waveforms.model.presets import WaveNetConfig, resolve
+from waveforms.model.wavenet import build_keras
+
+FORMAT = "waveforms-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+
+
+def git_commit() -> str:
+    """The source tree's commit, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@dataclass
+class WaveNet:
+    config: WaveNetConfig
+    keras_model: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.keras_model is None:
+            self.keras_model = build_keras(self.config)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.config.receptive_field
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def mu(self) -> int:
+        return self.config.quantization - 1
+
+    @property
+    def genres(self) -> list[str]:
+        return list(self.meta.get("genres", []))
+
+    def training_model(self):
+        """A model sharing these weights whose outputs start where the receptive field is full."""
+        model = build_keras(self.config, crop=self.receptive_field - 1)
+        model.set_weights(self.keras_model.get_weights())
+        return model
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "receptive_field": self.receptive_field,
+            "sample_rate": self.sample_rate,
+            "mu": self.mu,
+            "waveforms_version": __version__,
+            "git_commit": self.meta.get("git_commit") or git_commit(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write model.keras then model.json into folder ``path``, each atomically."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".{MODEL_FILE}.part.keras"
+        self.keras_model.save(tmp)
+        tmp.replace(path / MODEL_FILE)
+        storage.write_text(str(path / META_FILE), json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
+
+
+def build(preset_or_config: str | WaveNetConfig | dict[str, Any], **overrides: Any) -> WaveNet:
+    """A new, untrained WaveNet from a preset name or config; ``overrides`` set config fields."""
+    cfg = resolve(preset_or_config)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise UserError(f"unknown WaveNet config key {key!r}")
+        setattr(cfg, key, value)
+    return WaveNet(cfg)
+
+
+def load(path: str | Path) -> WaveNet:
+    """Load a model folder written by :meth:`WaveNet.save` (local; see waveforms.aws sync for S3)."""
+    import keras
+
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.exists():
+        raise UserError(f"no model at {path} ({META_FILE} not found)")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(f"{meta_file}: not a {FORMAT} v{FORMAT_VERSION} model")
+    cfg = WaveNetConfig.from_dict(meta["config"])
+    keras_model = keras.saving.load_model(path / MODEL_FILE, compile=False)
+    return WaveNet(cfg, keras_model, meta)
