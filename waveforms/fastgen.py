@@ -368,8 +368,12 @@ class Sampler:
         _, logits = self._advance(codes, 0, 1.0, None, record)
         return logits
 
-    def sample(self, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
-        """Sample ``n`` new codes per stream (each fed back in): uint8 ``(streams, n)``."""
-        uniforms = rng.random((self.state.streams, max(n, 1)))
-        out, _ = self._advance(np.zeros((self.state.streams, 0)), n, temperature, uniforms, False)
+    def sample_with(self, uniforms: np.ndarray, temperature: float) -> np.ndarray:
+        """One new code per column of ``uniforms`` ``(streams, n)`` in [0, 1), each fed back in."""
+        out, _ = self._advance(np.zeros((self.state.streams, 0)), uniforms.shape[1], temperature, uniforms, False)
         return out
+
+
+def sample_code(logits: np.ndarray, temperature: float, u: float) -> int:
+    """The sampling rule of the fast path, for one distribution (used by the naive reference)."""
+    return int(_sample(np.ascontiguousarray(logits, dtype=F32), float(temperature), float(u)))
