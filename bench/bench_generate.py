@@ -1,0 +1,57 @@
+"""Generation speed: cached (fast) vs naive sampling, per preset and stream count.
+
+Prints a markdown table of samples/s and × real time at each preset's 16 kHz.
+Usage: python bench/bench_generate.py [--seconds S] [--naive-samples N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from waveforms.generate import generate, naive_generate  # noqa: E402
+from waveforms.model import build  # noqa: E402
+
+
+def rate(fn, samples: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return samples / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=2.0, help="audio seconds per stream for the fast path")
+    ap.add_argument("--naive-samples", type=int, default=40)
+    ap.add_argument("--presets", default="small,default,large")
+    args = ap.parse_args()
+    rows = []
+    for preset in args.presets.split(","):
+        w = build(preset)
+        rng = np.random.default_rng(0)
+        w.keras_model.set_weights([rng.normal(0, 0.05, a.shape).astype("float32") for a in w.keras_model.get_weights()])
+        sr = w.sample_rate
+        generate(w, 100, streams=1)  # compile and warm up
+        generate(w, 100, streams=64)
+        naive = None
+        if args.naive_samples and preset != "large":  # large: minutes per second of audio
+            naive_generate(w, 2)
+            naive = rate(lambda: naive_generate(w, args.naive_samples), args.naive_samples)
+        for streams in (1, 64):
+            n = int(args.seconds * sr) if streams == 1 else int(args.seconds * sr / 8)
+            fast = rate(lambda: generate(w, n, streams=streams, seed=0), n * streams)
+            rows.append((preset, w.receptive_field, streams, fast, fast / sr, naive if streams == 1 else None))
+    print("| preset | receptive field | streams | fast samples/s | × real time (16 kHz) | naive samples/s | fast / naive |")
+    print("|---|---|---|---|---|---|---|")
+    for preset, rf, streams, fast, rt, naive in rows:
+        naive_s = f"{naive:,.1f}" if naive else "-"
+        ratio = f"{fast / naive:,.0f}×" if naive else "-"
+        print(f"| {preset} | {rf} | {streams} | {fast:,.0f} | {rt:.2f} | {naive_s} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
