@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
@@ -95,6 +99,7 @@ def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -116,28 +121,38 @@ def write_text(uri: str, text: str, client=None) -> None:
     write_bytes(uri, text.encode("utf-8"), client)
 
 
-def upload_file(local: str | Path, uri: str, client=None) -> None:
-    """Copy a local file to ``uri`` (atomically for local targets)."""
+def upload_file(local: str | Path, uri: str, client=None, callback=None) -> None:
+    """Copy a local file to ``uri`` (atomically for local targets).
+
+    ``callback(n)``, when given, is called with each number of bytes copied.
+    """
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        (client or s3_client()).upload_file(str(local), bucket, key)
+        (client or s3_client()).upload_file(str(local), bucket, key, Callback=callback)
         return
     with open(local, "rb") as src, atomic_local(uri) as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
+            if callback:
+                callback(len(chunk))
 
 
-def download_file(uri: str, local: str | Path, client=None) -> None:
-    """Copy ``uri`` to a local file atomically."""
+def download_file(uri: str, local: str | Path, client=None, callback=None) -> None:
+    """Copy ``uri`` to a local file atomically (``callback`` as in :func:`upload_file`)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
-        (client or s3_client()).download_file(bucket, key, str(tmp))
-        os.replace(tmp, local)
+        try:
+            (client or s3_client()).download_file(bucket, key, str(tmp), Callback=callback)
+            os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return
-    upload_file(uri, str(local))
+    upload_file(uri, str(local), callback=callback)
 
 
 def list_files(uri: str, suffix: str = "", client=None) -> list[str]:

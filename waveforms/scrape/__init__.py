@@ -1,0 +1,61 @@
+"""The scrape stage: MP3s and a ``manifest.jsonl`` from the FMA site, the FMA dataset or a folder.
+
+``run(cfg)`` dispatches on ``cfg.source`` (``fma-site``, ``fma-dataset``, ``dir``)
+and returns the exit code: 0 if anything was fetched (or already there), else 1.
+"""
+from __future__ import annotations
+
+from waveforms.config import ScrapeConfig
+from waveforms.errors import UserError
+
+SOURCES = ("fma-site", "fma-dataset", "dir")
+
+
+def make_http(cfg: ScrapeConfig):
+    from waveforms.scrape.http import Http, HttpSettings
+
+    return Http(
+        HttpSettings(
+            user_agent=cfg.user_agent,
+            requests_per_second=cfg.requests_per_second,
+            max_retries=cfg.max_retries,
+            backoff_factor=cfg.backoff_factor,
+            timeout_s=cfg.timeout_s,
+            pool_size=cfg.download_concurrency + 2,
+        )
+    )
+
+
+def run(cfg: ScrapeConfig) -> int:
+    """Run the configured source; see the module docstring for the exit code."""
+    if cfg.source not in SOURCES:
+        raise UserError(f"unknown source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
+    if cfg.download_concurrency < 1 or cfg.max_file_bytes < 1:
+        raise UserError("download_concurrency and max_file_bytes must be positive")
+    from waveforms.scrape.job import Job
+
+    job = Job(cfg, cfg.source)
+    try:
+        if cfg.source == "dir":
+            from waveforms.scrape import dir_source
+
+            dir_source.run(cfg, job)
+        else:
+            http = make_http(cfg)
+            try:
+                if cfg.source == "fma-site":
+                    from waveforms.scrape import fma_site
+
+                    fma_site.run(cfg, job, http)
+                else:
+                    from waveforms.scrape import fma_dataset
+
+                    fma_dataset.run(cfg, job, http)
+            finally:
+                http.close()
+    except BaseException:
+        job.bar.close()
+        job.manifest.flush()
+        job.errors.flush()
+        raise
+    return job.finish()

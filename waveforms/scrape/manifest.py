@@ -1,0 +1,136 @@
+"""``manifest.jsonl`` and ``errors.jsonl``: append-safe JSON lines, local or on S3.
+
+Locally each record is one ``write`` of a whole line to a file opened for
+appending, then fsynced; a line cut short by a kill is dropped (and the file
+rewritten clean) when the manifest is next loaded. On S3 the whole object is
+rewritten (``write_text``) at most every few seconds and at the end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from waveforms import storage
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+ERRORS = "errors.jsonl"
+FIELDS = (
+    "id", "title", "artist", "album", "genre", "licence", "page_url", "file_url",
+    "path", "bytes", "sha256", "source",
+)
+
+
+def parse_lines(text: str) -> tuple[list[dict[str, Any]], int]:
+    """Valid JSON object lines and the number of lines dropped."""
+    rows, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+class JsonLines:
+    """An append-only JSON-lines file under an output root."""
+
+    def __init__(self, uri: str, flush_every_s: float = 5.0):
+        self.uri = uri
+        self.s3 = storage.is_s3(uri)
+        self.rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        self.flush_every_s = flush_every_s
+
+    def load(self) -> list[dict[str, Any]]:
+        """Read what is there; repair a file with a cut or broken line."""
+        if not storage.exists(self.uri):
+            return []
+        text = storage.read_text(self.uri)
+        self.rows, bad = parse_lines(text)
+        if bad or (text and not text.endswith("\n")):
+            log.warning("%s: dropped %d unreadable line(s) (an interrupted write)", self.uri, bad)
+            storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+        return self.rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.rows.append(row)
+            if self.s3:
+                self._dirty = True
+                if time.monotonic() - self._last_flush >= self.flush_every_s:
+                    self._flush_locked()
+                return
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.uri, "a", encoding="utf-8") as fh:
+                fh.write(dumps(row))
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def _flush_locked(self) -> None:
+        storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._flush_locked()
+
+
+class Manifest(JsonLines):
+    """Manifest records keyed by track id; later records win."""
+
+    def __init__(self, root: str):
+        super().__init__(storage.join(root, MANIFEST))
+        self.by_id: dict[str, dict[str, Any]] = {}
+
+    def load(self) -> list[dict[str, Any]]:
+        rows = super().load()
+        self.by_id = {str(r.get("id")): r for r in rows if "id" in r}
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        super().append(row)
+        with self._lock:
+            self.by_id[str(row["id"])] = row
+
+    def compact(self) -> None:
+        """Rewrite the file with one line per id (the latest) if any id repeats."""
+        with self._lock:
+            if len(self.by_id) == len(self.rows):
+                return
+            latest = {str(r["id"]): r for r in self.rows}
+            self.rows = list(latest.values())
+            storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+            self._dirty = False
+
+    def get(self, track_id: Any) -> dict[str, Any] | None:
+        with self._lock:
+            return self.by_id.get(str(track_id))
+
+
+def record(**values: Any) -> dict[str, Any]:
+    """A manifest record with every field present, in a stable order."""
+    unknown = set(values) - set(FIELDS)
+    extra = {k: values[k] for k in sorted(unknown)}
+    return {**{k: values.get(k) for k in FIELDS}, **extra}

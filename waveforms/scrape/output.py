@@ -1,0 +1,103 @@
+"""Where scraped files go: a local folder or ``s3://bucket/prefix``.
+
+Files are written to a temporary name and only then moved (local: ``os.replace``)
+or uploaded (S3: one PUT) to their final name, so a final name always holds a
+complete, verified file. Local temporaries live in ``<out>/.partial/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from waveforms import storage
+
+PARTIAL = ".partial"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def track_relpath(track_id: int | str) -> str:
+    """The only way a track's file name is made: from its id, never from page text."""
+    text = str(track_id)
+    if not text.isdigit():
+        raise ValueError(f"track id must be digits, got {track_id!r}")
+    return f"tracks/{int(text):06d}.mp3"
+
+
+class Output:
+    """A local folder or S3 prefix with atomic file placement."""
+
+    def __init__(self, root: str):
+        self.root = str(root).rstrip("/") if storage.is_s3(root) else str(root)
+        self.s3 = storage.is_s3(self.root)
+        self._client = storage.s3_client() if self.s3 else None
+        if self.s3:
+            self._tmp = Path(tempfile.mkdtemp(prefix="waveforms-scrape-"))
+        else:
+            self._tmp = Path(self.root, PARTIAL)
+            shutil.rmtree(self._tmp, ignore_errors=True)  # leftovers of a killed run
+            self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def uri(self, rel: str) -> str:
+        return storage.join(self.root, rel)
+
+    def temp_path(self, name: str) -> Path:
+        """A fresh temporary file path (never a final name)."""
+        fd, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".part", dir=self._tmp)
+        os.close(fd)
+        return Path(path)
+
+    def store(self, tmp: Path, rel: str) -> None:
+        """Move a complete temporary file to its final name."""
+        if self.s3:
+            try:
+                storage.upload_file(tmp, self.uri(rel), self._client)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        final = Path(self.root, rel)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+
+    def size(self, rel: str) -> int | None:
+        """Size of the file at ``rel``, or None if it is absent."""
+        if self.s3:
+            from botocore.exceptions import ClientError
+
+            bucket, key = storage.split_s3(self.uri(rel))
+            try:
+                return int(self._client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+            except ClientError:
+                return None
+        path = Path(self.root, rel)
+        return path.stat().st_size if path.is_file() else None
+
+    def verify(self, rel: str, size: int, sha256: str) -> bool:
+        """True if ``rel`` holds exactly the recorded file.
+
+        Locally the sha256 is recomputed; on S3 the size is compared (reading every
+        object back would cost a full download).
+        """
+        if self.size(rel) != size:
+            return False
+        return True if self.s3 else sha256_file(Path(self.root, rel)) == sha256
+
+    def digest(self, rel: str) -> tuple[int, str] | None:
+        """(bytes, sha256) of a local file at ``rel``; None if absent or on S3."""
+        if self.s3:
+            return None
+        path = Path(self.root, rel)
+        return (path.stat().st_size, sha256_file(path)) if path.is_file() else None
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
