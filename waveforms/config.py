@@ -45,6 +45,8 @@ class ScrapeConfig:
     # fma-dataset source
     archive: str = "fma_small"
     mirror: str = "https://os.unil.cloud.switch.ch/fma/"
+    cache_dir: str = ""  # where archives are downloaded; "" = <out>/.archives (local out) or ~/.cache/waveforms
+    archive_sha1: dict[str, str] = field(default_factory=dict)  # extra/overriding sha1 per archive name
     # dir source
     input: str = ""
 
@@ -114,23 +116,38 @@ class GenerateConfig:
 
 @dataclass
 class AwsConfig:
+    """An EMR run: where artefacts go, the cluster, and which stages run as steps.
+
+    Empty locations default to ``s3://BUCKET/PREFIX/{raw,dataset,model,generated}``;
+    the stage tables of the same file configure the stages themselves.
+    """
+
     region: str = "us-east-1"
     bucket: str = ""
     prefix: str = "waveforms"
+    cluster_name: str = "waveforms"
     release_label: str = "emr-7.5.0"
     master_instance_type: str = "m5.xlarge"
     core_instance_type: str = "m5.xlarge"
     core_instance_count: int = 2
-    use_spot: bool = False
-    log_uri: str = ""
+    use_spot: bool = False  # core nodes only; the master stays on-demand
+    log_uri: str = ""  # default s3://BUCKET/PREFIX/logs/
     service_role: str = "EMR_DefaultRole"
     job_flow_role: str = "EMR_EC2_DefaultRole"
-    auto_terminate: bool = True
-    idle_timeout_s: int = 3600
+    auto_terminate: bool = True  # terminate after the last step
+    idle_timeout_s: int = 3600  # EMR auto-termination policy, always set
     stages: list[str] = field(default_factory=lambda: ["transform", "train"])
-    input: str = ""
-    data: str = ""
-    model_dir: str = ""
+    input: str = ""  # raw MP3s (scrape output, transform input)
+    data: str = ""  # transformed dataset
+    model_dir: str = ""  # trained model
+    output: str = ""  # generated WAV
+    python: str = "python3.11"  # interpreter the bootstrap builds the venv from
+    ffmpeg_url: str = "https://johnvansickle.com/ffmpeg/releases/ffmpeg-release-amd64-static.tar.xz"
+    ffmpeg_sha256: str = ""  # checked when set
+    spark_conf: dict[str, str] = field(default_factory=dict)  # extra --conf for every step
+    wheel: str = ""  # a prebuilt wheel; empty = build one from this checkout
+    ec2_key_name: str = ""
+    subnet_id: str = ""
 
 
 STAGE_CONFIGS: dict[str, type] = {
