@@ -1,0 +1,171 @@
+"""One track: ffmpeg decode → mono → resample → trim silence → normalise → mu-law.
+
+ffmpeg streams 16-bit PCM through a pipe (no temporary WAV). The first pass
+spools the PCM to a scratch file while measuring peak, energy and the first
+and last samples above the silence threshold; the second pass applies the
+gain, encodes and writes codes chunk by chunk. Memory stays a few chunks
+whatever the track length.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from waveforms import mulaw
+
+CHUNK = 1 << 18  # samples per read (512 KiB of PCM)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    sample_rate: int = 16000
+    mu: int = 255
+    normalise: str = "peak"  # peak | rms | none
+    target_peak: float = 0.95
+    target_rms_db: float = -20.0
+    trim_silence: bool = True
+    silence_threshold_db: float = -50.0
+    min_seconds: float = 1.0
+    resampler: str = "soxr"  # soxr | swr
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AudioError(Exception):
+    """A track that cannot become training data; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def ffmpeg_command(path: str, s: AudioSettings) -> list[str]:
+    resample = f"aresample={s.sample_rate}:resampler={s.resampler}"
+    if s.resampler == "soxr":
+        resample += ":precision=20"
+    return [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-vn", "-sn", "-dn",
+        "-ac", "1", "-af", resample, "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1",
+    ]
+
+
+@dataclass
+class Stats:
+    n: int = 0
+    peak: int = 0
+    first: int = -1  # first sample above the threshold
+    last: int = -1  # last sample above the threshold
+    sumsq: float = 0.0  # energy, of the whole track
+
+
+def _spool(proc: subprocess.Popen, spool: BinaryIO, threshold: int) -> Stats:
+    st = Stats()
+    while True:
+        raw = proc.stdout.read(CHUNK * 2)
+        if not raw:
+            break
+        if len(raw) % 2:  # a dangling byte can only come at the very end
+            raw = raw[:-1]
+        x = np.frombuffer(raw, dtype="<i2")
+        spool.write(raw)
+        ax = np.abs(x.astype(np.int32))
+        st.peak = max(st.peak, int(ax.max(initial=0)))
+        st.sumsq += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+        loud = np.flatnonzero(ax > threshold)
+        if loud.size:
+            if st.first < 0:
+                st.first = st.n + int(loud[0])
+            st.last = st.n + int(loud[-1])
+        st.n += x.size
+    return st
+
+
+def decode_to(path: str, s: AudioSettings, out: BinaryIO, scratch_dir: str | None = None) -> dict:
+    """Decode ``path`` and write its mu-law codes to ``out``; return the track's numbers.
+
+    Raises :class:`AudioError` for files that are unreadable, empty, silent or too short.
+    """
+    if shutil.which("ffmpeg") is None:
+        raise AudioError("no-ffmpeg", "ffmpeg is not installed (make setup installs it)")
+    threshold = int(32768 * 10 ** (s.silence_threshold_db / 20)) if s.trim_silence else -1
+    with tempfile.TemporaryFile(dir=scratch_dir) as spool:
+        with tempfile.TemporaryFile(dir=scratch_dir) as err:
+            proc = subprocess.Popen(ffmpeg_command(path, s), stdout=subprocess.PIPE, stderr=err)
+            try:
+                st = _spool(proc, spool, threshold)
+            finally:
+                proc.stdout.close()
+                code = proc.wait()
+            err.seek(0)
+            message = err.read()[-2000:].decode("utf-8", "replace").strip()
+        if code != 0:
+            raise AudioError("decode-failed", message or f"ffmpeg exited with {code}")
+        if st.n == 0:
+            raise AudioError("empty", message or "no audio samples")
+        if s.trim_silence:
+            if st.first < 0:
+                raise AudioError("silent", f"no sample above {s.silence_threshold_db} dBFS")
+            start, stop = st.first, st.last + 1
+        else:
+            start, stop = 0, st.n
+        if stop - start < s.min_seconds * s.sample_rate:
+            raise AudioError("too-short", f"{(stop - start) / s.sample_rate:.2f} s after trimming")
+        gain = _gain(st, spool, start, stop, s)
+        spool.seek(start * 2)
+        left = stop - start
+        while left:
+            x = np.frombuffer(spool.read(min(CHUNK, left) * 2), dtype="<i2")
+            out.write(mulaw.encode(x.astype(np.float32) * gain, s.mu).tobytes())
+            left -= x.size
+    return {
+        "num_samples": stop - start,
+        "duration_s": round((stop - start) / s.sample_rate, 4),
+        "trimmed_start_s": round(start / s.sample_rate, 4),
+        "trimmed_end_s": round((st.n - stop) / s.sample_rate, 4),
+        "gain": round(gain * 32768.0, 6),
+    }
+
+
+def _gain(st: Stats, spool: BinaryIO, start: int, stop: int, s: AudioSettings) -> float:
+    """Factor from int16 samples to floats in [-1, 1], normalised as configured."""
+    unit = 1.0 / 32768.0
+    if s.normalise == "none" or st.peak == 0:
+        return unit
+    if s.normalise == "peak":
+        return s.target_peak / st.peak
+    if s.normalise == "rms":
+        sumsq = st.sumsq
+        if (start, stop) != (0, st.n):  # energy of the kept part only
+            sumsq, left = 0.0, stop - start
+            spool.seek(start * 2)
+            while left:
+                x = np.frombuffer(spool.read(min(CHUNK, left) * 2), dtype="<i2").astype(np.float64)
+                sumsq += float(np.dot(x, x))
+                left -= x.size
+        rms = math.sqrt(sumsq / (stop - start)) * unit
+        return unit * 10 ** (s.target_rms_db / 20) / max(rms, 1e-9)
+    raise AudioError("bad-setting", f"normalise must be peak, rms or none, not {s.normalise!r}")
+
+
+def file_to_codes(path: str, sample_rate: int, mu: int = 255, settings: AudioSettings | None = None) -> np.ndarray:
+    """A whole file as mu-law codes, processed like training data (for priming generation)."""
+    import io
+
+    s = settings or AudioSettings(sample_rate=sample_rate, mu=mu, min_seconds=0.0)
+    buf = io.BytesIO()
+    try:
+        decode_to(str(Path(path)), s, buf)
+    except AudioError as exc:
+        from waveforms.errors import UserError
+
+        raise UserError(f"cannot use {path}: {exc}") from exc
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)

@@ -1,0 +1,196 @@
+"""The Spark job: input records → shards of mu-law codes + manifest rows.
+
+Each partition decodes its tracks one by one and appends their codes to one
+shard, named by run, partition and attempt, written locally or to S3 (one
+boto3 client per partition). Only small rows travel back to the driver, which
+commits the dataset by writing ``manifest.jsonl`` last. Shards of failed task
+attempts are never referenced and are deleted after the commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Any, Iterable, Iterator
+
+from waveforms import config as cfgmod
+from waveforms import storage
+from waveforms.errors import UserError
+from waveforms.transform import dataset as ds
+from waveforms.transform.audio import AudioError, AudioSettings, decode_to
+from waveforms.transform.sources import list_inputs
+
+log = logging.getLogger(__name__)
+
+
+def settings_of(cfg: cfgmod.TransformConfig) -> AudioSettings:
+    return AudioSettings(
+        sample_rate=cfg.sample_rate, mu=cfg.mu, normalise=cfg.normalise, target_peak=cfg.target_peak,
+        target_rms_db=cfg.target_rms_db, trim_silence=cfg.trim_silence,
+        silence_threshold_db=cfg.silence_threshold_db, min_seconds=cfg.min_seconds, resampler=cfg.resampler,
+    )
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(record: dict[str, Any]) -> str:
+    """What identifies an input's content: its checksum when known, else its size."""
+    return str(record.get("sha256") or record.get("size") or "")
+
+
+def _local_copy(uri: str, scratch: str, client) -> tuple[str, bool]:
+    if not storage.is_s3(uri):
+        return uri, False
+    fd, path = tempfile.mkstemp(dir=scratch, suffix=os.path.splitext(uri)[1])
+    os.close(fd)
+    storage.download_file(uri, path, client)
+    return path, True
+
+
+def process_partition(
+    records: Iterable[dict[str, Any]], settings: AudioSettings, out_root: str, run_id: str, partition: int, attempt: int
+) -> Iterator[dict[str, Any]]:
+    """Decode ``records`` into one shard; yield a manifest row or an error row per record."""
+    client = storage.s3_client() if storage.is_s3(out_root) else None
+    name = f"{ds.SHARDS}/part-{run_id}-{partition:05d}-{attempt}.u8"
+    final = storage.join(out_root, name)
+    scratch = tempfile.mkdtemp(prefix="waveforms-transform-")
+    local_shard = final if client is None else os.path.join(scratch, "shard.u8")
+    os.makedirs(os.path.dirname(local_shard), exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    try:
+        with open(local_shard, "wb") as shard:
+            for rec in records:
+                meta = {k: v for k, v in rec.items() if k not in ("uri", "size")}
+                try:
+                    path, temporary = _local_copy(rec["uri"], scratch, client)
+                except Exception as exc:  # an unreadable object or file
+                    rows.append({"kind": "error", "id": rec["id"], "input": rec["uri"], "reason": "unreadable",
+                                 "detail": str(exc)[-1000:]})
+                    continue
+                try:
+                    info = decode_to(path, settings, shard, scratch)
+                except AudioError as exc:
+                    shard.truncate(offset)
+                    shard.seek(offset)
+                    rows.append({"kind": "error", "id": rec["id"], "input": rec["uri"], "reason": exc.reason,
+                                 "detail": exc.detail[-1000:]})
+                    continue
+                finally:
+                    if temporary:
+                        os.unlink(path)
+                rows.append({**meta, **info, "kind": "track", "input": rec["uri"], "input_fingerprint": fingerprint(rec),
+                             "shard": name, "offset": offset, "sample_rate": settings.sample_rate, "mu": settings.mu})
+                offset += info["num_samples"]
+        if client is not None and offset:
+            storage.upload_file(local_shard, final, client)
+        elif offset == 0:
+            storage.delete(final, client)
+    finally:
+        if client is not None and os.path.exists(local_shard):
+            os.unlink(local_shard)
+        shutil.rmtree(scratch, ignore_errors=True)
+    yield from rows
+
+
+def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, settings: AudioSettings,
+               run_id: str) -> list[dict[str, Any]]:
+    from waveforms.spark import get_session, is_local_master, ship_package
+
+    spark = get_session(cfg.master, "waveforms-transform", cfg.spark_conf)
+    sc = spark.sparkContext
+    if not is_local_master(cfg.master):
+        ship_package(sc)
+    n = cfg.partitions or min(len(records), 4 * sc.defaultParallelism)
+    out_root = cfg.output
+
+    def task(index: int, part: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        attempt = ctx.attemptNumber() if ctx else 0
+        return process_partition(part, settings, out_root, run_id, index, attempt)
+
+    # Longest first (by input size) spreads the work evenly over the partitions.
+    ordered = sorted(records, key=lambda r: -int(r.get("size") or 0))
+    return sc.parallelize(ordered, max(n, 1)).mapPartitionsWithIndex(task).collect()
+
+
+def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, Any]]:
+    """Rows of a previous dataset at the output made with the same settings (for incremental runs)."""
+    try:
+        old = ds.Dataset.open(cfg.output)
+    except ds.DatasetError:
+        return []
+    return [row for row in old.tracks if row.get("settings_id") == settings_id]
+
+
+def run(cfg: cfgmod.TransformConfig) -> int:
+    """The ``transform`` stage."""
+    started = time.time()
+    settings = settings_of(cfg)
+    if cfg.normalise not in ("peak", "rms", "none"):
+        raise UserError(f"normalise must be peak, rms or none, not {cfg.normalise!r}")
+    settings_id = digest(settings.to_dict())
+    inputs = list_inputs(cfg.input)
+    old = {r["id"]: r for r in _existing(cfg, settings_id)}
+    kept, todo = [], []
+    for rec in inputs:
+        prev = old.get(rec["id"])
+        if prev and prev.get("input_fingerprint") == fingerprint(rec):
+            kept.append(prev)
+        else:
+            todo.append(rec)
+    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    log.info("transform: %d inputs, %d already in the dataset, %d to process", len(inputs), len(kept), len(todo))
+    results = _spark_map(todo, cfg, settings, run_id) if todo else []
+    tracks = [r for r in results if r["kind"] == "track"] + kept
+    errors = [r for r in results if r["kind"] == "error"]
+    for row in results:
+        del row["kind"]
+    if not tracks:
+        _write_errors(cfg.output, errors)
+        raise UserError(f"no track could be transformed ({len(errors)} set aside; see {cfg.output}/errors.jsonl)")
+    dataset_id = digest({"settings": settings_id, "inputs": sorted((t["id"], t["input_fingerprint"]) for t in tracks)})
+    for t in tracks:
+        t.update(id=str(t["id"]), dataset_id=dataset_id, settings_id=settings_id,
+                 split=ds.split_for(t["id"], cfg.val_fraction))
+    tracks.sort(key=lambda t: t["id"])
+    summary = {
+        "format": "waveforms-dataset", "version": 1, "dataset_id": dataset_id, "sample_rate": cfg.sample_rate,
+        "mu": cfg.mu, "settings": settings.to_dict(), "tracks": len(tracks), "errors": len(errors),
+        "samples": sum(t["num_samples"] for t in tracks), "val_tracks": sum(t["split"] == "val" for t in tracks),
+        "seconds": round(sum(t["num_samples"] for t in tracks) / cfg.sample_rate, 2),
+        "wall_s": round(time.time() - started, 2),
+    }
+    _write_errors(cfg.output, errors)
+    storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.dump_json(cfg, "transform"))
+    storage.write_text(storage.join(cfg.output, ds.SUMMARY), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    storage.write_text(storage.join(cfg.output, ds.MANIFEST), ds.manifest_text(tracks))  # the commit point
+    _delete_unreferenced(cfg.output, {t["shard"] for t in tracks})
+    log.info("transform: %d tracks (%.1f s of audio), %d set aside, dataset %s in %.1f s", len(tracks),
+             summary["seconds"], len(errors), dataset_id, summary["wall_s"])
+    print(f"dataset: {cfg.output} ({len(tracks)} tracks, {summary['seconds']:.1f} s, {len(errors)} set aside)")
+    return 0
+
+
+def _write_errors(root: str, errors: list[dict[str, Any]]) -> None:
+    storage.write_text(storage.join(root, ds.ERRORS),
+                       "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in errors))
+
+
+def _delete_unreferenced(root: str, referenced: set[str]) -> None:
+    """After the commit: shards no manifest row names (failed attempts, replaced datasets)."""
+    prefix = storage.join(root, ds.SHARDS).rstrip("/") + "/"
+    for uri in storage.list_files(storage.join(root, ds.SHARDS)):
+        rel = ds.SHARDS + "/" + uri[len(prefix):]
+        if rel not in referenced:
+            storage.delete(uri)
