@@ -92,8 +92,8 @@ def process_partition(
                 offset += info["num_samples"]
         if client is not None and offset:
             storage.upload_file(local_shard, final, client)
-        elif offset == 0:
-            storage.delete(final, client)
+        elif client is None and offset == 0:
+            os.unlink(local_shard)  # every track of the partition was set aside
     finally:
         if client is not None and os.path.exists(local_shard):
             os.unlink(local_shard)

@@ -1,0 +1,193 @@
+"""The Spark transform: local mode, incremental runs, bad files, S3 on moto, a standalone cluster."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from waveforms.config import TransformConfig
+from waveforms.transform import Dataset, read_tracks, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sine(out, freq, seconds, rate=44100, channels=2):
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}", "-ac", str(channels),
+                    "-b:a", "96k", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    d = tmp_path_factory.mktemp("music")
+    sine(d / "one tone.mp3", 300, 2.0, 44100, 2)
+    sine(d / "größe.mp3", 500, 1.5, 22050, 1)
+    sine(d / "three.mp3", 700, 2.5, 48000, 2)
+    (d / "corrupt.mp3").write_bytes(np.random.default_rng(1).bytes(30000))
+    (d / "empty.mp3").write_bytes(b"")
+    data = (d / "three.mp3").read_bytes()
+    (d / "truncated.mp3").write_bytes(data[: len(data) // 40])  # a few frames: decodes, too short
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "anullsrc=r=44100:cl=mono:d=2", str(d / "silent.mp3")], check=True)
+    return d
+
+
+def cfg(inp, out, **kw):
+    return TransformConfig(input=str(inp), output=str(out), master="local[2]", sample_rate=8000, **kw)
+
+
+def tracks_of(path):
+    return {tid: (samples.copy(), meta) for tid, samples, meta in read_tracks(str(path))}
+
+
+def test_folder_to_dataset_with_bad_files_set_aside(music, tmp_path):
+    out = tmp_path / "ds"
+    assert run(cfg(music, out, val_fraction=0.5)) == 0
+    got = tracks_of(out)
+    assert sorted(got) == ["größe", "one_tone", "three"]
+    for tid, secs in [("one_tone", 2.0), ("größe", 1.5), ("three", 2.5)]:
+        samples, meta = got[tid]
+        assert abs(len(samples) - secs * 8000) <= 0.01 * secs * 8000
+        assert meta["num_samples"] == len(samples) and meta["sample_rate"] == 8000
+        assert meta["split"] in ("train", "val") and meta["dataset_id"]
+    errors = {e["id"]: e for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert set(errors) == {"corrupt", "empty", "truncated", "silent"}
+    assert errors["silent"]["reason"] == "silent" and errors["truncated"]["reason"] == "too-short"
+    assert errors["corrupt"]["reason"] == "decode-failed" and errors["corrupt"]["detail"]
+    # one byte per sample: the shards hold exactly the samples
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").iterdir())
+    assert shard_bytes == sum(len(s) for s, _ in got.values())
+    summary = json.loads((out / "dataset.json").read_text())
+    assert summary["tracks"] == 3 and summary["errors"] == 4
+    assert json.loads((out / "config.json").read_text())["config"]["sample_rate"] == 8000
+    # windows are ranged reads
+    ds = Dataset.open(str(out))
+    t = next(x for x in ds.tracks if x["id"] == "three")
+    np.testing.assert_array_equal(ds.read_window(t, 100, 50), got["three"][0][100:150])
+
+
+def test_incremental_equals_fresh(music, tmp_path):
+    part = tmp_path / "part"
+    part.mkdir()
+    for name in ("one tone.mp3", "größe.mp3"):
+        shutil.copy(music / name, part / name)
+    inc = tmp_path / "inc"
+    run(cfg(part, inc))
+    first = json.loads((inc / "manifest.jsonl").read_text().splitlines()[0])
+    shutil.copy(music / "three.mp3", part / "three.mp3")
+    run(cfg(part, inc))
+    fresh = tmp_path / "fresh"
+    run(cfg(part, fresh))
+    a, b = tracks_of(inc), tracks_of(fresh)
+    assert sorted(a) == sorted(b) == ["größe", "one_tone", "three"]
+    ignore = {"shard", "offset"}
+    for tid in a:
+        np.testing.assert_array_equal(a[tid][0], b[tid][0])
+        assert {k: v for k, v in a[tid][1].items() if k not in ignore} == {
+            k: v for k, v in b[tid][1].items() if k not in ignore}
+    # the old track was not processed again: it still lives in the first run's shard
+    again = {m["id"]: m for m in map(json.loads, (inc / "manifest.jsonl").read_text().splitlines())}
+    assert again[first["id"]]["shard"] == first["shard"]
+    assert len(list((inc / "shards").iterdir())) == len({m["shard"] for m in again.values()})
+
+
+def test_nothing_usable_is_a_clear_error_and_writes_no_manifest(music, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(music / "corrupt.mp3", bad / "x.mp3")
+    from waveforms.errors import UserError
+
+    with pytest.raises(UserError, match="no track could be transformed"):
+        run(cfg(bad, tmp_path / "out"))
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
+    assert (tmp_path / "out" / "errors.jsonl").exists()
+
+
+def test_killed_run_leaves_the_previous_dataset_readable(music, tmp_path):
+    out = tmp_path / "ds"
+    run(cfg(music, out))
+    before = tracks_of(out)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(12):
+        sine(many / f"long{i}.mp3", 200 + 50 * i, 20.0)
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.Popen([sys.executable, "-m", "waveforms", "transform", "--input", str(many), "--output",
+                             str(out), "--master", "local[1]", "--sample-rate", "8000"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    old_shards = {m["shard"] for _, m in before.values()}
+    deadline = time.time() + 120
+    while time.time() < deadline and all(f"shards/{p.name}" in old_shards for p in (out / "shards").iterdir()):
+        time.sleep(0.1)  # until the new run's first task has opened its shard
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    after = tracks_of(out)  # still a valid, complete dataset: the old one
+    assert sorted(after) == sorted(before)
+    for tid in before:
+        np.testing.assert_array_equal(after[tid][0], before[tid][0])
+
+
+@pytest.fixture()
+def moto_s3(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    from spark_cluster import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="music")
+    yield boto3.client("s3")
+    server.stop()
+
+
+def test_s3_in_s3_out_equals_local(music, tmp_path, moto_s3):
+    for name in ("one tone.mp3", "three.mp3", "corrupt.mp3"):
+        moto_s3.upload_file(str(music / name), "music", f"raw/{name}")
+    # a fresh process, as a user would start it: Spark's executors inherit the S3 settings from the environment
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", "s3://music/raw", "--output",
+                          "s3://music/ds", "--master", "local[2]", "--sample-rate", "8000"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    keys = {o["Key"] for o in moto_s3.list_objects_v2(Bucket="music", Prefix="ds/")["Contents"]}
+    assert {"ds/manifest.jsonl", "ds/errors.jsonl", "ds/dataset.json"} <= keys
+    remote = tracks_of("s3://music/ds")
+    local_in = tmp_path / "in"
+    local_in.mkdir()
+    for name in ("one tone.mp3", "three.mp3", "corrupt.mp3"):
+        shutil.copy(music / name, local_in / name)
+    run(cfg(local_in, tmp_path / "ds"))
+    local = tracks_of(tmp_path / "ds")
+    assert sorted(remote) == sorted(local) == ["one_tone", "three"]
+    for tid in local:
+        np.testing.assert_array_equal(remote[tid][0], local[tid][0])
+
+
+def test_standalone_cluster_is_byte_identical_to_local(music, tmp_path):
+    from spark_cluster import standalone_cluster
+
+    run(cfg(music, tmp_path / "local"))
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    with standalone_cluster(workers=2) as master:
+        out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(music), "--output",
+                              str(tmp_path / "cluster"), "--master", master, "--sample-rate", "8000",
+                              "--set", "partitions=3"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = tracks_of(tmp_path / "local"), tracks_of(tmp_path / "cluster")
+    assert sorted(a) == sorted(b) == ["größe", "one_tone", "three"]
+    for tid in a:
+        assert a[tid][0].tobytes() == b[tid][0].tobytes()
