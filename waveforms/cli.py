@@ -109,7 +109,10 @@ def stage_config(stage: str, args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.stage != "aws":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "aws":
         from waveforms.aws.cli import main as aws_main
 
-        return aws_main(args.aws_args)
+        return aws_main(args.aws_args + extra)
     try:
         cfg = stage_config(args.stage, args)
     except cfgmod.ConfigError as exc:

@@ -1,0 +1,137 @@
+"""What an EMR step executes, run here: spark-submit of the uploaded step.py against moto S3.
+
+The launch goes to the moto server; the test then takes the transform step's
+arguments exactly as EMR stores them, swaps only what differs on this machine
+(YARN -> local[2], the cluster's venv -> this interpreter, the s3:// step.py ->
+its downloaded copy, since this Spark has no S3 filesystem) and runs them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+
+from aws_helpers import BUCKET, aws_env, client, moto_url, write_config  # noqa: F401
+from waveforms import storage
+from waveforms.aws import cli, plan, step
+
+TONES = {"tone-a": (440, 2.0), "tone-b": (660, 1.5)}  # id: (Hz, seconds)
+RATE = 8000
+
+
+def make_mp3(path: Path, freq: int, seconds: float) -> None:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency={freq}:duration={seconds}:sample_rate=44100",
+         "-ac", "2", "-b:a", "128k", str(path)],
+        check=True, timeout=60,
+    )
+
+
+def local_args(args: list[str], step_file: Path) -> list[str]:
+    """The EMR step's args with only the machine-specific parts swapped."""
+    swap = {
+        "yarn": "local[2]",
+        f"spark.pyspark.python={plan.VENV_PYTHON}": f"spark.pyspark.python={sys.executable}",
+        f"spark.pyspark.driver.python={plan.VENV_PYTHON}": f"spark.pyspark.driver.python={sys.executable}",
+    }
+    out = [swap.get(a, a) for a in args]
+    out[out.index(next(a for a in out if a.endswith("/code/step.py")))] = str(step_file)
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    assert out[0] == "spark-submit"
+    return [str(spark_submit), *out[1:]]
+
+
+def test_transform_step_runs_end_to_end_on_s3(aws_env, tmp_path, capsys):
+    s3 = client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for track, (freq, seconds) in TONES.items():
+        mp3 = tmp_path / f"{track}.mp3"
+        make_mp3(mp3, freq, seconds)
+        storage.upload_file(mp3, f"s3://{BUCKET}/wf/raw/{track}.mp3")
+    cfg = write_config(
+        tmp_path / "emr.toml",
+        f"\n[transform]\nsample_rate = {RATE}\nmin_seconds = 0.5\nval_fraction = 0.0\n",
+        stages='["transform"]',
+    )
+    proc = run_only_step(cfg, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    from waveforms.transform import read_tracks
+
+    tracks = {meta.get("id", tid): (samples, meta) for tid, samples, meta in read_tracks(f"s3://{BUCKET}/wf/dataset")}
+    assert sorted(tracks) == sorted(TONES)
+    for track, (freq, seconds) in TONES.items():
+        samples, meta = tracks[track]
+        assert meta["sample_rate"] == RATE
+        assert abs(len(samples) - seconds * RATE) < 0.05 * seconds * RATE
+        assert samples.dtype.name == "uint8"
+
+
+def run_only_step(cfg: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Launch ``cfg`` on moto, then run its single step's args here with spark-submit."""
+    assert cli.main(["launch", "--config", str(cfg)]) == 0
+    emr = client("emr")
+    cluster_id = emr.list_clusters()["Clusters"][0]["Id"]
+    (emr_step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    args = emr_step["Config"]["Args"]
+    step_file = tmp_path / "step.py"
+    storage.download_file(next(a for a in args if a.endswith("/code/step.py")), step_file)
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run(local_args(args, step_file), env=env, capture_output=True, text=True, timeout=400)
+
+
+def test_generate_step_reads_the_model_from_s3_and_writes_the_wav_there(aws_env, tmp_path):
+    from waveforms.aws.sync import sync
+    from waveforms.model import build
+
+    client("s3").create_bucket(Bucket=BUCKET)
+    wavenet = build("tiny")
+    wavenet.save(tmp_path / "model")
+    sync(str(tmp_path / "model"), f"s3://{BUCKET}/wf/model", progress=False)
+    cfg = write_config(tmp_path / "emr.toml", "\n[generate]\nseconds = 0.05\nseed = 3\n", stages='["generate"]')
+    proc = run_only_step(cfg, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    storage.download_file(f"s3://{BUCKET}/wf/generated/generated.wav", tmp_path / "out.wav")
+    with wave.open(str(tmp_path / "out.wav")) as wav:
+        assert wav.getframerate() == wavenet.sample_rate
+        assert wav.getsampwidth() == 2 and wav.getnchannels() == 1
+        assert wav.getnframes() == round(0.05 * wavenet.sample_rate)
+    assert storage.exists(f"s3://{BUCKET}/wf/generated/generated.wav.json")
+
+
+def test_step_localises_paths_a_stage_only_reads_locally(aws_env, tmp_path):
+    s3 = client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="wf/model/model.json", Body=b'{"preset": "tiny"}')
+    s3.put_object(Bucket=BUCKET, Key="wf/model/model.keras", Body=b"weights")
+    argv = ["generate", "--model", f"s3://{BUCKET}/wf/model", "--output", f"s3://{BUCKET}/wf/generated/out.wav"]
+    new_argv, after = step._localise("generate", argv, tmp_path)
+    assert new_argv[: len(argv)] == argv
+    assert new_argv[len(argv):] == [
+        "--set", f"model={tmp_path / 'model'}", "--set", f"output={tmp_path / 'output' / 'out.wav'}",
+    ]
+    assert (tmp_path / "model" / "model.keras").read_bytes() == b"weights"
+    assert (tmp_path / "model" / "model.json").read_bytes() == b'{"preset": "tiny"}'
+    assert after == [(str(tmp_path / "output"), f"s3://{BUCKET}/wf/generated")]
+
+    argv = ["train", "--data", f"s3://{BUCKET}/wf/dataset", "--model-dir", f"s3://{BUCKET}/wf/model"]
+    new_argv, after = step._localise("train", argv, tmp_path / "t")
+    assert new_argv[len(argv):] == ["--set", f"model_dir={tmp_path / 't' / 'model_dir'}"]
+    assert (tmp_path / "t" / "model_dir" / "model.keras").read_bytes() == b"weights"  # resumes from S3
+    assert after == [(str(tmp_path / "t" / "model_dir"), f"s3://{BUCKET}/wf/model")]
+
+    argv = ["transform", "--input", f"s3://{BUCKET}/wf/raw", "--output", f"s3://{BUCKET}/wf/dataset"]
+    assert step._localise("transform", argv, tmp_path / "x") == (argv, [])
+
+
+def test_step_reports_a_bad_stage_config(aws_env, tmp_path, capsys):
+    client("s3").create_bucket(Bucket=BUCKET)
+    storage.write_text(f"s3://{BUCKET}/c.toml", "[train]\nsteps = 'many'\n")
+    code = step.main(["--config", f"s3://{BUCKET}/c.toml", "train", "--data", "x"])
+    assert code == 2
+    assert "steps" in capsys.readouterr().err

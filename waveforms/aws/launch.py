@@ -1,0 +1,131 @@
+"""``waveforms aws launch``: build the wheel, upload the artefacts, start the EMR cluster.
+
+Order matters for "nothing half-created": the config is validated, then
+credentials and the bucket are checked, then the wheel is built, and only then
+are objects uploaded and the cluster requested.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import waveforms
+from waveforms import storage
+from waveforms.aws import plan
+from waveforms.aws.session import AwsError, aws_errors, require_bucket, require_credentials, session
+from waveforms.config import AwsConfig
+
+PACKAGE_DIR = Path(waveforms.__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+BOOTSTRAP_SCRIPT = PROJECT_ROOT / "aws" / plan.BOOTSTRAP_NAME
+STEP_SCRIPT = PACKAGE_DIR / "aws" / plan.STEP_NAME
+
+
+@dataclass
+class Launch:
+    run_id: str
+    locations: plan.Locations
+    request: dict[str, Any]
+    uploads: list[tuple[str, str]]
+
+
+def new_run_id() -> str:
+    """UTC time plus a random suffix, so two launches never share artefacts."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def project_version() -> str:
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    if pyproject.exists():
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+    return waveforms.__version__
+
+
+def default_wheel_name() -> str:
+    return f"waveforms-{project_version()}-py3-none-any.whl"
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """Build the package's wheel from this checkout into ``out_dir`` (dependencies stay pinned in it)."""
+    if not (PROJECT_ROOT / "pyproject.toml").exists():
+        raise AwsError(f"no pyproject.toml in {PROJECT_ROOT}: set [aws] wheel to a built wheel")
+    src = out_dir / "src"
+    src.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        if (PROJECT_ROOT / name).exists():
+            shutil.copy2(PROJECT_ROOT / name, src / name)
+    shutil.copytree(PACKAGE_DIR, src / "waveforms", ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(out_dir.glob("waveforms-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise AwsError(f"building the wheel failed:\n{proc.stderr[-2000:]}")
+    return wheels[0]
+
+
+def prepare(cfg: AwsConfig, config_file: str, run_id: str, wheel: str | None = None) -> Launch:
+    """Everything ``launch`` will do, computed without AWS."""
+    plan.validate(cfg, config_file)
+    wheel_path = wheel or cfg.wheel
+    wheel_name = Path(wheel_path).name if wheel_path else default_wheel_name()
+    loc = plan.locations(cfg, run_id, wheel_name, Path(config_file).name)
+    uploads = plan.uploads(
+        loc,
+        wheel=wheel_path or f"(built from {PROJECT_ROOT} at launch)",
+        bootstrap=str(BOOTSTRAP_SCRIPT),
+        step=str(STEP_SCRIPT),
+        config_file=str(config_file),
+    )
+    return Launch(run_id, loc, plan.run_job_flow_request(cfg, loc, run_id), uploads)
+
+
+def describe(launch: Launch, cfg: AwsConfig) -> str:
+    """The dry-run text: the exact requests as JSON, then the bootstrap script."""
+    requests = {
+        "region": cfg.region,
+        "s3_uploads": [{"from": src, "to": dst} for src, dst in launch.uploads],
+        "emr_run_job_flow": launch.request,
+    }
+    return (
+        json.dumps(requests, indent=2)
+        + f"\n\n# {launch.locations.bootstrap} (bootstrap action, runs on every node):\n"
+        + BOOTSTRAP_SCRIPT.read_text()
+    )
+
+
+def launch(cfg: AwsConfig, config_file: str, dry_run: bool = False, out: TextIO | None = None) -> str | None:
+    """Start the cluster and return its id (``None`` for a dry run)."""
+    out = out or sys.stdout
+    run_id = new_run_id()
+    if dry_run:
+        out.write(describe(prepare(cfg, config_file, run_id), cfg))
+        return None
+    plan.validate(cfg, config_file)
+    sess = session(cfg.region)
+    require_credentials(sess)
+    s3 = sess.client("s3")
+    require_bucket(s3, cfg.bucket)
+    with tempfile.TemporaryDirectory(prefix="waveforms-wheel-") as tmp:
+        wheel = cfg.wheel or str(build_wheel(Path(tmp)))
+        job = prepare(cfg, config_file, run_id, wheel)
+        for local, uri in job.uploads:
+            with aws_errors(f"uploading {local} to {uri}"):
+                storage.upload_file(local, uri, s3)
+    with aws_errors("creating the EMR cluster"):
+        response = sess.client("emr").run_job_flow(**job.request)
+    cluster_id = response["JobFlowId"]
+    out.write(
+        f"cluster {cluster_id} starting ({len(job.request['Steps'])} steps, run {run_id})\n"
+        f"watch: waveforms aws status {cluster_id} --region {cfg.region}\n"
+        f"stop:  waveforms aws terminate {cluster_id} --region {cfg.region}\n"
+    )
+    return cluster_id

@@ -1,0 +1,215 @@
+"""Pure functions from an :class:`AwsConfig` to the exact EMR and S3 requests.
+
+Nothing here talks to AWS, so ``launch --dry-run`` prints what ``launch`` sends.
+
+Layout under ``s3://BUCKET/PREFIX``::
+
+    raw/ dataset/ model/ generated/     data, shared between runs (overridable)
+    logs/                               EMR log URI (overridable)
+    runs/RUN_ID/code/                   the wheel, bootstrap.sh, step.py
+    runs/RUN_ID/config/CONFIG.toml      the launch config (stage tables included)
+
+Each stage is a ``command-runner.jar`` step running ``spark-submit`` of
+``step.py`` (see :mod:`waveforms.aws.step`), which fetches the config from S3
+and calls ``waveforms <stage> --config LOCAL_COPY`` with ``s3://`` paths.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from waveforms import config as cfgmod
+from waveforms import storage
+from waveforms.config import AwsConfig, ConfigError
+
+PIPELINE = ("scrape", "transform", "train", "generate")
+VENV = "/opt/waveforms/venv"
+VENV_PYTHON = f"{VENV}/bin/python"
+BOOTSTRAP_NAME = "bootstrap.sh"
+STEP_NAME = "step.py"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Every ``s3://`` URI a run reads or writes."""
+
+    base: str
+    raw: str
+    dataset: str
+    model: str
+    generated: str
+    logs: str
+    code: str
+    config: str
+    wheel: str
+    bootstrap: str
+    step: str
+
+
+def validate(cfg: AwsConfig, config_file: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` for anything EMR would reject or run wrongly."""
+    if not cfg.bucket:
+        raise ConfigError("[aws] bucket is empty: name an existing S3 bucket")
+    if not _BUCKET_RE.match(cfg.bucket) or ".." in cfg.bucket:
+        raise ConfigError(f"[aws] bucket {cfg.bucket!r} is not a valid S3 bucket name")
+    if not cfg.region:
+        raise ConfigError("[aws] region is empty")
+    if not cfg.release_label.startswith("emr-"):
+        raise ConfigError(f"[aws] release_label {cfg.release_label!r} must look like emr-7.5.0")
+    if cfg.core_instance_count < 0:
+        raise ConfigError(f"[aws] core_instance_count must be >= 0, got {cfg.core_instance_count}")
+    for key in ("master_instance_type", "core_instance_type", "service_role", "job_flow_role", "python"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"[aws] {key} is empty")
+    if not 60 <= cfg.idle_timeout_s <= 7 * 24 * 3600:
+        raise ConfigError(f"[aws] idle_timeout_s must be 60..604800 seconds, got {cfg.idle_timeout_s}")
+    if not cfg.stages:
+        raise ConfigError(f"[aws] stages is empty; choose from {list(PIPELINE)}")
+    unknown = [s for s in cfg.stages if s not in PIPELINE]
+    if unknown:
+        raise ConfigError(f"[aws] unknown stage(s) {unknown}; choose from {list(PIPELINE)}")
+    order = [PIPELINE.index(s) for s in cfg.stages]
+    if order != sorted(set(order)):
+        raise ConfigError(f"[aws] stages {cfg.stages} must be distinct and in pipeline order {list(PIPELINE)}")
+    for key in ("input", "data", "model_dir", "output", "log_uri"):
+        value = getattr(cfg, key)
+        if value and not storage.is_s3(value):
+            raise ConfigError(f"[aws] {key} must be an s3:// URI (the cluster cannot read local paths), got {value!r}")
+    if cfg.wheel and (not cfg.wheel.endswith(".whl") or not Path(cfg.wheel).is_file()):
+        raise ConfigError(f"[aws] wheel must be an existing .whl file, got {cfg.wheel!r}")
+    if config_file is not None:
+        for stage in PIPELINE:  # unknown keys in the stage tables fail here, not on the cluster
+            cfgmod.load(stage, config_file)
+
+
+def locations(cfg: AwsConfig, run_id: str, wheel_name: str, config_name: str) -> Locations:
+    base = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}" if cfg.prefix.strip("/") else f"s3://{cfg.bucket}"
+    code = f"{base}/runs/{run_id}/code"
+    return Locations(
+        base=base,
+        raw=cfg.input or f"{base}/raw",
+        dataset=cfg.data or f"{base}/dataset",
+        model=cfg.model_dir or f"{base}/model",
+        generated=cfg.output or f"{base}/generated/generated.wav",
+        logs=cfg.log_uri or f"{base}/logs/",
+        code=code,
+        config=f"{base}/runs/{run_id}/config/{config_name}",
+        wheel=f"{code}/{wheel_name}",
+        bootstrap=f"{code}/{BOOTSTRAP_NAME}",
+        step=f"{code}/{STEP_NAME}",
+    )
+
+
+def stage_flags(stage: str, loc: Locations) -> list[str]:
+    """The ``waveforms <stage>`` flags that wire the stages together through S3."""
+    return {
+        "scrape": ["--out", loc.raw],
+        "transform": ["--input", loc.raw, "--output", loc.dataset, "--master", "yarn"],
+        "train": ["--data", loc.dataset, "--model-dir", loc.model, "--master", "yarn"],
+        "generate": ["--model", loc.model, "--output", loc.generated],
+    }[stage]
+
+
+def step_args(cfg: AwsConfig, stage: str, loc: Locations) -> list[str]:
+    """``command-runner.jar`` arguments for one stage."""
+    conf = {
+        "spark.pyspark.python": VENV_PYTHON,
+        "spark.pyspark.driver.python": VENV_PYTHON,
+        **cfg.spark_conf,
+    }
+    args = ["spark-submit", "--deploy-mode", "client", "--master", "yarn"]
+    for key in sorted(conf):
+        args += ["--conf", f"{key}={conf[key]}"]
+    return args + [loc.step, "--config", loc.config, stage, *stage_flags(stage, loc)]
+
+
+def steps(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
+    on_failure = "TERMINATE_CLUSTER" if cfg.auto_terminate else "CANCEL_AND_WAIT"
+    return [
+        {
+            "Name": f"waveforms {stage}",
+            "ActionOnFailure": on_failure,
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": step_args(cfg, stage, loc)},
+        }
+        for stage in cfg.stages
+    ]
+
+
+def bootstrap_actions(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
+    args = ["--wheel", loc.wheel, "--python", cfg.python, "--venv", VENV]
+    if cfg.ffmpeg_url:
+        args += ["--ffmpeg-url", cfg.ffmpeg_url]
+    if cfg.ffmpeg_sha256:
+        args += ["--ffmpeg-sha256", cfg.ffmpeg_sha256]
+    return [
+        {
+            "Name": "waveforms dependencies",
+            "ScriptBootstrapAction": {"Path": loc.bootstrap, "Args": args},
+        }
+    ]
+
+
+def instances(cfg: AwsConfig) -> dict[str, Any]:
+    groups: list[dict[str, Any]] = [
+        {
+            "Name": "master",
+            "InstanceRole": "MASTER",
+            "Market": "ON_DEMAND",
+            "InstanceType": cfg.master_instance_type,
+            "InstanceCount": 1,
+        }
+    ]
+    if cfg.core_instance_count:
+        groups.append(
+            {
+                "Name": "core",
+                "InstanceRole": "CORE",
+                "Market": "SPOT" if cfg.use_spot else "ON_DEMAND",
+                "InstanceType": cfg.core_instance_type,
+                "InstanceCount": cfg.core_instance_count,
+            }
+        )
+    out: dict[str, Any] = {
+        "InstanceGroups": groups,
+        "KeepJobFlowAliveWhenNoSteps": not cfg.auto_terminate,
+        "TerminationProtected": False,
+    }
+    if cfg.ec2_key_name:
+        out["Ec2KeyName"] = cfg.ec2_key_name
+    if cfg.subnet_id:
+        out["Ec2SubnetId"] = cfg.subnet_id
+    return out
+
+
+def run_job_flow_request(cfg: AwsConfig, loc: Locations, run_id: str) -> dict[str, Any]:
+    """The ``emr.run_job_flow`` keyword arguments."""
+    return {
+        "Name": f"{cfg.cluster_name} {run_id}",
+        "LogUri": loc.logs,
+        "ReleaseLabel": cfg.release_label,
+        "Applications": [{"Name": "Spark"}],
+        "Instances": instances(cfg),
+        "BootstrapActions": bootstrap_actions(cfg, loc),
+        "Steps": steps(cfg, loc),
+        "ServiceRole": cfg.service_role,
+        "JobFlowRole": cfg.job_flow_role,
+        "VisibleToAllUsers": True,
+        "AutoTerminationPolicy": {"IdleTimeout": cfg.idle_timeout_s},
+        "Tags": [
+            {"Key": "project", "Value": "waveforms"},
+            {"Key": "waveforms:run", "Value": run_id},
+        ],
+    }
+
+
+def uploads(loc: Locations, wheel: str, bootstrap: str, step: str, config_file: str) -> list[tuple[str, str]]:
+    """(local file, s3 URI) pairs that must exist before the cluster starts."""
+    return [
+        (wheel, loc.wheel),
+        (bootstrap, loc.bootstrap),
+        (step, loc.step),
+        (config_file, loc.config),
+    ]
