@@ -53,3 +53,23 @@ def get_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def package_zip(dest_dir: str) -> str:
+    """Zip the ``waveforms`` package (sources only) into ``dest_dir``; returns the zip's path."""
+    import zipfile
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent
+    out = Path(dest_dir) / "waveforms.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(pkg.rglob("*.py")):
+            zf.write(path, path.relative_to(pkg.parent).as_posix())
+    return str(out)
+
+
+def ship_package(sc) -> None:
+    """Make ``import waveforms`` work on executors of a cluster whose Python lacks the package."""
+    import tempfile
+
+    sc.addPyFile(package_zip(tempfile.mkdtemp(prefix="waveforms-pkg-")))
