@@ -99,6 +99,19 @@ def process_partition(
             os.unlink(local_shard)
         shutil.rmtree(scratch, ignore_errors=True)
     yield from rows
+    yield {"kind": "stats", "partition": partition, "peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (VmHWM; reset by exec, unlike ru_maxrss), or None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, settings: AudioSettings,
@@ -154,8 +167,9 @@ def run(cfg: cfgmod.TransformConfig) -> int:
     results = _spark_map(todo, cfg, settings, run_id) if todo else []
     tracks = [r for r in results if r["kind"] == "track"] + kept
     errors = [r for r in results if r["kind"] == "error"]
-    for row in results:
-        del row["kind"]
+    rss = [r["peak_rss_mib"] for r in results if r["kind"] == "stats" and r["peak_rss_mib"] is not None]
+    for row in tracks + errors:
+        row.pop("kind", None)
     if not tracks:
         _write_errors(cfg.output, errors)
         raise UserError(f"no track could be transformed ({len(errors)} set aside; see {cfg.output}/errors.jsonl)")
@@ -170,6 +184,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
         "samples": sum(t["num_samples"] for t in tracks), "val_tracks": sum(t["split"] == "val" for t in tracks),
         "seconds": round(sum(t["num_samples"] for t in tracks) / cfg.sample_rate, 2),
         "wall_s": round(time.time() - started, 2),
+        "executor_peak_rss_mib": max(rss, default=None),
     }
     _write_errors(cfg.output, errors)
     storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.dump_json(cfg, "transform"))
