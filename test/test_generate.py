@@ -141,3 +141,30 @@ def test_cli_writes_wavs_and_sidecars(tmp_path):
         assert meta["stream"] == k and meta["settings"]["seed"] == 1
     assert not list(tmp_path.glob("*.part"))
     assert main(["generate", "--model", str(tmp_path / "nope"), "--output", str(out)]) == 1
+
+
+def test_cli_prime_from_an_audio_file(tmp_path):
+    import subprocess
+
+    from waveforms.cli import main
+    from waveforms.generate import load_prime
+
+    w = randomised(build("tiny", sample_rate=8000), scale=0.3)
+    w.save(tmp_path / "model")
+    mp3 = tmp_path / "prime.mp3"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=44100:duration=1", "-ac", "2", str(mp3)], check=True)
+    prime = load_prime(str(mp3), w)
+    assert abs(len(prime) - 8000) < 80  # resampled to the model's rate like training data
+    direct = gen.generate(w, 400, prime=prime, temperature=0)[0]
+    out = tmp_path / "p.wav"
+    assert main(["generate", "--model", str(tmp_path / "model"), "--seconds", "0.05", "--output", str(out),
+                 "--temperature", "0", "--prime", str(mp3)]) == 0
+    with wave.open(str(out)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+    expected = np.clip(np.rint(mulaw.decode(direct) * 32767), -32768, 32767).astype("<i2")
+    np.testing.assert_array_equal(pcm, expected)
+    unprimed = gen.generate(w, 400, temperature=0)[0]
+    assert (unprimed != direct).any()
+    assert main(["generate", "--model", str(tmp_path / "model"), "--output", str(out), "--prime",
+                 str(tmp_path / "missing.mp3")]) == 1
