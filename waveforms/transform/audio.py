@@ -67,7 +67,7 @@ class Stats:
     sumsq: float = 0.0  # energy, of the whole track
 
 
-def _spool(proc: subprocess.Popen, spool: BinaryIO, threshold: int) -> Stats:
+def _spool(proc: subprocess.Popen, spool: BinaryIO, threshold: int, energy: bool) -> Stats:
     st = Stats()
     while True:
         raw = proc.stdout.read(CHUNK * 2)
@@ -77,16 +77,23 @@ def _spool(proc: subprocess.Popen, spool: BinaryIO, threshold: int) -> Stats:
             raw = raw[:-1]
         x = np.frombuffer(raw, dtype="<i2")
         spool.write(raw)
-        ax = np.abs(x.astype(np.int32))
-        st.peak = max(st.peak, int(ax.max(initial=0)))
-        st.sumsq += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
-        loud = np.flatnonzero(ax > threshold)
-        if loud.size:
+        lo, hi = int(x.min()), int(x.max())
+        st.peak = max(st.peak, -lo, hi)
+        if energy:
+            xf = x.astype(np.float32)
+            st.sumsq += float(np.dot(xf, xf))
+        if threshold >= 0 and max(-lo, hi) > threshold:
+            loud = np.flatnonzero((x > threshold) | (x < -threshold))
             if st.first < 0:
                 st.first = st.n + int(loud[0])
             st.last = st.n + int(loud[-1])
         st.n += x.size
     return st
+
+
+def code_table(gain: float, mu: int) -> np.ndarray:
+    """mu-law code of every int16 value times ``gain``: encoding becomes one table look-up per sample."""
+    return mulaw.encode(np.arange(-32768, 32768, dtype=np.float32) * np.float32(gain), mu)
 
 
 def decode_to(path: str, s: AudioSettings, out: BinaryIO, scratch_dir: str | None = None) -> dict:
@@ -101,7 +108,7 @@ def decode_to(path: str, s: AudioSettings, out: BinaryIO, scratch_dir: str | Non
         with tempfile.TemporaryFile(dir=scratch_dir) as err:
             proc = subprocess.Popen(ffmpeg_command(path, s), stdout=subprocess.PIPE, stderr=err)
             try:
-                st = _spool(proc, spool, threshold)
+                st = _spool(proc, spool, threshold, s.normalise == "rms" and not s.trim_silence)
             finally:
                 proc.stdout.close()
                 code = proc.wait()
@@ -120,11 +127,12 @@ def decode_to(path: str, s: AudioSettings, out: BinaryIO, scratch_dir: str | Non
         if stop - start < s.min_seconds * s.sample_rate:
             raise AudioError("too-short", f"{(stop - start) / s.sample_rate:.2f} s after trimming")
         gain = _gain(st, spool, start, stop, s)
+        table = code_table(gain, s.mu)
         spool.seek(start * 2)
         left = stop - start
         while left:
             x = np.frombuffer(spool.read(min(CHUNK, left) * 2), dtype="<i2")
-            out.write(mulaw.encode(x.astype(np.float32) * gain, s.mu).tobytes())
+            out.write(table[x.astype(np.int32) + 32768].tobytes())
             left -= x.size
     return {
         "num_samples": stop - start,
@@ -144,11 +152,11 @@ def _gain(st: Stats, spool: BinaryIO, start: int, stop: int, s: AudioSettings) -
         return s.target_peak / st.peak
     if s.normalise == "rms":
         sumsq = st.sumsq
-        if (start, stop) != (0, st.n):  # energy of the kept part only
+        if s.trim_silence:  # energy of the kept part only
             sumsq, left = 0.0, stop - start
             spool.seek(start * 2)
             while left:
-                x = np.frombuffer(spool.read(min(CHUNK, left) * 2), dtype="<i2").astype(np.float64)
+                x = np.frombuffer(spool.read(min(CHUNK, left) * 2), dtype="<i2").astype(np.float32)
                 sumsq += float(np.dot(x, x))
                 left -= x.size
         rms = math.sqrt(sumsq / (stop - start)) * unit
