@@ -119,3 +119,22 @@ def test_file_to_codes_primes_like_training_data(tmp_path):
     codes = file_to_codes(str(mp3), 8000)
     assert abs(len(codes) - 8000) < 80
     assert abs(dominant_hz(codes, 8000) - 440) < 3
+
+
+def test_memory_does_not_grow_with_track_length(tmp_path):
+    """Peak memory decoding a 30-minute track stays within 20% of a 1-minute one."""
+    import sys
+
+    code = ("import sys; from waveforms.transform.audio import decode_to, AudioSettings;"
+            "from waveforms.transform.job import peak_rss_mib;"
+            "decode_to(sys.argv[1], AudioSettings(sample_rate=16000), open('/dev/null', 'wb'));"
+            "print(peak_rss_mib())")
+    peaks = []
+    for minutes in (1, 30):
+        src = tmp_path / f"{minutes}.wav"
+        ffmpeg(src, "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=22050:duration={minutes * 60}",
+               codec=())
+        out = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, check=True)
+        peaks.append(float(out.stdout.split()[-1]))
+    # 30 minutes of 16 kHz float32 would be 110 MiB on its own
+    assert peaks[1] < 1.2 * peaks[0], peaks
