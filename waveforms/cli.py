@@ -51,6 +51,8 @@ FLAGS: dict[str, list[tuple[str, str, Any, str]]] = {
         ("--master", "master", str, "Spark master URL (elephas)"),
         ("--workers", "workers", int, "elephas workers (partitions)"),
         ("--epochs", "epochs", int, "elephas epochs"),
+        ("--parameter-server", "parameter_server", str, "elephas parameter server: http | socket"),
+        ("--port", "port", int, "elephas parameter server port (0 = a free one)"),
         ("--seed", "seed", int, "random seed"),
     ],
     "generate": [

@@ -1,0 +1,22 @@
+"""The train stage: random windows from a transformed dataset into a WaveNet artifact.
+
+``--engine local`` trains in this process (resumable checkpoints);
+``--engine elephas`` trains data-parallel on Spark. Both write the same
+artifact (model.keras, model.json), metrics.jsonl, TensorBoard logs and loss.png.
+"""
+from __future__ import annotations
+
+from waveforms.config import TrainConfig
+
+
+def run(cfg: TrainConfig) -> int:
+    """Train as configured; returns the exit code."""
+    if cfg.engine == "elephas":
+        from waveforms.train.elephas import train
+    else:
+        from waveforms.train.local import train
+    train(cfg)
+    return 0
+
+
+__all__ = ["run"]

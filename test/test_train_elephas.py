@@ -1,0 +1,111 @@
+"""elephas on Spark local[2]: each mode learns, the artifact loads and generates, the parameter server stops."""
+import json
+import multiprocessing
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from train_helpers import tone_dataset
+from waveforms.config import TrainConfig
+from waveforms.generate import generate
+from waveforms.model import load
+from waveforms.train import elephas as engine
+from waveforms.train import run
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tone_dataset(tmp_path_factory.mktemp("elephas") / "ds")
+
+
+def cfg_for(data, model_dir, **kw):
+    base = dict(data=str(data), model_dir=str(model_dir), preset="tiny", engine="elephas", master="local[2]",
+                workers=2, epochs=3, batch_size=4, window=64, windows_per_worker=32, learning_rate=0.01, seed=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def rows(model_dir):
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode,server,frequency", [("synchronous", "http", "epoch"), ("asynchronous", "http", "epoch"),
+                                                   ("hogwild", "socket", "batch")])
+def test_each_mode_learns_and_writes_a_loadable_artifact(data, tmp_path, mode, server, frequency):
+    out = tmp_path / "model"
+    assert run(cfg_for(data, out, mode=mode, parameter_server=server, frequency=frequency)) == 0
+    epochs = rows(out)
+    assert [r["epoch"] for r in epochs] == [0, 1, 2, 3]
+    assert epochs[0]["val_loss"] > 5.0  # untrained: about ln 256
+    assert epochs[-1]["val_loss"] < 0.7 * epochs[0]["val_loss"]
+    assert epochs[-1]["loss"] < 0.7 * epochs[0]["loss"]
+    assert all(r["samples_per_s"] > 0 for r in epochs[1:])
+    wavenet = load(out)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["engine"] == "elephas" and meta["training"]["mode"] == mode
+    assert meta["sample_rate"] == 8000 and meta["dataset_id"] == "test-ds"
+    assert (out / "loss.png").exists()
+    codes = generate(wavenet, 40, seed=0, temperature=0)
+    assert codes.shape == (1, 40) and codes.dtype == np.uint8
+    assert no_parameter_server_left()
+
+
+def no_parameter_server_left() -> bool:
+    threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    return not multiprocessing.active_children() and not threads
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return False  # something still listens
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))
+    return True
+
+
+@pytest.mark.parametrize("server", ["http", "socket"])
+def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(data, tmp_path, monkeypatch, server):
+    port = engine.free_port("127.0.0.1")
+    real = engine.window_rdd
+
+    def failing_rdd(sc, cfg, rf, epoch):
+        def boom(pair):
+            raise RuntimeError("injected task failure")
+
+        return real(sc, cfg, rf, epoch).map(boom)
+
+    monkeypatch.setattr(engine, "window_rdd", failing_rdd)
+    with pytest.raises(Exception, match="injected task failure"):
+        run(cfg_for(data, tmp_path / "failed", mode="asynchronous", parameter_server=server, port=port, epochs=1))
+    assert port_is_free(port)
+    assert no_parameter_server_left()
+    assert not (tmp_path / "failed" / "model.keras").exists()
+    monkeypatch.setattr(engine, "window_rdd", real)
+    out = tmp_path / "again"
+    assert run(cfg_for(data, out, mode="asynchronous", parameter_server=server, port=port, epochs=1)) == 0
+    assert load(out).keras_model is not None
+    assert port_is_free(port) and no_parameter_server_left()
+
+
+def test_windows_are_made_on_the_executors_from_descriptors(data, monkeypatch):
+    from waveforms.spark import get_session
+
+    cfg = cfg_for(data, "unused")
+    sc = get_session(cfg.master).sparkContext
+    rdd = engine.window_rdd(sc, cfg, 17, epoch=1)
+    # the driver ships (partition, epoch) pairs only; the executors return windows read from the dataset
+    assert rdd.getNumPartitions() == 2
+    pairs = rdd.collect()
+    assert len(pairs) == 2 * cfg.windows_per_worker
+    x, y = pairs[0]
+    assert x.shape == (17 + 64 - 1,) and y.shape == (64,)
+    np.testing.assert_array_equal(x[17:], y[:-1])  # the target is the input shifted by one sample
+
+
+def test_bad_mode_is_a_clear_error(data, tmp_path):
+    from waveforms.errors import UserError
+
+    with pytest.raises(UserError, match="unknown mode"):
+        run(cfg_for(data, tmp_path / "m", mode="fast"))

@@ -1,0 +1,150 @@
+"""Local training: window alignment, sampling, a tiny WaveNet learning a tone, artifact and metrics."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from train_helpers import tone_dataset, write_dataset
+from waveforms.config import TrainConfig
+from waveforms.errors import UserError
+from waveforms.model import build, load
+from waveforms.train import run
+from waveforms.train.windows import WindowSampler, regions, split_window
+from waveforms.transform.dataset import Dataset
+
+
+def random_tracks(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"id": f"r{i}", "codes": rng.integers(0, 256, n, dtype=np.uint8)} for i, n in enumerate(lengths)]
+
+
+def find(haystack: np.ndarray, needle: np.ndarray) -> int:
+    """Index of ``needle`` in ``haystack`` (unique for random data), by brute force."""
+    view = np.lib.stride_tricks.sliding_window_view(haystack, len(needle))
+    hits = np.flatnonzero((view == needle).all(axis=1))
+    assert len(hits) == 1
+    return int(hits[0])
+
+
+def test_windows_are_input_and_shifted_targets_of_one_track_range(tmp_path):
+    tracks = random_tracks([3000, 5000])
+    ds = Dataset.open(str(write_dataset(tmp_path / "ds", tracks)))
+    rf, window = 17, 50
+    train, _, _ = regions(ds, rf + window)
+    sampler = WindowSampler(ds, train, rf, window, batch_size=6, seed=3)
+    x, y = sampler.batch(0)
+    assert x.shape == (6, rf + window - 1) and y.shape == (6, window)
+    full = {t["id"]: t["codes"] for t in tracks}
+    for xi, yi in zip(x, y):
+        source = next(c for c in full.values() if len(np.flatnonzero(
+            (np.lib.stride_tricks.sliding_window_view(c, len(xi)) == xi).all(axis=1))))
+        start = find(source, xi.astype(np.uint8))
+        # the target of cropped output j is the sample after the full model's output rf-1+j
+        np.testing.assert_array_equal(yi, source[start + rf:start + rf + window])
+    # batches are a function of (seed, step) alone
+    x2, y2 = WindowSampler(ds, train, rf, window, batch_size=6, seed=3).batch(0)
+    np.testing.assert_array_equal(x, x2)
+    assert not np.array_equal(sampler.batch(1)[0], x)
+
+
+def test_training_model_output_j_is_full_model_output_rf_minus_1_plus_j():
+    wavenet = build("tiny")
+    rf = wavenet.receptive_field
+    w = np.random.default_rng(0).integers(0, 256, (2, rf + 30))
+    x, y = split_window(w, rf)
+    cropped = np.asarray(wavenet.training_model()(x))
+    full = np.asarray(wavenet.keras_model(x))
+    assert cropped.shape[1] == y.shape[1] == 30
+    np.testing.assert_allclose(cropped, full[:, rf - 1:], atol=1e-5)
+
+
+def test_tracks_are_drawn_in_proportion_to_their_length(tmp_path):
+    ds = Dataset.open(str(write_dataset(tmp_path / "ds", random_tracks([1100, 4100]))))
+    train, _, _ = regions(ds, 100)
+    sampler = WindowSampler(ds, train, 10, 90, batch_size=1, seed=0)
+    picks = np.random.default_rng(1).choice(2, size=20000, p=sampler.probs)
+    # windows start anywhere in [0, n - 100]: 1001 vs 4001 positions
+    assert abs(np.mean(picks == 1) - 4001 / 5002) < 0.01
+
+
+def test_without_val_tracks_the_end_of_each_track_is_held_out(tmp_path):
+    ds = Dataset.open(str(write_dataset(tmp_path / "ds", random_tracks([2000, 3000, 120]))))
+    train, val, how = regions(ds, 150)
+    assert "held out" in how
+    assert len(train) == len(val) == 2  # the track shorter than a window is skipped
+    for t, v in zip(train, val):
+        assert t.track is v.track and t.start == 0 and t.end == v.start and v.end == t.track["num_samples"]
+        assert v.size == max(150, t.track["num_samples"] // 10)
+
+
+def test_tracks_shorter_than_a_window_are_a_clear_error(tmp_path):
+    data = write_dataset(tmp_path / "ds", random_tracks([500, 600]))
+    cfg = TrainConfig(data=str(data), model_dir=str(tmp_path / "m"), preset="tiny", window=1000, steps=2)
+    with pytest.raises(UserError, match="long enough"):
+        run(cfg)
+
+
+def tiny_cfg(tmp_path, data, **kw):
+    base = dict(data=str(data), model_dir=str(tmp_path / "model"), preset="tiny", steps=60, batch_size=4,
+                window=64, learning_rate=0.01, log_every=10, val_every=20, checkpoint_every=20, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_tiny_model_learns_a_tone_and_writes_the_artifact(tmp_path):
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    cfg = tiny_cfg(tmp_path, data)
+    assert run(cfg) == 0
+    out = tmp_path / "model"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(10, 61, 10))
+    assert rows[0]["loss"] > 2.5  # starts near ln 256 = 5.55
+    assert rows[-1]["loss"] < 2.5 < math.log(256)
+    val = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in val] == [20, 40, 60]
+    assert val[-1]["val_loss"] < 2.5
+    assert val[-1]["val_bits_per_sample"] == pytest.approx(val[-1]["val_loss"] / math.log(2))
+    assert all(r["samples_per_s"] > 0 and r["wall_time"] > 0 for r in rows)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["dataset_id"] == "test-ds" and meta["sample_rate"] == 8000 and meta["genres"] == []
+    assert meta["training"]["steps"] == 60 and meta["training"]["engine"] == "local"
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == 60
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # the saved full model predicts the tone's next sample (output t -> sample t+1)
+    wavenet = load(out)
+    assert wavenet.sample_rate == 8000
+    track = Dataset.open(str(data)).split("val")[0]
+    codes = Dataset.open(str(data)).read_track(track)[:400].astype(np.int32)
+    pred = np.asarray(wavenet.keras_model(codes[None, :-1]))[0].argmax(-1)
+    rf = wavenet.receptive_field
+    assert np.mean(np.abs(pred[rf:] - codes[rf + 1:]) <= 1) > 0.9
+
+
+def test_genre_conditioning_saves_the_vocabulary(tmp_path):
+    data = tone_dataset(tmp_path / "ds", n_tracks=4, genres=("rock", "jazz"))
+    run(tiny_cfg(tmp_path, data, steps=5, condition_on_genre=True))
+    wavenet = load(tmp_path / "model")
+    assert wavenet.genres == ["jazz", "rock"] and wavenet.config.num_genres == 2
+    assert len(wavenet.keras_model.inputs) == 2
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", lambda self, x, y: float("nan"))
+    data = tone_dataset(tmp_path / "ds")
+    with pytest.raises(UserError, match="loss became nan at step 1"):
+        run(tiny_cfg(tmp_path, data))
+
+
+def test_early_stopping_on_validation_loss(tmp_path, monkeypatch):
+    from waveforms.train import local
+
+    losses = iter([1.0, 0.9, 0.95, 0.97, 0.99, 0.5])
+    monkeypatch.setattr(local, "mean_loss", lambda model, batches: next(losses))
+    data = tone_dataset(tmp_path / "ds")
+    run(tiny_cfg(tmp_path, data, steps=60, val_every=10, early_stopping_patience=3))
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    # best at step 20, then three checks without improvement: stop at step 50
+    assert meta["training"]["stopped_early"] is True and meta["training"]["steps"] == 50

@@ -1,0 +1,130 @@
+"""What both engines share: the dataset and model set-up, the optimizer, and the final artifact."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waveforms import config as cfgmod
+from waveforms import storage
+from waveforms.config import TrainConfig
+from waveforms.errors import UserError
+from waveforms.model import WaveNet, build
+from waveforms.train.metrics import MetricsLog
+from waveforms.train.windows import Region, genre_vocabulary, regions
+from waveforms.transform.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local", "elephas")
+SCHEDULES = ("constant", "cosine")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Setup:
+    cfg: TrainConfig
+    ds: Dataset
+    wavenet: WaveNet
+    genres: list[str]
+    train_regions: list[Region]
+    val_regions: list[Region]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.wavenet.receptive_field
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.engine not in ENGINES:
+        raise UserError(f"unknown engine {cfg.engine!r}; choose one of {list(ENGINES)}")
+    if cfg.lr_schedule not in SCHEDULES:
+        raise UserError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {list(SCHEDULES)}")
+    if storage.is_s3(cfg.model_dir):
+        raise UserError("model_dir must be a local folder (the AWS steps mirror it to S3)")
+    for key in ("steps", "batch_size", "window", "log_every", "val_every", "checkpoint_every"):
+        if getattr(cfg, key) <= 0:
+            raise UserError(f"{key} must be > 0")
+    if cfg.learning_rate <= 0:
+        raise UserError("learning_rate must be > 0")
+
+
+def prepare(cfg: TrainConfig) -> Setup:
+    """Open the dataset, choose train/val regions and build the (untrained) WaveNet."""
+    validate(cfg)
+    ds = Dataset.open(cfg.data)
+    genres = genre_vocabulary(ds) if cfg.condition_on_genre else []
+    overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "quantization": ds.mu + 1}
+    if genres:
+        overrides["num_genres"] = len(genres)
+    wavenet = build(cfg.preset, **overrides)
+    length = wavenet.receptive_field + cfg.window
+    train_regions, val_regions, how = regions(ds, length, genres)
+    log.info("dataset %s: %d tracks, %d training regions; validation: %s", cfg.data, len(ds.tracks),
+             len(train_regions), how)
+    if not val_regions:
+        log.warning("no validation region fits a window of %d samples: validation is off", length)
+    if genres:
+        log.info("conditioning on %d genres: %s", len(genres), genres)
+    return Setup(cfg, ds, wavenet, genres, train_regions, val_regions, {"validation": how})
+
+
+def optimizer(cfg: TrainConfig, total_steps: int | None = None):
+    import keras
+
+    lr: Any = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, total_steps or cfg.steps))
+    return keras.optimizers.Adam(learning_rate=lr, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+
+
+def compile_model(model, cfg: TrainConfig, total_steps: int | None = None):
+    import keras
+
+    model.compile(optimizer=optimizer(cfg, total_steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def scalar(value: Any) -> float:
+    """A Keras loss return value (scalar, array or list) as a float."""
+    import numpy as np
+
+    return float(np.asarray(value).ravel()[0])
+
+
+def mean_loss(model, batches: list) -> float:
+    """Mean loss of ``model`` over fixed ``(x, y)`` batches (validation)."""
+    return sum(scalar(model.test_on_batch(x, y)) for x, y in batches) / len(batches)
+
+
+def check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"loss became {loss} at step {step}; lower the learning rate or clip_norm, "
+            "then rerun (training resumes from the last checkpoint) or start over with --fresh"
+        )
+
+
+def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: MetricsLog) -> Path:
+    """The full (uncropped) model with the trained weights, model.json, config.json and loss.png."""
+    cfg, wavenet = setup.cfg, setup.wavenet
+    wavenet.keras_model.set_weights(train_model.get_weights())
+    wavenet.meta.update({
+        "dataset_id": setup.ds.dataset_id,
+        "dataset": cfg.data,
+        "genres": setup.genres,
+        "preset": cfg.preset,
+        "training": summary,
+    })
+    out = Path(cfg.model_dir)
+    wavenet.save(out)
+    storage.write_text(str(out / "config.json"), cfgmod.dump_json(cfg, "train"))
+    metrics.plot(f"WaveNet {cfg.preset} ({cfg.engine})")
+    return out

@@ -1,0 +1,213 @@
+"""The elephas engine: data-parallel training on Spark with elephas 7.3.0.
+
+The driver parallelises only ``(partition, epoch)`` descriptors; each executor
+opens the dataset and reads its own random windows (ranged reads), so no
+training data passes through the driver. Each epoch is one ``fit`` of a new
+``SparkModel`` (synchronous) or ``AsynchronousSparkModel`` (asynchronous,
+hogwild) around the same master network; the parameter server always stops,
+whatever happens to the tasks. The master network is saved with Keras.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from waveforms.config import TrainConfig
+from waveforms.errors import UserError
+from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
+from waveforms.train.metrics import TENSORBOARD, MetricsLog, bits
+from waveforms.train.windows import WindowSampler, regions, split_window
+
+log = logging.getLogger(__name__)
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the parameter server logs every request
+
+MODES = ("synchronous", "asynchronous", "hogwild")
+FREQUENCIES = ("epoch", "batch")
+SERVERS = ("http", "socket")
+TRAIN_STREAM = 2  # RNG stream for executor windows: (seed, 2, epoch, partition)
+
+
+def validate(cfg: TrainConfig) -> None:
+    for key, allowed in (("mode", MODES), ("frequency", FREQUENCIES), ("parameter_server", SERVERS)):
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"unknown {key} {getattr(cfg, key)!r}; choose one of {list(allowed)}")
+    if cfg.condition_on_genre:
+        raise UserError("genre conditioning needs --engine local (elephas feeds single-input models)")
+    if cfg.workers <= 0 or cfg.epochs <= 0:
+        raise UserError("workers and epochs must be > 0")
+    if cfg.windows_per_worker <= cfg.batch_size:
+        raise UserError("windows_per_worker must exceed batch_size (elephas skips smaller partitions)")
+
+
+def parameter_server_host() -> str:
+    """The address elephas's parameter server binds to and its clients connect to."""
+    from elephas.utils.sockets import determine_master
+
+    return determine_master(0).rsplit(":", 1)[0]
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def custom_objects() -> dict[str, Any]:
+    """The model's own layers, by class and registered name (pickled by reference: executors import them)."""
+    from waveforms.model.wavenet import CropLeft, GatedUnit, OneHot, TimeBroadcastAdd
+
+    layers = (OneHot, CropLeft, GatedUnit, TimeBroadcastAdd)
+    return {**{c.__name__: c for c in layers}, **{f"waveforms>{c.__name__}": c for c in layers}}
+
+
+def partition_windows(root: str, receptive_field: int, window: int, n: int, seed: int,
+                      descriptor: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Runs on an executor: ``n`` random training windows as ``(input, target)`` pairs."""
+    from waveforms.transform.dataset import Dataset
+
+    partition, epoch = descriptor
+    ds = Dataset.open(root)
+    train, _, _ = regions(ds, receptive_field + window)
+    sampler = WindowSampler(ds, train, receptive_field, window, batch_size=n, seed=seed)
+    w, _ = sampler.windows(np.random.default_rng([seed, TRAIN_STREAM, epoch, partition]), n)
+    x, y = split_window(w, receptive_field)
+    for xi, yi in zip(x.astype(np.int32), y.astype(np.int32)):
+        yield xi, yi
+
+
+def window_rdd(sc, cfg: TrainConfig, receptive_field: int, epoch: int):
+    """An RDD of ``(x, y)`` windows made on the executors, one partition per worker."""
+    descriptors = [(p, epoch) for p in range(cfg.workers)]
+    read = functools.partial(partition_windows, cfg.data, receptive_field, cfg.window, cfg.windows_per_worker,
+                             cfg.seed)
+    return sc.parallelize(descriptors, cfg.workers).flatMap(read)
+
+
+def stop_parameter_server(spark_model) -> None:
+    """Stop elephas's parameter server if it is still up (elephas skips this when a task fails)."""
+    server = getattr(spark_model, "parameter_server", None)
+    if server is None:
+        return
+    proc = getattr(server, "server", None)  # HttpServer: a multiprocessing.Process
+    if proc is not None:
+        with contextlib.suppress(ValueError):  # already closed by elephas after a successful fit
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(10)
+        return
+    if getattr(server, "thread", None) is not None:  # SocketServer: a thread
+        server.stop()
+
+
+def make_spark_model(model, cfg: TrainConfig, port: int):
+    from elephas.spark_model import AsynchronousSparkModel, SparkModel
+
+    common = dict(custom_objects=custom_objects(), batch_size=cfg.batch_size)
+    if cfg.mode == "synchronous":
+        return SparkModel(model, **common)
+    return AsynchronousSparkModel(model, mode=cfg.mode, frequency=cfg.frequency,
+                                  parameter_server_mode=cfg.parameter_server, port=port, **common)
+
+
+def fit_epoch(model, rdd, cfg: TrainConfig, port: int) -> list[dict[str, Any]]:
+    """One elephas fit over ``rdd``; the parameter server is stopped however it ends. Returns histories."""
+    spark_model = make_spark_model(model, cfg, port)
+    try:
+        spark_model.fit(rdd, epochs=1, batch_size=cfg.batch_size, verbose=0)
+    finally:
+        stop_parameter_server(spark_model)
+    return [h for h in spark_model.training_histories if h]
+
+
+def ship_package_if_needed(sc, master: str) -> None:
+    from waveforms import spark
+
+    if not spark.is_local_master(master):
+        spark.ship_package(sc)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train with elephas for ``cfg.epochs`` epochs and write the artifact; returns the summary."""
+    import keras
+
+    from waveforms.spark import get_session
+
+    validate(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    setup = prepare(cfg)
+    rf = setup.receptive_field
+    model = compile_model(setup.wavenet.training_model(), cfg, total_steps=cfg.epochs * cfg.windows_per_worker)
+    model_dir = Path(cfg.model_dir)
+    (model_dir / "metrics.jsonl").unlink(missing_ok=True)  # elephas runs always start over
+    shutil.rmtree(model_dir / TENSORBOARD, ignore_errors=True)
+    metrics = MetricsLog(model_dir)
+    sampler = functools.partial(WindowSampler, setup.ds, receptive_field=rf, window=cfg.window,
+                                batch_size=cfg.batch_size, seed=cfg.seed)
+    train_probe = sampler(setup.train_regions).fixed_batches(cfg.val_batches)
+    val_batches = sampler(setup.val_regions).fixed_batches(cfg.val_batches) if setup.val_regions else []
+    host = parameter_server_host()
+    port = cfg.port or free_port(host)
+    if cfg.mode != "synchronous":
+        log.info("parameter server (%s) on %s:%d", cfg.parameter_server, host, port)
+    spark = get_session(cfg.master, "waveforms-train")
+    sc = spark.sparkContext
+    ship_package_if_needed(sc, cfg.master)
+    steps_per_epoch = cfg.workers * -(-cfg.windows_per_worker // cfg.batch_size)
+    samples_per_epoch = cfg.workers * cfg.windows_per_worker * cfg.window
+
+    def record(epoch: int, loss: float, seconds: float | None, wall: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": epoch * steps_per_epoch, "epoch": epoch, "loss": loss, "wall_time": wall}
+        if seconds:
+            row["samples_per_s"] = samples_per_epoch / seconds
+        if val_batches:
+            row["val_loss"] = mean_loss(model, val_batches)
+            row["val_bits_per_sample"] = bits(row["val_loss"])
+        metrics.append(row)
+        log.info("epoch %d/%d %s", epoch, cfg.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch")))
+        return row
+
+    t0 = time.perf_counter()
+    row = record(0, mean_loss(model, train_probe), None, 0.0)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t = time.perf_counter()
+            histories = fit_epoch(model, window_rdd(sc, cfg, rf, epoch), cfg, port)
+            seconds = time.perf_counter() - t
+            worker_losses = [h["loss"][-1] for h in histories if h.get("loss")]
+            loss = float(np.mean(worker_losses)) if worker_losses else mean_loss(model, train_probe)
+            check_finite(loss, epoch * steps_per_epoch)
+            row = record(epoch, loss, seconds, time.perf_counter() - t0)
+    finally:
+        metrics.close()
+    summary = {
+        "engine": "elephas",
+        "mode": cfg.mode,
+        "frequency": cfg.frequency,
+        "parameter_server": cfg.parameter_server,
+        "master": cfg.master,
+        "workers": cfg.workers,
+        "epochs": cfg.epochs,
+        "steps": cfg.epochs * steps_per_epoch,
+        "final_loss": row["loss"],
+        "final_val_loss": row.get("val_loss"),
+        "batch_size": cfg.batch_size,
+        "window": cfg.window,
+        "seed": cfg.seed,
+        "wall_time_s": time.perf_counter() - t0,
+        "validation": setup.notes["validation"],
+    }
+    save_artifact(setup, model, summary, metrics)
+    log.info("model written to %s (loss %.4f after %d epochs)", cfg.model_dir, row["loss"], cfg.epochs)
+    return summary

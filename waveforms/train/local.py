@@ -1,0 +1,139 @@
+"""The local engine: one process, Keras ``train_on_batch`` over prefetched random windows.
+
+Resumable: every ``checkpoint_every`` steps (and at the end) the weights,
+optimizer state, step and early-stopping state are checkpointed; batches are a
+pure function of ``(seed, step)``, so a resumed run sees the same data as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from waveforms.config import TrainConfig
+from waveforms.train import checkpoint
+from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
+from waveforms.train.metrics import TENSORBOARD, MetricsLog, bits
+from waveforms.train.windows import Prefetcher, WindowSampler
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def start_state(setup: Setup, model) -> dict[str, Any]:
+    """Resume from the newest checkpoint unless ``--fresh``; the state to continue from."""
+    cfg, model_dir = setup.cfg, Path(setup.cfg.model_dir)
+    if cfg.fresh:
+        checkpoint.clear(model_dir)
+        (model_dir / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(model_dir / TENSORBOARD, ignore_errors=True)
+    state = checkpoint.load_state(model_dir)
+    fresh_state = {"step": 0, "wall_time": 0.0, "best_val": None, "bad_checks": 0, "stopped_early": False}
+    if state is None:
+        (model_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run that never checkpointed
+        return fresh_state
+    if state.get("model_config") != setup.wavenet.config.to_dict() or state.get("engine") != "local":
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {model_dir} was made for another model or engine; rerun with --fresh"
+        )
+    if state.get("seed") != cfg.seed or state.get("batch_size") != cfg.batch_size or state.get("window") != cfg.window:
+        log.warning("seed, batch size or window differ from the checkpoint's; resuming anyway")
+    checkpoint.restore(model_dir, model)
+    log.info("resuming from step %d (%s)", state["step"], checkpoint.latest_name(model_dir))
+    return {**fresh_state, **state}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) and write the artifact; returns the training summary."""
+    seed_everything(cfg.seed)
+    setup = prepare(cfg)
+    model = compile_model(setup.wavenet.training_model(), cfg)
+    state = start_state(setup, model)
+    metrics = MetricsLog(cfg.model_dir)
+    metrics.truncate(state["step"])
+    sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
+                            cfg.seed, with_genre=bool(setup.genres))
+    val_batches: list | None = None
+    if setup.val_regions:
+        val_sampler = WindowSampler(setup.ds, setup.val_regions, setup.receptive_field, cfg.window,
+                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres))
+        val_batches = val_sampler.fixed_batches(cfg.val_batches)
+
+    def save_checkpoint() -> None:
+        checkpoint.save(cfg.model_dir, model, {
+            **state, "engine": "local", "seed": cfg.seed, "batch_size": cfg.batch_size, "window": cfg.window,
+            "model_config": setup.wavenet.config.to_dict(),
+        })
+
+    step, last_loss = state["step"], state.get("loss")
+    interval: list[float] = []
+    t0 = t_interval = time.perf_counter()
+    wall0 = state["wall_time"]
+    try:
+        with Prefetcher(sampler.batch, step) as batches:
+            while step < cfg.steps and not state["stopped_early"]:
+                x, y = next(batches)
+                loss = scalar(model.train_on_batch(x, y))
+                step += 1
+                check_finite(loss, step)
+                interval.append(loss)
+                state["step"] = step
+                done = step == cfg.steps
+                if step % cfg.log_every and step % cfg.val_every and not done:
+                    continue
+                row: dict[str, Any] = {"step": step}
+                now = time.perf_counter()
+                if interval:
+                    row["loss"] = last_loss = float(np.mean(interval))
+                    row["samples_per_s"] = len(interval) * cfg.batch_size * cfg.window / (now - t_interval)
+                if val_batches and (step % cfg.val_every == 0 or done):
+                    val = mean_loss(model, val_batches)
+                    row.update(val_loss=val, val_bits_per_sample=bits(val))
+                    if state["best_val"] is None or val < state["best_val"]:
+                        state["best_val"], state["bad_checks"] = val, 0
+                    else:
+                        state["bad_checks"] += 1
+                        if 0 < cfg.early_stopping_patience <= state["bad_checks"]:
+                            state["stopped_early"] = True
+                            log.info("early stopping at step %d: no validation improvement in %d checks",
+                                     step, state["bad_checks"])
+                row["wall_time"] = state["wall_time"] = wall0 + (time.perf_counter() - t0)
+                state["loss"] = last_loss
+                metrics.append(row)
+                log.info("step %d/%d %s", step, cfg.steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+                interval, t_interval = [], time.perf_counter()
+                if step % cfg.checkpoint_every == 0 or done or state["stopped_early"]:
+                    save_checkpoint()
+        if state["step"] > 0:
+            save_checkpoint()
+    finally:
+        metrics.close()
+    summary = {
+        "engine": "local",
+        "steps": state["step"],
+        "final_loss": state.get("loss"),
+        "best_val_loss": state["best_val"],
+        "stopped_early": state["stopped_early"],
+        "batch_size": cfg.batch_size,
+        "window": cfg.window,
+        "seed": cfg.seed,
+        "wall_time_s": state["wall_time"],
+        "validation": setup.notes["validation"],
+    }
+    save_artifact(setup, model, summary, metrics)
+    log.info("model written to %s (loss %.4f after %d steps)", cfg.model_dir, state.get("loss") or float("nan"),
+             state["step"])
+    return summary

@@ -1,0 +1,85 @@
+"""Training metrics: ``metrics.jsonl``, TensorBoard scalars and the ``loss.png`` plot."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from waveforms import storage
+
+METRICS = "metrics.jsonl"
+PLOT = "loss.png"
+TENSORBOARD = "tensorboard"
+
+
+def bits(nats: float) -> float:
+    return nats / math.log(2)
+
+
+class MetricsLog:
+    """Appends one JSON object per log interval; mirrors scalars to TensorBoard."""
+
+    def __init__(self, model_dir: str | Path, tensorboard: bool = True):
+        self.dir = Path(model_dir)
+        self.path = self.dir / METRICS
+        self._writer = None
+        if tensorboard:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(str(self.dir / TENSORBOARD))
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Drop rows after ``step`` (they are recomputed when training resumes there)."""
+        rows = [r for r in self.rows() if r.get("step", 0) <= step]
+        storage.write_text(str(self.path), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+            fh.flush()
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default():
+                for key, value in row.items():
+                    if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                        tf.summary.scalar(key, value, step=int(row["step"]))
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def plot(self, title: str = "") -> Path:
+        """Write ``loss.png``: training and validation loss (nats) against step."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+        val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+        if train:
+            ax.plot(*zip(*train), label="train loss")
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation loss")
+        ax.axhline(math.log(256), color="grey", linestyle=":", label="ln 256 (uniform)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats per sample)")
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        out = self.dir / PLOT
+        with storage.atomic_local(out) as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        plt.close(fig)
+        return out

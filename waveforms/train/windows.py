@@ -1,0 +1,187 @@
+"""Random training windows read from a transformed dataset, in bounded memory.
+
+A window holds ``receptive_field + T`` codes ``w``; the model input is
+``w[:-1]`` and the targets of its ``T`` cropped outputs are ``w[receptive_field:]``
+(output ``t`` predicts sample ``t + 1``, and the first ``receptive_field - 1``
+outputs are dropped). Every window is one ranged read of a shard, so memory
+does not depend on the dataset's size.
+
+Batches are a pure function of ``(seed, step)``: the data state saved in a
+checkpoint is the step alone, and a background thread can prefetch ahead.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from waveforms import storage
+from waveforms.errors import UserError
+from waveforms.transform.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+VAL_STREAM = 1  # RNG stream ids: training batches use (seed, 0, step)
+HELD_OUT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Region:
+    """A sample range ``[start, end)`` of one track that windows are drawn from."""
+
+    track: dict[str, Any]
+    start: int
+    end: int
+    genre: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def genre_vocabulary(ds: Dataset) -> list[str]:
+    """Sorted genre names of the dataset's tracks ("" for tracks without one)."""
+    return sorted({str(t.get("genre") or "") for t in ds.tracks})
+
+
+def regions(ds: Dataset, length: int, genres: list[str] | None = None) -> tuple[list[Region], list[Region], str]:
+    """Training and validation regions that fit a window of ``length``, and how val was chosen.
+
+    Validation uses the ``val`` tracks; without any, the last tenth of each
+    training track is held out (and left out of training).
+    """
+    index = {g: i for i, g in enumerate(genres or [])}
+
+    def region(t, start, end):
+        return Region(t, start, end, index.get(str(t.get("genre") or ""), 0))
+
+    train_tracks, val_tracks = ds.split("train"), ds.split("val")
+    if val_tracks:
+        train = [region(t, 0, int(t["num_samples"])) for t in train_tracks]
+        val = [region(t, 0, int(t["num_samples"])) for t in val_tracks]
+        how = f"{len(val_tracks)} val tracks"
+    else:
+        train, val = [], []
+        for t in train_tracks:
+            n = int(t["num_samples"])
+            if n < length:
+                continue
+            cut = n - max(length, int(n * HELD_OUT_FRACTION))
+            train.append(region(t, 0, cut))
+            val.append(region(t, cut, n))
+        how = f"no val tracks: held out the last {HELD_OUT_FRACTION:.0%} (at least one window) of each track"
+    train = [r for r in train if r.size >= length]
+    val = [r for r in val if r.size >= length]
+    if not train:
+        longest = max(int(t["num_samples"]) for t in ds.tracks)
+        raise UserError(
+            f"no track in {ds.root} is long enough for a window of {length} samples "
+            f"(longest: {longest}); use a smaller --window or preset"
+        )
+    return train, val, how
+
+
+def split_window(w: np.ndarray, receptive_field: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model input and cropped-output targets of windows ``w`` (..., receptive_field + T)."""
+    return w[..., :-1], w[..., receptive_field:]
+
+
+class WindowSampler:
+    """Batches of random windows across regions, weighted by region length."""
+
+    def __init__(self, ds: Dataset, regions_: list[Region], receptive_field: int, window: int, batch_size: int,
+                 seed: int, with_genre: bool = False):
+        self.ds = ds
+        self.regions = regions_
+        self.receptive_field = receptive_field
+        self.length = receptive_field + window
+        self.batch_size = batch_size
+        self.seed = seed
+        self.with_genre = with_genre
+        sizes = np.array([r.size - self.length + 1 for r in regions_], dtype=np.float64)
+        self.probs = sizes / sizes.sum()
+        self._local = threading.local()
+
+    def _client(self):
+        if not storage.is_s3(self.ds.root):
+            return None
+        if not hasattr(self._local, "client"):
+            self._local.client = storage.s3_client()
+        return self._local.client
+
+    def windows(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` windows (n, length) uint8 and their genre ids (n,)."""
+        picks = rng.choice(len(self.regions), size=n, p=self.probs)
+        out = np.empty((n, self.length), dtype=np.uint8)
+        genre = np.empty(n, dtype=np.int32)
+        client = self._client()
+        for i, k in enumerate(picks):
+            r = self.regions[k]
+            start = r.start + int(rng.integers(0, r.size - self.length + 1))
+            out[i] = self.ds.read_window(r.track, start, self.length, client)
+            genre[i] = r.genre
+        return out, genre
+
+    def batch_from(self, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+        w, genre = self.windows(rng, self.batch_size)
+        x, y = split_window(w, self.receptive_field)
+        x = x.astype(np.int32)
+        return ((x, genre) if self.with_genre else x), y.astype(np.int32)
+
+    def batch(self, step: int, stream: int = 0) -> tuple[Any, np.ndarray]:
+        """The batch for ``step``: the same for the same (seed, stream, step), in any process."""
+        return self.batch_from(np.random.default_rng([self.seed, stream, step]))
+
+    def fixed_batches(self, n: int) -> list[tuple[Any, np.ndarray]]:
+        """``n`` batches that stay the same for a seed (validation)."""
+        return [self.batch(i, VAL_STREAM) for i in range(n)]
+
+
+class Prefetcher:
+    """Computes ``fn(step)`` for consecutive steps on a thread, at most ``depth`` ahead."""
+
+    def __init__(self, fn: Callable[[int], Any], start: int, depth: int = 4):
+        self._fn = fn
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(start,), daemon=True, name="window-prefetch")
+        self._thread.start()
+
+    def _run(self, step: int) -> None:
+        while not self._stop.is_set():
+            try:
+                item = (self._fn(step), None)
+            except BaseException as exc:  # handed to the consumer
+                item = (None, exc)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[1] is not None:
+                return
+            step += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        value, exc = self._queue.get()
+        if exc is not None:
+            raise exc
+        return value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
