@@ -13,7 +13,6 @@ import sys
 import wave
 from pathlib import Path
 
-import pytest
 
 from aws_helpers import BUCKET, aws_env, client, moto_url, write_config  # noqa: F401
 from waveforms import storage

@@ -5,7 +5,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import pytest
 
 from aws_helpers import BUCKET, aws_env, client, keys, moto_url  # noqa: F401
 from waveforms.aws import cli

@@ -17,13 +17,12 @@ A window of any track is one ranged read of its shard.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
-from waveforms import storage
+from waveforms import jsonl, storage
 from waveforms.errors import UserError
 
 MANIFEST = "manifest.jsonl"
@@ -44,23 +43,11 @@ def split_for(track_id: str, val_fraction: float) -> str:
 
 
 def parse_manifest(text: str, where: str = MANIFEST) -> list[dict[str, Any]]:
-    tracks = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}:{n}: not JSON: {exc}") from exc
-        missing = [k for k in REQUIRED if k not in row]
-        if missing:
-            raise DatasetError(f"{where}:{n}: missing {missing}")
-        tracks.append(row)
-    return tracks
+    return jsonl.parse(text, where, REQUIRED, DatasetError)
 
 
 def manifest_text(tracks: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(t, sort_keys=True, ensure_ascii=False) + "\n" for t in tracks)
+    return jsonl.dumps(tracks)
 
 
 @dataclass

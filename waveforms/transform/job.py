@@ -8,6 +8,7 @@ attempts are never referenced and are deleted after the commit.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ import uuid
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import storage
+from waveforms import jsonl, storage
 from waveforms.errors import UserError
 from waveforms.transform import dataset as ds
 from waveforms.transform.audio import AudioError, AudioSettings, decode_to
@@ -29,11 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def settings_of(cfg: cfgmod.TransformConfig) -> AudioSettings:
-    return AudioSettings(
-        sample_rate=cfg.sample_rate, mu=cfg.mu, normalise=cfg.normalise, target_peak=cfg.target_peak,
-        target_rms_db=cfg.target_rms_db, trim_silence=cfg.trim_silence,
-        silence_threshold_db=cfg.silence_threshold_db, min_seconds=cfg.min_seconds, resampler=cfg.resampler,
-    )
+    """The per-track settings: the transform config's fields of the same names."""
+    return AudioSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(AudioSettings)})
 
 
 def digest(obj: Any) -> str:
@@ -198,8 +196,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
 
 
 def _write_errors(root: str, errors: list[dict[str, Any]]) -> None:
-    storage.write_text(storage.join(root, ds.ERRORS),
-                       "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in errors))
+    storage.write_text(storage.join(root, ds.ERRORS), jsonl.dumps(errors))
 
 
 def _delete_unreferenced(root: str, referenced: set[str]) -> None:

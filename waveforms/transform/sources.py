@@ -7,13 +7,12 @@ names. Records are small: audio bytes never pass through the driver.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from waveforms import storage
+from waveforms import jsonl, storage
 from waveforms.errors import UserError
 
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".m4a", ".opus")
@@ -28,15 +27,7 @@ def _id_from_name(rel: str) -> str:
 
 def _from_manifest(root: str, text: str) -> list[dict[str, Any]]:
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{root}/manifest.jsonl:{n}: not JSON: {exc}") from exc
-        if "id" not in row or "path" not in row:
-            raise UserError(f"{root}/manifest.jsonl:{n}: needs 'id' and 'path'")
+    for row in jsonl.parse(text, f"{root}/manifest.jsonl", ("id", "path")):
         rec = {k: row[k] for k in META_KEYS if row.get(k) not in (None, "")}
         rec.update(id=str(row["id"]), uri=storage.join(root, row["path"]), size=int(row.get("bytes") or 0))
         records.append(rec)
