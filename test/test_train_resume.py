@@ -124,3 +124,17 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(data, tmp_path):
     assert "resuming from step 10" in rerun.stderr
     assert sorted(os.listdir(out / "checkpoints")) == ["ckpt-00000030", "latest"]
     assert [r["step"] for r in metrics(out)] == [10, 20, 30]
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
+    from waveforms.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path, tensorboard=False)
+    for step in (10, 20, 30):
+        log.append({"step": step, "loss": 1.0 / step})
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 40, "lo')
+    assert [r["step"] for r in log.rows()] == [10, 20, 30]
+    log.truncate(20)  # resuming from the step-20 checkpoint
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines() == [
+        json.dumps({"loss": 0.1, "step": 10}), json.dumps({"loss": 0.05, "step": 20})]

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from waveforms import storage
+from waveforms import jsonl, storage
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
@@ -32,12 +32,14 @@ class MetricsLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        text = self.path.read_text()
+        if not text.endswith("\n"):  # a line torn by a kill mid-append
+            text = text[: text.rfind("\n") + 1]
+        return jsonl.parse(text, str(self.path))
 
     def truncate(self, step: int) -> None:
         """Drop rows after ``step`` (they are recomputed when training resumes there)."""
-        rows = [r for r in self.rows() if r.get("step", 0) <= step]
-        storage.write_text(str(self.path), "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        storage.write_text(str(self.path), jsonl.dumps(r for r in self.rows() if r.get("step", 0) <= step))
 
     def append(self, row: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
