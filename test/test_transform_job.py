@@ -149,8 +149,12 @@ def moto_s3(monkeypatch):
         monkeypatch.setenv(k, v)
     import boto3
 
+    import requests
+
+    requests.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10)  # moto's state is per process
     boto3.client("s3").create_bucket(Bucket="music")
     yield boto3.client("s3")
+    requests.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10)
     server.stop()
 
 
