@@ -91,7 +91,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 interval.append(loss)
                 state["step"] = step
                 done = step == cfg.steps
-                if step % cfg.log_every and step % cfg.val_every and not done:
+                if step % cfg.log_every and step % cfg.val_every and step % cfg.checkpoint_every and not done:
                     continue
                 row: dict[str, Any] = {"step": step}
                 now = time.perf_counter()
