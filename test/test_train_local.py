@@ -148,3 +148,14 @@ def test_early_stopping_on_validation_loss(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     # best at step 20, then three checks without improvement: stop at step 50
     assert meta["training"]["stopped_early"] is True and meta["training"]["steps"] == 50
+
+
+def test_time_budget_stops_training_and_keeps_a_complete_artifact(tmp_path):
+    data = tone_dataset(tmp_path / "ds")
+    run(tiny_cfg(tmp_path, data, steps=1_000_000, max_minutes=0.05))
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    steps = meta["training"]["steps"]
+    assert 0 < steps < 1_000_000
+    rows = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == steps and rows[-1]["wall_time"] >= 3.0
+    assert (tmp_path / "model" / "model.keras").exists()

@@ -87,6 +87,7 @@ class TrainConfig:
     val_batches: int = 4
     checkpoint_every: int = 100
     early_stopping_patience: int = 0  # validation checks without improvement; 0 = off
+    max_minutes: float = 0.0  # stop after this much training wall time in total (resumes included); 0 = no limit
     fresh: bool = False
     condition_on_genre: bool = False
     engine: str = "local"  # local | elephas

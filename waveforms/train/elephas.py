@@ -180,6 +180,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     row = record(0, mean_loss(model, train_probe), None, 0.0)
+    epochs_done = 0
     try:
         for epoch in range(1, cfg.epochs + 1):
             t = time.perf_counter()
@@ -189,6 +190,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss = float(np.mean(worker_losses)) if worker_losses else mean_loss(model, train_probe)
             check_finite(loss, epoch * steps_per_epoch)
             row = record(epoch, loss, seconds, time.perf_counter() - t0)
+            epochs_done = epoch
+            if cfg.max_minutes > 0 and time.perf_counter() - t0 >= cfg.max_minutes * 60 and epoch < cfg.epochs:
+                log.info("stopping after epoch %d: the %.1f-minute budget is spent", epoch, cfg.max_minutes)
+                break
     finally:
         metrics.close()
     summary = {
@@ -198,8 +203,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "parameter_server": cfg.parameter_server,
         "master": cfg.master,
         "workers": cfg.workers,
-        "epochs": cfg.epochs,
-        "steps": cfg.epochs * steps_per_epoch,
+        "epochs": epochs_done,
+        "steps": epochs_done * steps_per_epoch,
         "final_loss": row["loss"],
         "final_val_loss": row.get("val_loss"),
         "batch_size": cfg.batch_size,
@@ -209,5 +214,5 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "validation": setup.notes["validation"],
     }
     save_artifact(setup, model, summary, metrics)
-    log.info("model written to %s (loss %.4f after %d epochs)", cfg.model_dir, row["loss"], cfg.epochs)
+    log.info("model written to %s (loss %.4f after %d epochs)", cfg.model_dir, row["loss"], epochs_done)
     return summary

@@ -81,16 +81,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     interval: list[float] = []
     t0 = t_interval = time.perf_counter()
     wall0 = state["wall_time"]
+    out_of_time = False
+
+    def over_budget() -> bool:
+        return cfg.max_minutes > 0 and wall0 + (time.perf_counter() - t0) >= cfg.max_minutes * 60
+
     try:
         with Prefetcher(sampler.batch, step) as batches:
-            while step < cfg.steps and not state["stopped_early"]:
+            while step < cfg.steps and not state["stopped_early"] and not out_of_time:
                 x, y = next(batches)
                 loss = scalar(model.train_on_batch(x, y))
                 step += 1
                 check_finite(loss, step)
                 interval.append(loss)
                 state["step"] = step
-                done = step == cfg.steps
+                out_of_time = step < cfg.steps and over_budget()
+                if out_of_time:
+                    log.info("stopping at step %d: the %.1f-minute budget is spent", step, cfg.max_minutes)
+                done = step == cfg.steps or out_of_time
                 if step % cfg.log_every and step % cfg.val_every and step % cfg.checkpoint_every and not done:
                     continue
                 row: dict[str, Any] = {"step": step}
