@@ -195,3 +195,63 @@ def test_standalone_cluster_is_byte_identical_to_local(music, tmp_path):
     assert sorted(a) == sorted(b) == ["größe", "one_tone", "three"]
     for tid in a:
         assert a[tid][0].tobytes() == b[tid][0].tobytes()
+
+
+def _children(pid):
+    """Children of every thread of ``pid`` (the JVM starts Python from other threads than its main one)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cmd(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_a_killed_task_is_retried_without_duplicating_tracks(tmp_path):
+    """SIGKILL the Python worker of a running task: Spark retries it; each track appears once."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        sine(src / f"long{i}.mp3", 200 + 100 * i, 240.0, 44100, 1)
+    out = tmp_path / "ds"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.Popen([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output",
+                             str(out), "--master", "local[2,4]", "--sample-rate", "8000", "--set", "partitions=4"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.time() + 180
+    while killed is None and proc.poll() is None and time.time() < deadline:
+        for pid in _descendants(proc.pid):
+            # a task worker: forked by the pyspark daemon, and running ffmpeg right now
+            if "pyspark.daemon" in _cmd(pid) and any("ffmpeg" in _cmd(c) for c in _children(pid)):
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=300)
+    assert killed is not None, "no running task was caught"
+    assert proc.returncode == 0, err[-3000:]
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == [f"long{i}" for i in range(4)]
+    assert any(not r["shard"].endswith("-0.u8") for r in rows)  # a retried attempt wrote its own shard
+    for r in rows:
+        assert abs(r["num_samples"] - 240 * 8000) < 0.01 * 240 * 8000
+    on_disk = {f"shards/{p.name}" for p in (out / "shards").iterdir()}
+    assert on_disk == {r["shard"] for r in rows}  # the killed attempt's partial shard is gone
