@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from waveforms.config import ScrapeConfig
-from waveforms.scrape.mirror import Mirror, MirrorTrack, sine_mp3
+from waveforms.scrape.demo_music import sine_mp3
+from waveforms.scrape.mirror import Mirror, MirrorTrack
 
 CC_BY = "https://creativecommons.org/licenses/by/4.0/"
 CC_BY_NC_SA = "https://creativecommons.org/licenses/by-nc-sa/3.0/"

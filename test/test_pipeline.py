@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from waveforms.scrape.mirror import Mirror, MirrorTrack, sine_mp3
+from waveforms.scrape.demo_music import sine_mp3
+from waveforms.scrape.mirror import Mirror, MirrorTrack
 from waveforms.transform import read_tracks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ from scrape_helpers import config, make_tracks, read_jsonl, sha256, tones  # noq
 from waveforms import storage
 from waveforms.config import ScrapeConfig
 from waveforms.scrape import run
-from waveforms.scrape.mirror import Mirror, ffmpeg_mp3
+from waveforms.scrape.demo_music import ffmpeg_mp3
+from waveforms.scrape.mirror import Mirror
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from scrape_helpers import config, make_tracks, read_jsonl, sha256
 from waveforms.scrape import run
-from waveforms.scrape.mirror import Mirror, sine_mp3
+from waveforms.scrape.demo_music import sine_mp3
+from waveforms.scrape.mirror import Mirror
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,10 +4,8 @@ It serves the same markup the scraper reads on freemusicarchive.org (``div.play-
 with ``data-track-info`` JSON, ``a.pagination-next``, ``div.pagination-full``, track
 pages with ``a[rel=license]``), a robots.txt, ``/files/<name>.mp3`` and ``/fma/<name>.zip``
 (both with HTTP Range), and can inject faults for tests. ``make demo`` runs it over
-Debian's hyperrogue-music (CC BY-SA 3.0)::
-
-    python -m waveforms.scrape.mirror --music-dir /usr/share/hyperrogue/music \\
-        --cache CACHE --port 0 --url-file URL_FILE [--seconds 20]
+Debian's hyperrogue-music (see :mod:`waveforms.scrape.demo_music`); the markup is
+in :mod:`waveforms.scrape.mirror_markup`.
 
 Faults (``mirror.faults``): ``once[key]`` is a queue of faults taken one per request
 to ``key``; ``always[key]`` applies to every request. A key is the request path, plus
@@ -20,16 +18,11 @@ HTML body as audio/mpeg), ``malformed`` (a page without play-items), ``bad-json`
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import html
-import json
 import logging
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,20 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from waveforms.scrape.mirror_markup import genre_page_html, page_html, robots_txt, slug, track_page_html
+
 log = logging.getLogger(__name__)
 
 CC_BY_SA_3 = "https://creativecommons.org/licenses/by-sa/3.0/"
-
-# Artists of Debian's hyperrogue-music (see /usr/share/doc/hyperrogue-music/copyright).
-HYPERROGUE_ARTISTS = {
-    "hr3-": "Shawn Parrotte",
-    "hr-domina-": "Lincoln Domina",
-    "hr-savino-": "Will Savino",
-}
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
 @dataclass
@@ -175,85 +159,6 @@ class Mirror:
         self.stop()
 
 
-# -- markup -------------------------------------------------------------------
-def attr_single(info: dict) -> str:
-    """JSON in a single-quoted attribute, as the live site sends it (``\\/`` slashes)."""
-    text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
-    for ch, esc in (("&", "\\u0026"), ("'", "\\u0027"), ("<", "\\u003C"), (">", "\\u003E")):
-        text = text.replace(ch, esc)
-    return f"data-track-info='{text}'"
-
-
-def attr_escaped(info: dict) -> str:
-    """JSON HTML-escaped in a double-quoted attribute, as a browser's saved page has it."""
-    text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
-    return f'data-track-info="{html.escape(text, quote=True)}"'
-
-
-def page_html(title: str, body: str) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
-        f"<title>{html.escape(title)} - Free Music Archive</title></head>\n<body>\n{body}\n</body></html>\n"
-    )
-
-
-def genre_page_html(
-    m: Mirror, genre: str, page: int, size: int, bad_json: bool = False
-) -> str:
-    ids = m.listings[genre]
-    total = len(ids)
-    start = (page - 1) * size
-    items = []
-    for tid in ids[start : start + size]:
-        t = m.tracks[tid]
-        info = m.track_info(t)
-        attr = attr_single(info) if page % 2 else attr_escaped(info)
-        if bad_json:
-            attr = "data-track-info='{\"id\":" + str(tid) + ",\"title\":\"cut'"
-        items.append(
-            f'<div class="play-item gcol grid w-full gid-{slug(genre)} tid-{tid}" {attr}>\n'
-            f'  <span class="ptxt-track"><a href="{html.escape(info["url"])}">{html.escape(t.title)}</a></span>\n'
-            f'  <span class="ptxt-artist"><a href="{html.escape(info["artistUrl"])}">{html.escape(t.artist)}</a></span>\n'
-            f"</div>"
-        )
-    link = lambda n: (  # noqa: E731
-        f"{m.url}/genre/{quote(genre, safe='')}?sort=date&amp;d=0&amp;pageSize={size}&amp;page={n}"
-    )
-    pages = max(1, -(-total // size))
-    nav = [f'<span class="bg-blue text-white">{page}</span>' if n == page else f'<a href="{link(n)}">{n}</a>'
-           for n in range(1, pages + 1)]
-    if page < pages:
-        nav.append(f'<a href="{link(page + 1)}" class="inline-flex pagination-next" title="Next"><span>&gt;</span></a>')
-    shown_end = min(start + size, total)
-    pagination = (
-        '<div class="pagination-full flex flex-wrap gap-4 mt-4">\n'
-        f'<div class="flex mr-auto items-center"><span class="flex gap-1"><b>{start + 1}</b> - '
-        f"<b>{shown_end}</b> of <b>{total}</b></span></div>\n"
-        f'<div class="font-[500] flex flex-wrap items-center gap-1">{"".join(nav)}</div>\n</div>'
-    )
-    body = f'<h1>{html.escape(genre)}</h1>\n<div class="play-list">\n' + "\n".join(items) + "\n</div>\n" + pagination
-    return page_html(genre, body)
-
-
-def track_page_html(t: MirrorTrack) -> str:
-    lic = ""
-    if t.licence:
-        lic = (
-            f'<div class="licence">This track is licensed under a '
-            f'<a rel="license" href="{html.escape(t.licence)}" target="_blank">Creative Commons licence</a>.</div>'
-        )
-    body = f'<h1>{html.escape(t.title)}</h1>\n<p class="artist">{html.escape(t.artist)}</p>\n{lic}'
-    return page_html(f"{t.artist} - {t.title}", body)
-
-
-def robots_txt(f: Faults) -> str:
-    lines = ["User-agent: *"]
-    lines += [f"Disallow: {p}" for p in f.robots_disallow] or ["Allow: /"]
-    if f.content_signal:
-        lines.append(f"Content-Signal: {f.content_signal}")
-    return "\n".join(lines) + "\n"
-
-
 # -- request handling ------------------------------------------------------------
 def _handler_for(m: Mirror) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -370,92 +275,3 @@ def _handler_for(m: Mirror) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
-
-
-# -- audio --------------------------------------------------------------------------
-def ffmpeg_mp3(src_args: list[str], out: Path, seconds: float, tags: dict[str, str] | None = None,
-               bitrate: str = "128k") -> Path:
-    """Encode with ffmpeg to ``out`` (written to a temporary name, then renamed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.mp3")
-    meta = [a for k, v in (tags or {}).items() for a in ("-metadata", f"{k}={v}")]
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *src_args, "-t", str(seconds),
-           "-codec:a", "libmp3lame", "-b:a", bitrate, *meta, str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed for {out.name}: {proc.stderr.strip()[-300:]}")
-    tmp.replace(out)
-    return out
-
-
-def sine_mp3(out: Path, freq: float = 440.0, seconds: float = 1.0, rate: int = 22050, channels: int = 1) -> Path:
-    """A sine tone as MP3 (for tests and benchmarks)."""
-    src = ["-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}"]
-    return ffmpeg_mp3(src + ["-ac", str(channels)], out, seconds, bitrate="64k")
-
-
-def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float) -> list[MirrorTrack]:
-    """Encode the hyperrogue-music Ogg files to MP3 (cached) and describe them as FMA tracks.
-
-    Shawn Parrotte's pieces are listed under "Soundtrack", the others under "Ambient";
-    every second Parrotte piece also appears under "Ambient" (as on FMA, a track may
-    carry several genres). Files ffmpeg cannot decode are skipped with a warning.
-    """
-    tracks = []
-    for n, ogg in enumerate(sorted(Path(music_dir).glob("*.ogg"))):
-        artist = next((a for p, a in HYPERROGUE_ARTISTS.items() if ogg.name.startswith(p)), None)
-        if artist is None:
-            continue
-        title = ogg.stem.split("-")[-1].replace("_", " ").title()
-        genres = ["Soundtrack"] if ogg.name.startswith("hr3-") else ["Ambient"]
-        if ogg.name.startswith("hr3-") and n % 2:
-            genres.append("Ambient")
-        mp3 = cache / f"{ogg.stem}-{seconds:g}s.mp3"
-        if not mp3.exists():
-            tags = {"title": title, "artist": artist, "album": "HyperRogue", "genre": genres[0],
-                    "copyright": f"CC BY-SA 3.0 {CC_BY_SA_3}"}
-            try:
-                ffmpeg_mp3(["-i", str(ogg)], mp3, seconds, tags)
-            except RuntimeError as exc:
-                log.warning("skipping %s: %s", ogg.name, exc)
-                continue
-        tracks.append(MirrorTrack(id=1000 + n, title=title, artist=artist, mp3=mp3, genres=genres,
-                                  album="HyperRogue"))
-    return tracks
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m waveforms.scrape.mirror", description=__doc__.splitlines()[0])
-    p.add_argument("--music-dir", default="/usr/share/hyperrogue/music", help="folder of hyperrogue-music .ogg files")
-    p.add_argument("--cache", default="mirror-cache", help="folder for the encoded MP3s (reused)")
-    p.add_argument("--seconds", type=float, default=20.0, help="seconds of each piece to serve")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 = a free port")
-    p.add_argument("--url-file", help="write the base URL here once listening")
-    p.add_argument("--content-signal", default="", help="e.g. 'ai-train=no' to test the refusal")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tracks = hyperrogue_tracks(Path(args.music_dir), Path(args.cache), args.seconds)
-    if not tracks:
-        print(f"no usable .ogg files in {args.music_dir}", file=sys.stderr)
-        return 1
-    mirror = Mirror(tracks, host=args.host, port=args.port)
-    mirror.faults.content_signal = args.content_signal
-    genres = ", ".join(f"{g} ({len(ids)})" for g, ids in sorted(mirror.listings.items()))
-    print(f"FMA-format mirror at {mirror.url}: {len(tracks)} tracks; genres {genres}", flush=True)
-    if args.url_file:
-        from waveforms import storage
-
-        storage.write_text(args.url_file, mirror.url + "\n")
-    try:
-        mirror._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mirror._server.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
