@@ -65,7 +65,7 @@ class TransformConfig:
     silence_threshold_db: float = -50.0
     min_seconds: float = 1.0
     val_fraction: float = 0.1
-    partitions: int = 0  # 0 = one per track up to 4 x default parallelism
+    partitions: int = 0  # 0 = one per track, up to 16 per core (default parallelism)
     resampler: str = "soxr"  # soxr | swr
     spark_conf: dict[str, str] = field(default_factory=dict)
 

@@ -28,6 +28,8 @@ from waveforms.transform.sources import list_inputs
 
 log = logging.getLogger(__name__)
 
+TASKS_PER_CORE = 16
+
 
 def settings_of(cfg: cfgmod.TransformConfig) -> AudioSettings:
     """The per-track settings: the transform config's fields of the same names."""
@@ -120,7 +122,9 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
     sc = spark.sparkContext
     if not is_local_master(cfg.master):
         ship_package(sc)
-    n = cfg.partitions or min(len(records), 4 * sc.defaultParallelism)
+    # Many small tasks, longest first, keep every core busy to the end (the
+    # last task is short); each partition writes one shard.
+    n = cfg.partitions or min(len(records), TASKS_PER_CORE * sc.defaultParallelism)
     out_root = cfg.output
 
     def task(index: int, part: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -130,7 +134,6 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
         attempt = ctx.attemptNumber() if ctx else 0
         return process_partition(part, settings, out_root, run_id, index, attempt)
 
-    # Longest first (by input size) spreads the work evenly over the partitions.
     ordered = sorted(records, key=lambda r: -int(r.get("size") or 0))
     return sc.parallelize(ordered, max(n, 1)).mapPartitionsWithIndex(task).collect()
 
