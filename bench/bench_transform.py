@@ -77,7 +77,7 @@ def decode_peak_rss(path: Path, rate: int) -> float:
     """Peak RSS (MiB) of decoding one file in a fresh process (VmHWM, which exec resets)."""
     code = ("import sys; from waveforms.transform.audio import decode_to, AudioSettings;"
             "from waveforms.transform.job import peak_rss_mib;"
-            "decode_to(sys.argv[1], AudioSettings(sample_rate=int(sys.argv[2])), open('/dev/null', 'wb'));"
+            "decode_to(sys.argv[1], AudioSettings.from_config(sample_rate=int(sys.argv[2])), open('/dev/null', 'wb'));"
             "print(peak_rss_mib())")
     out = subprocess.run([sys.executable, "-c", code, str(path), str(rate)], capture_output=True, text=True,
                          check=True)

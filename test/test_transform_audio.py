@@ -21,7 +21,7 @@ def sine(out, freq=440.0, seconds=2.0, rate=44100, channels=1, volume=1.0):
 
 def codes_of(path, **kw):
     buf = io.BytesIO()
-    info = decode_to(str(path), AudioSettings(**kw), buf)
+    info = decode_to(str(path), AudioSettings.from_config(**kw), buf)
     return np.frombuffer(buf.getvalue(), np.uint8), info
 
 
@@ -127,7 +127,7 @@ def test_memory_does_not_grow_with_track_length(tmp_path):
 
     code = ("import sys; from waveforms.transform.audio import decode_to, AudioSettings;"
             "from waveforms.transform.job import peak_rss_mib;"
-            "decode_to(sys.argv[1], AudioSettings(sample_rate=16000), open('/dev/null', 'wb'));"
+            "decode_to(sys.argv[1], AudioSettings.from_config(sample_rate=16000), open('/dev/null', 'wb'));"
             "print(peak_rss_mib())")
     peaks = []
     for minutes in (1, 30):

@@ -8,6 +8,7 @@ whatever the track length.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -19,21 +20,30 @@ from typing import BinaryIO
 import numpy as np
 
 from waveforms import mulaw
+from waveforms.config import TransformConfig
 
 CHUNK = 1 << 18  # samples per read (512 KiB of PCM)
 
 
 @dataclass(frozen=True)
 class AudioSettings:
-    sample_rate: int = 16000
-    mu: int = 255
-    normalise: str = "peak"  # peak | rms | none
-    target_peak: float = 0.95
-    target_rms_db: float = -20.0
-    trim_silence: bool = True
-    silence_threshold_db: float = -50.0
-    min_seconds: float = 1.0
-    resampler: str = "soxr"  # soxr | swr
+    """What decides a track's codes: the transform config's fields of the same names."""
+
+    sample_rate: int
+    mu: int
+    normalise: str  # peak | rms | none
+    target_peak: float
+    target_rms_db: float
+    trim_silence: bool
+    silence_threshold_db: float
+    min_seconds: float
+    resampler: str  # soxr | swr
+
+    @classmethod
+    def from_config(cls, cfg: TransformConfig | None = None, **overrides) -> "AudioSettings":
+        """The settings of ``cfg`` (default: the transform defaults), with ``overrides``."""
+        cfg = dataclasses.replace(cfg or TransformConfig(), **overrides)
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,7 +182,7 @@ def file_to_codes(path: str, sample_rate: int, mu: int = 255, settings: AudioSet
     """A whole file as mu-law codes, processed like training data (for priming generation)."""
     import io
 
-    s = settings or AudioSettings(sample_rate=sample_rate, mu=mu, min_seconds=0.0)
+    s = settings or AudioSettings.from_config(sample_rate=sample_rate, mu=mu, min_seconds=0.0)
     buf = io.BytesIO()
     try:
         decode_to(str(Path(path)), s, buf)

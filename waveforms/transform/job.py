@@ -8,7 +8,6 @@ attempts are never referenced and are deleted after the commit.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -29,11 +28,6 @@ from waveforms.transform.sources import list_inputs
 log = logging.getLogger(__name__)
 
 TASKS_PER_CORE = 16
-
-
-def settings_of(cfg: cfgmod.TransformConfig) -> AudioSettings:
-    """The per-track settings: the transform config's fields of the same names."""
-    return AudioSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(AudioSettings)})
 
 
 def digest(obj: Any) -> str:
@@ -150,7 +144,7 @@ def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, A
 def run(cfg: cfgmod.TransformConfig) -> int:
     """The ``transform`` stage."""
     started = time.time()
-    settings = settings_of(cfg)
+    settings = AudioSettings.from_config(cfg)
     if cfg.normalise not in ("peak", "rms", "none"):
         raise UserError(f"normalise must be peak, rms or none, not {cfg.normalise!r}")
     settings_id = digest(settings.to_dict())
