@@ -180,6 +180,15 @@ def test_cli_flags_and_slow_stall_timeout(mirror, tones, tmp_path):  # noqa: F81
     assert file_requests(mirror).count(mirror.file_key(3)) == 2  # timed out once, then fetched
 
 
+@pytest.mark.parametrize("source, flag", [("fma-site", "--base-url"), ("fma-dataset", "--mirror")])
+def test_a_site_url_that_is_not_http_is_a_clear_error(tmp_path, capsys, source, flag):
+    out = tmp_path / "raw"
+    code = cli.main(["scrape", "--source", source, flag, "ftp://127.0.0.1/fma/", "--genre", "Rock", "--out", str(out)])
+    assert code == 1
+    assert f"{flag}: not an http(s) URL: 'ftp://127.0.0.1/fma/'" in capsys.readouterr().err
+    assert not out.exists()  # nothing was created
+
+
 def test_redirect_to_other_scheme_refused(mirror, tmp_path):
     from waveforms.scrape.http import FetchError, check_url
 

@@ -32,6 +32,14 @@ def run(cfg: ScrapeConfig) -> int:
         raise UserError(f"unknown source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
     if cfg.download_concurrency < 1 or cfg.max_file_bytes < 1:
         raise UserError("download_concurrency and max_file_bytes must be positive")
+    if cfg.source != "dir":
+        from waveforms.scrape.http import FetchError, check_url
+
+        flag, url = ("--base-url", cfg.base_url) if cfg.source == "fma-site" else ("--mirror", cfg.mirror)
+        try:
+            check_url(url)
+        except FetchError as exc:
+            raise UserError(f"{flag}: {exc.detail}") from exc
     from waveforms.scrape.job import Job
 
     job = Job(cfg, cfg.source)
