@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from waveforms.config import ScrapeConfig
+from waveforms.demo.mirror import Mirror, MirrorTrack
+from waveforms.demo.music import sine_mp3
 from waveforms.scrape import fma_site, make_http
 from waveforms.scrape.job import Job
-from waveforms.scrape.demo_music import sine_mp3
-from waveforms.scrape.mirror import Mirror, MirrorTrack
 
 
 def crawl_once(mirror: Mirror, out: Path, rate: float, n: int) -> dict:

@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 rm -f "$OUT/mirror.url"
 
 echo "== starting the local FMA-format mirror"
-$PY -m waveforms.scrape.demo_music --music-dir /usr/share/hyperrogue/music --cache "$OUT/mirror-cache" \
+$PY -m waveforms.demo.music --music-dir /usr/share/hyperrogue/music --cache "$OUT/mirror-cache" \
     --port 0 --url-file "$OUT/mirror.url" > "$OUT/mirror.log" 2>&1 &
 MIRROR=$!
 trap 'kill $MIRROR 2>/dev/null || true' EXIT

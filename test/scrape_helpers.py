@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from waveforms.config import ScrapeConfig
-from waveforms.scrape.demo_music import sine_mp3
-from waveforms.scrape.mirror import Mirror, MirrorTrack
+from waveforms.demo.mirror import Mirror, MirrorTrack
+from waveforms.demo.music import sine_mp3
 
 CC_BY = "https://creativecommons.org/licenses/by/4.0/"
 CC_BY_NC_SA = "https://creativecommons.org/licenses/by-nc-sa/3.0/"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from waveforms.scrape.demo_music import sine_mp3
-from waveforms.scrape.mirror import Mirror, MirrorTrack
+from waveforms.demo.mirror import Mirror, MirrorTrack
+from waveforms.demo.music import sine_mp3
 from waveforms.transform import read_tracks
 
 ROOT = Path(__file__).resolve().parents[1]

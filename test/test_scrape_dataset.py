@@ -9,8 +9,8 @@ import pytest
 
 from scrape_helpers import read_jsonl, tones  # noqa: F401
 from waveforms.config import ScrapeConfig
+from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
-from waveforms.scrape.mirror import Mirror
 
 TRACKS_CSV = '''\
 ,album,artist,set,set,track,track,track

@@ -9,9 +9,9 @@ import pytest
 from scrape_helpers import config, make_tracks, read_jsonl, sha256, tones  # noqa: F401
 from waveforms import storage
 from waveforms.config import ScrapeConfig
+from waveforms.demo.mirror import Mirror
+from waveforms.demo.music import ffmpeg_mp3
 from waveforms.scrape import run
-from waveforms.scrape.demo_music import ffmpeg_mp3
-from waveforms.scrape.mirror import Mirror
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from scrape_helpers import config, make_tracks, read_jsonl, sha256
+from waveforms.demo.mirror import Mirror
+from waveforms.demo.music import sine_mp3
 from waveforms.scrape import run
-from waveforms.scrape.demo_music import sine_mp3
-from waveforms.scrape.mirror import Mirror
 
 ROOT = Path(__file__).resolve().parents[1]
 

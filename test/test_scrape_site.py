@@ -6,10 +6,10 @@ import pytest
 
 from scrape_helpers import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256, tones  # noqa: F401
 from waveforms import cli
+from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
 from waveforms.scrape.fma_site import ScrapeRefused
 from waveforms.scrape.manifest import FIELDS
-from waveforms.scrape.mirror import Mirror
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from waveforms.scrape.mirror import Faults, Mirror, MirrorTrack
+    from waveforms.demo.mirror import Faults, Mirror, MirrorTrack
 
 
 def slug(text: str) -> str:

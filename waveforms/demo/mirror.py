@@ -4,8 +4,8 @@ It serves the same markup the scraper reads on freemusicarchive.org (``div.play-
 with ``data-track-info`` JSON, ``a.pagination-next``, ``div.pagination-full``, track
 pages with ``a[rel=license]``), a robots.txt, ``/files/<name>.mp3`` and ``/fma/<name>.zip``
 (both with HTTP Range), and can inject faults for tests. ``make demo`` runs it over
-Debian's hyperrogue-music (see :mod:`waveforms.scrape.demo_music`); the markup is
-in :mod:`waveforms.scrape.mirror_markup`.
+Debian's hyperrogue-music (see :mod:`waveforms.demo.music`); the markup is
+in :mod:`waveforms.demo.markup`.
 
 Faults (``mirror.faults``): ``once[key]`` is a queue of faults taken one per request
 to ``key``; ``always[key]`` applies to every request. A key is the request path, plus
@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from waveforms.scrape.mirror_markup import genre_page_html, page_html, robots_txt, slug, track_page_html
+from waveforms.demo.markup import genre_page_html, page_html, robots_txt, slug, track_page_html
 
 log = logging.getLogger(__name__)
 

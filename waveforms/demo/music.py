@@ -3,7 +3,7 @@
 ``make demo`` serves Debian's hyperrogue-music (CC BY-SA 3.0), encoded to MP3,
 as an FMA-format site on 127.0.0.1::
 
-    python -m waveforms.scrape.demo_music --music-dir /usr/share/hyperrogue/music \\
+    python -m waveforms.demo.music --music-dir /usr/share/hyperrogue/music \\
         --cache CACHE --port 0 --url-file URL_FILE [--seconds 20]
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from waveforms.scrape.mirror import CC_BY_SA_3, Mirror, MirrorTrack
+from waveforms.demo.mirror import CC_BY_SA_3, Mirror, MirrorTrack
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float) -> list[Mirr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m waveforms.scrape.demo_music", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m waveforms.demo.music", description=__doc__.splitlines()[0])
     p.add_argument("--music-dir", default="/usr/share/hyperrogue/music", help="folder of hyperrogue-music .ogg files")
     p.add_argument("--cache", default="mirror-cache", help="folder for the encoded MP3s (reused)")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each piece to serve")
