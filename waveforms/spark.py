@@ -1,9 +1,12 @@
 """The one SparkSession factory for every stage and every master."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Mapping
+
+log = logging.getLogger(__name__)
 
 
 def is_local_master(master: str) -> bool:
@@ -22,20 +25,11 @@ def prepare_env(master: str) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def get_session(
-    master: str = "local[*]",
-    app_name: str = "waveforms",
-    conf: Mapping[str, str] | None = None,
-):
-    """Return a SparkSession for ``master`` (``local[N]``, ``local-cluster[...]``, ``spark://``, ``yarn``)."""
-    prepare_env(master)
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.master(master).appName(app_name)
+def session_conf(master: str, conf: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings ``get_session`` starts a context with: defaults, then ``conf``."""
     defaults = {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.task.maxFailures": "4",
@@ -48,7 +42,55 @@ def get_session(
         # local-cluster executors are separate JVMs; let them find the package.
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         defaults["spark.executorEnv.PYTHONPATH"] = pkg_root + os.pathsep + os.environ.get("PYTHONPATH", "")
-    for key, value in {**defaults, **(conf or {})}.items():
+    return {**defaults, **{k: str(v) for k, v in (conf or {}).items()}}
+
+
+def conflicts(sc, master: str, settings: Mapping[str, str]) -> list[str]:
+    """How the running context ``sc`` differs from ``master`` and ``settings`` (empty: reusable)."""
+    found = [f"master {sc.master} != {master}"] if sc.master != master else []
+    running = sc.getConf()
+    for key, value in sorted(settings.items()):
+        if running.get(key) != value:
+            found.append(f"{key}={running.get(key)!r} != {value!r}")
+    return found
+
+
+def _stop_active(sc) -> None:
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession() or getattr(SparkSession, "_instantiatedSession", None)
+    if session is not None and session.sparkContext is sc:
+        session.stop()
+    else:
+        sc.stop()
+
+
+def get_session(
+    master: str = "local[*]",
+    app_name: str = "waveforms",
+    conf: Mapping[str, str] | None = None,
+):
+    """Return a SparkSession for ``master`` (``local[N]``, ``local-cluster[...]``, ``spark://``, ``yarn``).
+
+    A running session is reused only when its master and every requested
+    setting match. Otherwise it is stopped and a new one started, with a
+    WARNING naming the old and the new master and what differs (Spark's own
+    ``getOrCreate`` would silently hand back the old context).
+    """
+    prepare_env(master)
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    settings = session_conf(master, conf)
+    active = SparkContext._active_spark_context
+    if active is not None:
+        differences = conflicts(active, master, settings)
+        if differences:
+            log.warning("restarting Spark: the running session (master %s) differs from the one asked for "
+                        "(master %s): %s", active.master, master, "; ".join(differences))
+            _stop_active(active)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
