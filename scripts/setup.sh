@@ -26,5 +26,16 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# Without an NVIDIA GPU, TensorFlow's CPU build: the same API without the CUDA
+# plugins, whose registration prints pages of C++ log lines at every import.
+# (elephas names `tensorflow`, so the CPU build replaces it after the install.)
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  tf=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tensorflow"))' 2>/dev/null || true)
+  if [ -n "$tf" ]; then
+    echo "setup: no NVIDIA GPU: tensorflow-cpu==$tf"
+    .venv/bin/python -m pip uninstall -q -y tensorflow
+    .venv/bin/python -m pip install -q "tensorflow-cpu==$tf"
+  fi
+fi
 echo "$want" > "$stamp"
 echo "setup: .venv ready"
