@@ -82,7 +82,7 @@ def measure(cmd: list[str]) -> tuple[dict, dict[str, int]]:
 def one(args) -> None:
     """Child process: train once and print a JSON result."""
     from train_helpers import tone_dataset
-    from waveforms.config import TrainConfig
+    from waveforms.config import ElephasConfig, TrainConfig
     from waveforms.train import run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -97,9 +97,9 @@ def one(args) -> None:
         seconds = sum(args.batch_size * args.window / r["samples_per_s"] for r in timed)
         rate = len(timed) * args.batch_size * args.window / seconds
     else:
-        run(TrainConfig(**common, engine="elephas", mode=args.one, master=f"local[{args.workers}]",
-                        workers=args.workers, epochs=2, windows_per_worker=args.windows_per_worker,
-                        val_batches=1))
+        elephas = ElephasConfig(mode=args.one, master=f"local[{args.workers}]", workers=args.workers, epochs=2,
+                                windows_per_worker=args.windows_per_worker)
+        run(TrainConfig(**common, engine="elephas", elephas=elephas, val_batches=1))
         rows = [json.loads(line) for line in (tmp / "model" / "metrics.jsonl").read_text().splitlines()]
         rate = rows[-1]["samples_per_s"]
     print(json.dumps({"samples_per_s": rate}))

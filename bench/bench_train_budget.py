@@ -49,7 +49,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "waveforms", "train", "--data", args.data, "--model-dir", model_dir,
                    "--preset", args.preset, "--window", str(args.window), "--batch-size", str(args.batch_size),
                    "--steps", "100000000", "--epochs", "100000", "--master", "local[2]", "--workers", "2",
-                   "--set", f"max_minutes={args.minutes}", "--set", f"windows_per_worker={args.windows_per_worker}", *extra]
+                   "--set", f"max_minutes={args.minutes}", "--set", f"elephas.windows_per_worker={args.windows_per_worker}", *extra]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if res.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")

@@ -68,7 +68,7 @@ def test_launch_uploads_artifacts_and_creates_the_configured_cluster(aws_env, tm
 
     base = f"s3://{BUCKET}/{code_prefix}"
     emr = client("emr")
-    assert cluster["ReleaseLabel"] == "emr-7.5.0"
+    assert cluster["ReleaseLabel"] == "emr-7.13.0"
     assert [a["Name"] for a in cluster["Applications"]] == ["Spark"]
     actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
     assert len(actions) == 1

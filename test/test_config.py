@@ -1,12 +1,18 @@
-"""Config files, flags and --set overrides."""
+"""Config files, flags and --set overrides; metadata-driven validation, CLI help and README tables."""
+import dataclasses
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from waveforms import config
+from waveforms import cli, config, mulaw
 from waveforms.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_precedence_defaults_file_flags_sets(tmp_path):
@@ -14,7 +20,7 @@ def test_precedence_defaults_file_flags_sets(tmp_path):
     f.write_text('[train]\nsteps = 50\nbatch_size = 3\npreset = "tiny"\n[generate]\nseconds = 9.0\n')
     cfg = config.load("train", f, ["batch_size=5", "clip_norm=0.5"], {"steps": 70, "preset": None})
     assert (cfg.steps, cfg.batch_size, cfg.preset, cfg.clip_norm) == (70, 5, "tiny", 0.5)
-    assert cfg.learning_rate == config.TrainConfig().learning_rate
+    assert cfg.learning_rate == 1e-3
     assert config.load("generate", f).seconds == 9.0
 
 
@@ -26,17 +32,128 @@ def test_types_are_coerced():
 
 
 @pytest.mark.parametrize(
-    "sets, message",
+    "stage, sets, message",
     [
-        (["stpes=3"], "unknown key 'stpes'"),
-        (["steps=many"], "cannot read 'many' as int"),
-        (["steps"], "expects key=value"),
-        (["fresh=maybe"], "as bool"),
+        ("train", ["stpes=3"], "unknown key 'stpes' in --set; known keys: batch_size, "),
+        ("train", ["steps=many"], "steps: cannot read 'many' as int"),
+        ("train", ["steps"], "--set expects key=value, got 'steps'"),
+        ("train", ["fresh=maybe"], "fresh: cannot read 'maybe' as bool"),
+        ("transform", ["mu=1023"], "mu = 1023 is not allowed; allowed: 1..255"),
+        ("transform", ["mu=0"], "mu = 0 is not allowed; allowed: 1..255"),
+        ("transform", ["resampler=sinc"], "resampler = 'sinc' is not allowed; one of soxr, swr"),
+        ("transform", ["normalise=loud"], "normalise = 'loud' is not allowed; one of peak, rms, none"),
+        ("transform", ["val_fraction=1"], "val_fraction = 1.0 is not allowed; allowed: >= 0 and < 1"),
+        ("transform", ["sample_rate=0"], "sample_rate = 0 is not allowed; allowed: 1000..192000"),
+        ("train", ["engine=gpu"], "engine = 'gpu' is not allowed; one of local, elephas"),
+        ("train", ["preset=huge"], "preset = 'huge' is not allowed; one of tiny, small, default, large"),
+        ("train", ["lr_schedule=linear"], "lr_schedule = 'linear' is not allowed; one of constant, cosine"),
+        ("train", ["batch_size=0"], "batch_size = 0 is not allowed; allowed: >= 1"),
+        ("train", ["learning_rate=0"], "learning_rate = 0.0 is not allowed; allowed: > 0"),
+        ("train", ["elephas.mode=fast"], "elephas.mode = 'fast' is not allowed; one of synchronous, asynchronous, "
+                                         "hogwild"),
+        ("train", ["elephas.frequency=step"], "elephas.frequency = 'step' is not allowed; one of epoch, batch"),
+        ("train", ["elephas.parameter_server=grpc"], "elephas.parameter_server = 'grpc' is not allowed; "
+                                                     "one of http, socket"),
+        ("train", ["elephas.port=70000"], "elephas.port = 70000 is not allowed; allowed: 0..65535"),
+        ("train", ["elephas.workers=0"], "elephas.workers = 0 is not allowed; allowed: >= 1"),
+        ("train", ["elephas.colour=red"], "unknown key 'elephas.colour' in --set; known keys: elephas.epochs, "),
+        ("train", ["mode=hogwild"], "mode in --set: mode is an elephas key: put it in [train.elephas] or use "
+                                    "--set elephas.mode=..."),
+        ("train", ["steps.x=1"], "unknown key 'steps.x' in --set: steps has no sub-keys"),
+        ("scrape", ["source=youtube"], "source = 'youtube' is not allowed; one of fma-site, fma-dataset, dir"),
+        ("scrape", ["archive=fma_huge"], "archive = 'fma_huge' is not allowed; one of fma_small, fma_medium, "
+                                         "fma_large, fma_full"),
+        ("scrape", ["limit=-1"], "limit = -1 is not allowed; allowed: >= 0"),
+        ("scrape", ["total_limit=4"], "total_limit in --set: total_limit is gone: limit now counts tracks in total"),
+        ("generate", ["streams=0"], "streams = 0 is not allowed; allowed: >= 1"),
+        ("generate", ["temperature=-1"], "temperature = -1.0 is not allowed; allowed: >= 0"),
+        ("aws", ["stages=transform,paint"], "stages = ['transform', 'paint'] is not allowed; one of scrape, "
+                                            "transform, train, generate"),
     ],
 )
-def test_bad_overrides_are_clear_errors(sets, message):
-    with pytest.raises(config.ConfigError, match=message):
-        config.load("train", sets=sets)
+def test_bad_values_are_config_errors_naming_key_value_and_allowed(stage, sets, message):
+    with pytest.raises(config.ConfigError) as info:
+        config.load(stage, sets=sets)
+    assert str(info.value).startswith(message)
+
+
+def test_an_archive_named_in_archive_sha1_is_allowed():
+    cfg = config.load("scrape", sets=["archive=fma_test", 'archive_sha1={"fma_test": "ab"}'])
+    assert cfg.archive == "fma_test"
+
+
+def test_elephas_table_sets_and_flags(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nengine = "elephas"\n[train.elephas]\nmode = "asynchronous"\nworkers = 3\n'
+                 'windows_per_worker = 100\n')
+    cfg = config.load("train", f, ["elephas.workers=4"], {"elephas.epochs": 5})
+    assert cfg.engine == "elephas"
+    assert cfg.elephas == config.ElephasConfig(mode="asynchronous", workers=4, epochs=5, windows_per_worker=100)
+    args = cli.build_parser().parse_args(["train", "--config", str(f), "--mode", "hogwild", "--frequency", "batch",
+                                          "--master", "local[3]", "--parameter-server", "socket", "--port", "4100",
+                                          "--epochs", "7", "--workers", "2"])
+    cfg = cli.stage_config("train", args)
+    assert cfg.elephas == config.ElephasConfig(mode="hogwild", frequency="batch", parameter_server="socket",
+                                               port=4100, master="local[3]", workers=2, epochs=7,
+                                               windows_per_worker=100)
+    old = tmp_path / "old.toml"
+    old.write_text('[train]\nworkers = 2\n')
+    with pytest.raises(config.ConfigError, match=r"workers is an elephas key: put it in \[train.elephas\]"):
+        config.load("train", old)
+
+
+def test_flags_keep_their_names_and_keys():
+    expected = {
+        "scrape": {"--source": "source", "--base-url": "base_url", "--genre": "genres", "--limit": "limit",
+                   "--per-genre-limit": "per_genre_limit", "--out": "out", "--licence": "licences",
+                   "--rate": "requests_per_second", "--user-agent": "user_agent", "--archive": "archive",
+                   "--mirror": "mirror", "--input": "input"},
+        "transform": {"--input": "input", "--output": "output", "--master": "master", "--sample-rate": "sample_rate",
+                      "--normalise": "normalise", "--silence-threshold-db": "silence_threshold_db",
+                      "--val-fraction": "val_fraction"},
+        "train": {"--data": "data", "--model-dir": "model_dir", "--preset": "preset", "--steps": "steps",
+                  "--batch-size": "batch_size", "--window": "window", "--engine": "engine", "--seed": "seed",
+                  "--fresh": "fresh", "--mode": "elephas.mode", "--frequency": "elephas.frequency",
+                  "--master": "elephas.master", "--workers": "elephas.workers", "--epochs": "elephas.epochs",
+                  "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
+        "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
+                     "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
+                     "--save-every": "save_every"},
+    }
+    for stage, flags in expected.items():
+        assert {flag: key for flag, key, _, _ in config.cli_options(stage)} == flags
+
+
+def test_flags_parse_to_typed_config():
+    args = cli.build_parser().parse_args(["scrape", "--genre", "Rock", "--genre", "Jazz", "--limit", "7",
+                                          "--per-genre-limit", "3", "--rate", "2.5", "--licence", "CC-BY"])
+    cfg = cli.stage_config("scrape", args)
+    assert (cfg.genres, cfg.limit, cfg.per_genre_limit, cfg.requests_per_second, cfg.licences) == (
+        ["Rock", "Jazz"], 7, 3, 2.5, ["CC-BY"])
+    cfg = cli.stage_config("train", cli.build_parser().parse_args(["train", "--fresh", "--steps", "9"]))
+    assert cfg.fresh is True and cfg.steps == 9
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["transform", "--set", "mu=1023"], "waveforms transform: config error: mu = 1023 is not allowed; allowed: 1..255\n"),
+    (["transform", "--set", "resampler=sinc"],
+     "waveforms transform: config error: resampler = 'sinc' is not allowed; one of soxr, swr\n"),
+    (["train", "--mode", "fast"],
+     "waveforms train: config error: elephas.mode = 'fast' is not allowed; one of synchronous, asynchronous, "
+     "hogwild\n"),
+    (["scrape", "--total-limit", "3"],
+     "waveforms scrape: config error: total_limit in flags: total_limit is gone: limit now counts tracks in total "
+     "for every source (per_genre_limit caps each genre on fma-site); use limit\n"),
+])
+def test_cli_bad_values_exit_2_with_the_message(capsys, argv, message):
+    assert main(argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_cli_rejects_unknown_key_with_exit_2(capsys):
+    assert main(["generate", "--set", "colour=red"]) == 2
+    assert "unknown key 'colour' in --set; known keys: genre, model, output, prime, save_every, seconds, seed, " \
+           "streams, temperature" in capsys.readouterr().err
 
 
 def test_bad_files(tmp_path):
@@ -54,33 +171,83 @@ def test_bad_files(tmp_path):
     broken.write_text("[train\n")
     with pytest.raises(config.ConfigError, match="invalid TOML"):
         config.load("train", broken)
+    bad_value = tmp_path / "d.toml"
+    bad_value.write_text("[transform]\nmu = 1023\n")
+    with pytest.raises(config.ConfigError, match=r"mu = 1023 is not allowed; allowed: 1\.\.255"):
+        config.load("transform", bad_value)
 
 
 def test_dump_json_round_trips():
-    cfg = config.load("transform", sets=["sample_rate=8000"])
-    data = json.loads(config.dump_json(cfg, "transform"))
-    assert data["stage"] == "transform" and data["config"]["sample_rate"] == 8000
+    cfg = config.load("train", sets=["elephas.mode=hogwild", "steps=3"])
+    data = json.loads(config.dump_json(cfg, "train"))
+    assert data["stage"] == "train" and data["config"]["steps"] == 3
+    assert data["config"]["elephas"]["mode"] == "hogwild" and "mode" not in data["config"]
 
 
-def test_cli_rejects_unknown_key_with_exit_2(capsys):
-    assert main(["generate", "--set", "colour=red"]) == 2
-    assert "unknown key 'colour'" in capsys.readouterr().err
+def test_defaults_are_valid_and_every_field_has_help():
+    for stage, cls in config.STAGE_CONFIGS.items():
+        config.validate(cls())
+        for key, f, _ in config.fields(cls):
+            assert f.metadata["help"], f"{stage}.{key} has no help"
+    assert config.AwsConfig().release_label == "emr-7.13.0"
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    files = sorted((root / "local").glob("*.toml"))
-    assert files
+    files = sorted((ROOT / "local").glob("*.toml")) + [ROOT / "aws" / "emr.toml"]
+    assert len(files) == 4
     for f in files:
         for stage in config.STAGES:
             config.load(stage, f)
+    standalone = config.load("train", ROOT / "local" / "standalone.toml")
+    assert (standalone.engine, standalone.elephas.mode, standalone.elephas.master) == (
+        "elephas", "asynchronous", "spark://127.0.0.1:7077")
+    demo = config.load("scrape", ROOT / "local" / "demo.toml")
+    assert (demo.limit, demo.per_genre_limit) == (20, 10)
+
+
+def test_readme_key_tables_match_the_metadata():
+    readme = (ROOT / "README.md").read_text()
+    assert config.readme_section(readme) == config.markdown_table()
+    table = config.markdown_table()
+    assert "| `mu` | int | `255` | 1..255 |  | mu-law parameter; codes are 0..mu, one byte per sample |" in table
+    assert "#### [train.elephas]" in table
+    n_rows = sum(1 for line in table.splitlines() if line.startswith("| `"))
+    assert n_rows == sum(len(list(config.fields(cls))) for cls in config.STAGE_CONFIGS.values())
+
+
+def test_mulaw_encode_rejects_mu_outside_one_byte():
+    assert mulaw.encode(np.array([-1.0, 0.0, 1.0]), mu=255).tolist() == [0, 128, 255]
+    assert mulaw.encode(np.array([1.0]), mu=1).dtype == np.uint8
+    for mu in (0, 256, 1023, -5):
+        with pytest.raises(ValueError, match=f"mu must be an integer in 1..255.*got {mu}"):
+            mulaw.encode(np.zeros(3), mu=mu)
+
+
+def _words(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.parametrize("stage", cli.CLI_STAGES)
+def test_stage_help_lists_every_flag_with_its_help(stage, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([stage, "--help"])
+    assert info.value.code == 0
+    out = _words(capsys.readouterr().out)
+    for flag, key, f, _ in config.cli_options(stage):
+        assert f" {flag} " in out
+        assert _words(cli.flag_help(key, f)) in out, (flag, cli.flag_help(key, f))
+    assert "--total-limit" not in out
 
 
 def test_module_and_entry_scripts_show_help():
-    for argv in (["-m", "waveforms", "--help"], ["run_model_predictions.py", "--help"]):
-        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=str(
-            __import__("pathlib").Path(__file__).resolve().parents[1]), timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert "--config" in out.stdout or "generate" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "waveforms", "--help"], capture_output=True, text=True,
+                         cwd=str(ROOT), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"\{scrape,transform,train,generate,aws\}", out.stdout)
+    out = subprocess.run([sys.executable, "run_model_predictions.py", "--help"], capture_output=True, text=True,
+                         cwd=str(ROOT), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: waveforms generate [-h] [--config CONFIG] [--set KEY=VALUE]")
+    help_text = _words(out.stdout)
+    for flag, key, f, _ in config.cli_options("generate"):
+        assert f"{flag} {key.upper()} {_words(cli.flag_help(key, f))}" in help_text

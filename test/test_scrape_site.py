@@ -135,9 +135,9 @@ def test_duplicate_listing_downloaded_once(mirror, tmp_path):
 
 
 def test_limits_per_genre_and_total(mirror, tmp_path):
-    assert run(config(mirror, tmp_path / "a", genres=["Electronic", "Folk"], limit=1)) == 0
+    assert run(config(mirror, tmp_path / "a", genres=["Electronic", "Folk"], per_genre_limit=1)) == 0
     assert [r["id"] for r in read_jsonl(tmp_path / "a/manifest.jsonl")] == [1, 5]
-    assert run(config(mirror, tmp_path / "b", genres=["Electronic", "Folk"], limit=3, total_limit=4)) == 0
+    assert run(config(mirror, tmp_path / "b", genres=["Electronic", "Folk"], per_genre_limit=3, limit=4)) == 0
     assert sorted(r["id"] for r in read_jsonl(tmp_path / "b/manifest.jsonl")) == [1, 2, 3, 5]
 
 

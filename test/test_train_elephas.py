@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from train_helpers import tone_dataset
-from waveforms.config import TrainConfig
+from waveforms.config import ElephasConfig, TrainConfig
 from waveforms.generate import generate
 from waveforms.model import load
 from waveforms.train import elephas as engine
@@ -20,10 +20,16 @@ def data(tmp_path_factory):
     return tone_dataset(tmp_path_factory.mktemp("elephas") / "ds")
 
 
+ELEPHAS_KEYS = set(ElephasConfig.__dataclass_fields__)
+
+
 def cfg_for(data, model_dir, **kw):
+    """A TrainConfig; keys of ElephasConfig (mode, workers, ...) go to its ``elephas`` section."""
     base = dict(data=str(data), model_dir=str(model_dir), preset="tiny", engine="elephas", master="local[2]",
                 workers=2, epochs=3, batch_size=4, window=64, windows_per_worker=32, learning_rate=0.01, seed=2)
-    return TrainConfig(**{**base, **kw})
+    kw = {**base, **kw}
+    elephas = ElephasConfig(**{k: kw.pop(k) for k in list(kw) if k in ELEPHAS_KEYS})
+    return TrainConfig(**kw, elephas=elephas)
 
 
 def rows(model_dir):
@@ -93,12 +99,12 @@ def test_windows_are_made_on_the_executors_from_descriptors(data, monkeypatch):
     from waveforms.spark import get_session
 
     cfg = cfg_for(data, "unused")
-    sc = get_session(cfg.master).sparkContext
+    sc = get_session(cfg.elephas.master).sparkContext
     rdd = engine.window_rdd(sc, cfg, 17, epoch=1)
     # the driver ships (partition, epoch) pairs only; the executors return windows read from the dataset
     assert rdd.getNumPartitions() == 2
     pairs = rdd.collect()
-    assert len(pairs) == 2 * cfg.windows_per_worker
+    assert len(pairs) == 2 * cfg.elephas.windows_per_worker
     x, y = pairs[0]
     assert x.shape == (17 + 64 - 1,) and y.shape == (64,)
     np.testing.assert_array_equal(x[17:], y[:-1])  # the target is the input shifted by one sample

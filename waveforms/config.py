@@ -1,118 +1,178 @@
 """Typed configuration for each stage: defaults, TOML files and ``--set key=value``.
 
 A config file is TOML with one table per stage (``[scrape]``, ``[transform]``,
-``[train]``, ``[generate]``, ``[aws]``); a stage reads only its own table and
-rejects keys it does not know. Files list only what differs from the defaults.
+``[train]`` with its ``[train.elephas]`` sub-table, ``[generate]``, ``[aws]``);
+a stage reads only its own table and rejects keys it does not know. Files list
+only what differs from the defaults.
+
+Each field's help, unit, allowed values and CLI flag are declared once, with
+:func:`opt`; :func:`validate`, the CLI (``waveforms.cli``) and the README's key
+tables (``python -m waveforms.config --readme``) are derived from them.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import sys
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 from waveforms.errors import UserError
 
 STAGES = ("scrape", "transform", "train", "generate", "aws")
+PIPELINE = ("scrape", "transform", "train", "generate")
+ARCHIVES = ("fma_small", "fma_medium", "fma_large", "fma_full")
 
 
 class ConfigError(UserError, ValueError):
     """A config file, override or value that cannot be used."""
 
 
+def opt(default: Any, *, help: str, choices: Sequence[Any] | None = None, min: float | None = None,
+        max: float | None = None, gt: float | None = None, lt: float | None = None, unit: str = "",
+        flag: str | None = None, choices_also: str | None = None) -> Any:
+    """A config field: its default, help, unit, allowed values and (optional) CLI flag.
+
+    ``min``/``max`` are inclusive bounds, ``gt``/``lt`` exclusive ones; ``choices`` apply to
+    each item of a list; ``choices_also`` names a dict field whose keys are also allowed.
+    """
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max,
+            "gt": gt, "lt": lt, "unit": unit, "flag": flag, "choices_also": choices_also}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=type(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ScrapeConfig:
-    source: str = "fma-site"  # fma-site | fma-dataset | dir
-    base_url: str = "https://freemusicarchive.org"
-    genres: list[str] = field(default_factory=list)
-    limit: int = 20  # per genre (fma-site) or in total (other sources)
-    total_limit: int = 0  # 0 = no cap across genres
-    out: str = "data/raw"
-    page_size: int = 200
-    licences: list[str] = field(default_factory=list)  # e.g. CC-BY, CC-BY-NC*
-    fetch_licence: bool = True
-    user_agent: str = "waveforms-scraper/0.1 (+https://github.com/waveforms/waveforms)"
-    requests_per_second: float = 1.0
-    download_concurrency: int = 2
-    max_retries: int = 5
-    backoff_factor: float = 0.5
-    timeout_s: float = 30.0
-    max_file_bytes: int = 200 * 1024 * 1024
-    # fma-dataset source
-    archive: str = "fma_small"
-    mirror: str = "https://os.unil.cloud.switch.ch/fma/"
-    cache_dir: str = ""  # where archives are downloaded; "" = <out>/.archives (local out) or ~/.cache/waveforms
-    archive_sha1: dict[str, str] = field(default_factory=dict)  # extra/overriding sha1 per archive name
-    # dir source
-    input: str = ""
+    """The scrape stage: which source, how much, and how politely."""
+
+    source: str = opt("fma-site", choices=("fma-site", "fma-dataset", "dir"), flag="--source",
+                      help="where tracks come from: the FMA site, the FMA dataset archives, or a folder")
+    base_url: str = opt("https://freemusicarchive.org", flag="--base-url", help="site root serving FMA markup")
+    genres: list[str] = opt([], flag="--genre", help="genre names or slugs (flag repeatable)")
+    limit: int = opt(20, min=0, unit="tracks", flag="--limit", help="tracks kept in total, every source; 0 = no limit")
+    per_genre_limit: int = opt(0, min=0, unit="tracks", flag="--per-genre-limit",
+                               help="fma-site: tracks kept per genre; 0 = no per-genre cap")
+    out: str = opt("data/raw", flag="--out", help="output folder or s3://bucket/prefix")
+    page_size: int = opt(200, min=1, max=200, unit="tracks", help="fma-site: tracks per listing page")
+    licences: list[str] = opt([], flag="--licence",
+                              help="keep only these licences, e.g. CC-BY, CC-BY-NC* (flag repeatable); empty = all")
+    fetch_licence: bool = opt(True, help="fma-site: read each track page for its licence")
+    user_agent: str = opt("waveforms-scraper/0.1 (+https://github.com/waveforms/waveforms)", flag="--user-agent",
+                          help="User-Agent naming the tool and a contact URL")
+    requests_per_second: float = opt(1.0, min=0, unit="1/s", flag="--rate",
+                                     help="requests per second to one host; 0 = unlimited")
+    download_concurrency: int = opt(2, min=1, unit="threads", help="parallel downloads")
+    max_retries: int = opt(5, min=0, help="retries per request on 5xx, 429 and connection errors")
+    backoff_factor: float = opt(0.5, min=0, unit="s", help="exponential backoff base between retries")
+    timeout_s: float = opt(30.0, gt=0, unit="s", help="connect and read timeout per request")
+    max_file_bytes: int = opt(200 * 1024 * 1024, min=1, unit="bytes", help="largest MP3 accepted")
+    archive: str = opt("fma_small", choices=ARCHIVES, choices_also="archive_sha1", flag="--archive",
+                       help="fma-dataset: which audio archive (or a name given in archive_sha1)")
+    mirror: str = opt("https://os.unil.cloud.switch.ch/fma/", flag="--mirror", help="fma-dataset: base URL")
+    cache_dir: str = opt("", help="fma-dataset: archive downloads; empty = OUT/.archives (local) or ~/.cache/waveforms")
+    archive_sha1: dict[str, str] = opt({}, help="fma-dataset: extra or overriding sha1 per archive name")
+    input: str = opt("", flag="--input", help="dir source: folder or s3:// prefix of MP3s")
 
 
 @dataclass
 class TransformConfig:
-    input: str = "data/raw"
-    output: str = "data/dataset"
-    master: str = "local[*]"
-    sample_rate: int = 16000
-    mu: int = 255
-    normalise: str = "peak"  # peak | rms | none
-    target_peak: float = 0.95
-    target_rms_db: float = -20.0
-    trim_silence: bool = True
-    silence_threshold_db: float = -50.0
-    min_seconds: float = 1.0
-    val_fraction: float = 0.1
-    partitions: int = 0  # 0 = one per track, up to 16 per core (default parallelism)
-    resampler: str = "soxr"  # soxr | swr
-    spark_conf: dict[str, str] = field(default_factory=dict)
+    """The transform stage: decode, mono, resample, trim, normalise, mu-law encode."""
+
+    input: str = opt("data/raw", flag="--input", help="scraped folder, manifest, or s3:// prefix")
+    output: str = opt("data/dataset", flag="--output", help="dataset folder or s3:// prefix")
+    master: str = opt("local[*]", flag="--master", help="Spark master URL")
+    sample_rate: int = opt(16000, min=1000, max=192000, unit="Hz", flag="--sample-rate", help="output sample rate")
+    mu: int = opt(255, min=1, max=255, help="mu-law parameter; codes are 0..mu, one byte per sample")
+    normalise: str = opt("peak", choices=("peak", "rms", "none"), flag="--normalise",
+                         help="loudness normalisation after trimming")
+    target_peak: float = opt(0.95, gt=0, max=1, help="peak level for normalise = peak (full scale = 1)")
+    target_rms_db: float = opt(-20.0, max=0, unit="dBFS", help="RMS level for normalise = rms")
+    trim_silence: bool = opt(True, help="trim leading and trailing audio below silence_threshold_db")
+    silence_threshold_db: float = opt(-50.0, max=0, unit="dBFS", flag="--silence-threshold-db",
+                                      help="trim leading/trailing audio below this level")
+    min_seconds: float = opt(1.0, min=0, unit="s", help="tracks shorter than this after trimming are set aside")
+    val_fraction: float = opt(0.1, min=0, lt=1, flag="--val-fraction", help="share of tracks held out for validation")
+    partitions: int = opt(0, min=0, help="Spark partitions; 0 = one per track, up to 16 per core")
+    resampler: str = opt("soxr", choices=("soxr", "swr"), help="ffmpeg resampler")
+    spark_conf: dict[str, str] = opt({}, help="extra Spark settings")
+
+
+@dataclass
+class ElephasConfig:
+    """``[train.elephas]``: keys only the elephas engine reads (``--set elephas.KEY=VALUE``)."""
+
+    mode: str = opt("synchronous", choices=("synchronous", "asynchronous", "hogwild"), flag="--mode",
+                    help="elephas training mode")
+    frequency: str = opt("epoch", choices=("epoch", "batch"), flag="--frequency",
+                         help="how often workers exchange weights with the parameter server")
+    parameter_server: str = opt("http", choices=("http", "socket"), flag="--parameter-server",
+                                help="parameter server protocol (asynchronous, hogwild)")
+    port: int = opt(0, min=0, max=65535, flag="--port", help="parameter server port; 0 = a free one")
+    master: str = opt("local[2]", flag="--master", help="Spark master URL")
+    workers: int = opt(2, min=1, flag="--workers", help="workers (Spark partitions) per epoch")
+    epochs: int = opt(2, min=1, flag="--epochs", help="epochs; each worker reads windows_per_worker fresh windows")
+    windows_per_worker: int = opt(64, min=1, unit="windows", help="windows per worker and epoch (> batch_size)")
 
 
 @dataclass
 class TrainConfig:
-    data: str = "data/dataset"
-    model_dir: str = "data/model"
-    preset: str = "small"
-    steps: int = 1000
-    batch_size: int = 8
-    window: int = 4000  # predicted samples per window (T); input is receptive field + T
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine
-    clip_norm: float = 1.0
-    seed: int = 0
-    log_every: int = 20
-    val_every: int = 100
-    val_batches: int = 4
-    checkpoint_every: int = 100
-    early_stopping_patience: int = 0  # validation checks without improvement; 0 = off
-    max_minutes: float = 0.0  # stop after this much training wall time in total (resumes included); 0 = no limit
-    fresh: bool = False
-    condition_on_genre: bool = False
-    engine: str = "local"  # local | elephas
-    # elephas
-    mode: str = "synchronous"  # synchronous | asynchronous | hogwild
-    frequency: str = "epoch"  # epoch | batch
-    parameter_server: str = "http"  # http | socket
-    port: int = 0  # 0 = pick a free port
-    master: str = "local[2]"
-    workers: int = 2
-    epochs: int = 2
-    windows_per_worker: int = 64
+    """The train stage; ``engine`` picks local Keras or elephas on Spark.
+
+    A *step* is one optimizer update on one batch of ``batch_size`` windows, for
+    both engines: ``steps`` counts them for the local engine, and an elephas
+    epoch makes ``workers * ceil(windows_per_worker / batch_size)`` of them.
+    ``log_every``, ``val_every``, ``checkpoint_every`` and the cosine schedule
+    count steps too.
+    """
+
+    data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
+    model_dir: str = opt("data/model", flag="--model-dir", help="where the model, checkpoints and metrics go")
+    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset", help="model size")
+    steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local engine)")
+    batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
+    window: int = opt(4000, min=1, unit="samples", flag="--window",
+                      help="predicted samples per window; the input is receptive field + window")
+    learning_rate: float = opt(1e-3, gt=0, help="Adam learning rate (peak of the cosine schedule)")
+    lr_schedule: str = opt("constant", choices=("constant", "cosine"), help="learning-rate schedule over the steps")
+    clip_norm: float = opt(1.0, min=0, help="global gradient-norm clip; 0 = off")
+    seed: int = opt(0, min=0, flag="--seed", help="random seed")
+    log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (local engine)")
+    val_every: int = opt(100, min=1, unit="steps", help="steps between validation checks (local engine)")
+    val_batches: int = opt(4, min=1, unit="batches", help="batches per validation check")
+    checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (local engine)")
+    early_stopping_patience: int = opt(0, min=0, unit="checks",
+                                       help="validation checks without improvement before stopping; 0 = off")
+    max_minutes: float = opt(0.0, min=0, unit="min", help="training wall-time budget, resumes included; 0 = none")
+    fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
+    condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (local engine)")
+    engine: str = opt("local", choices=("local", "elephas"), flag="--engine",
+                      help="local: Keras in this process; elephas: data-parallel on Spark")
+    elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
 
 
 @dataclass
 class GenerateConfig:
-    model: str = "data/model"
-    seconds: float = 2.0
-    output: str = "generated.wav"
-    temperature: float = 1.0
-    prime: str = ""
-    seed: int = 0
-    streams: int = 1
-    genre: str = ""
-    save_every: float = 0.0  # seconds of audio between partial saves; 0 = only at the end
+    """The generate stage: sample new audio from a trained model."""
+
+    model: str = opt("data/model", flag="--model", help="model folder or s3:// prefix")
+    seconds: float = opt(2.0, gt=0, unit="s", flag="--seconds", help="seconds of audio per stream")
+    output: str = opt("generated.wav", flag="--output", help="output WAV (stream k > 0 gets a _k suffix)")
+    temperature: float = opt(1.0, min=0, flag="--temperature", help="sampling temperature; 0 = greedy")
+    prime: str = opt("", flag="--prime", help="audio file whose samples start the sequence")
+    seed: int = opt(0, min=0, flag="--seed", help="random seed")
+    streams: int = opt(1, min=1, flag="--streams", help="independent streams generated together")
+    genre: str = opt("", flag="--genre", help="genre for a genre-conditioned model")
+    save_every: float = opt(0.0, min=0, unit="s", flag="--save-every",
+                            help="write the partial WAV every S seconds of audio; 0 = only at the end")
 
 
 @dataclass
@@ -123,32 +183,33 @@ class AwsConfig:
     the stage tables of the same file configure the stages themselves.
     """
 
-    region: str = "us-east-1"
-    bucket: str = ""
-    prefix: str = "waveforms"
-    cluster_name: str = "waveforms"
-    release_label: str = "emr-7.5.0"
-    master_instance_type: str = "m5.xlarge"
-    core_instance_type: str = "m5.xlarge"
-    core_instance_count: int = 2
-    use_spot: bool = False  # core nodes only; the master stays on-demand
-    log_uri: str = ""  # default s3://BUCKET/PREFIX/logs/
-    service_role: str = "EMR_DefaultRole"
-    job_flow_role: str = "EMR_EC2_DefaultRole"
-    auto_terminate: bool = True  # terminate after the last step
-    idle_timeout_s: int = 3600  # EMR auto-termination policy, always set
-    stages: list[str] = field(default_factory=lambda: ["transform", "train"])
-    input: str = ""  # raw MP3s (scrape output, transform input)
-    data: str = ""  # transformed dataset
-    model_dir: str = ""  # trained model
-    output: str = ""  # generated WAV
-    python: str = "python3.11"  # interpreter the bootstrap builds the venv from
-    ffmpeg_url: str = "https://johnvansickle.com/ffmpeg/releases/ffmpeg-release-amd64-static.tar.xz"
-    ffmpeg_sha256: str = ""  # checked when set
-    spark_conf: dict[str, str] = field(default_factory=dict)  # extra --conf for every step
-    wheel: str = ""  # a prebuilt wheel; empty = build one from this checkout
-    ec2_key_name: str = ""
-    subnet_id: str = ""
+    region: str = opt("us-east-1", help="AWS region of the cluster and bucket")
+    bucket: str = opt("", help="an S3 bucket you own (required)")
+    prefix: str = opt("waveforms", help="key prefix in the bucket")
+    cluster_name: str = opt("waveforms", help="EMR cluster name")
+    release_label: str = opt("emr-7.13.0", help="EMR release")
+    master_instance_type: str = opt("m5.xlarge", help="EC2 type of the master node")
+    core_instance_type: str = opt("m5.xlarge", help="EC2 type of the core nodes")
+    core_instance_count: int = opt(2, min=0, unit="nodes", help="core nodes")
+    use_spot: bool = opt(False, help="core nodes on the spot market (the master stays on-demand)")
+    log_uri: str = opt("", help="EMR logs; empty = s3://BUCKET/PREFIX/logs/")
+    service_role: str = opt("EMR_DefaultRole", help="EMR service role")
+    job_flow_role: str = opt("EMR_EC2_DefaultRole", help="EC2 instance profile of the nodes")
+    auto_terminate: bool = opt(True, help="terminate after the last step (and on a failed step)")
+    idle_timeout_s: int = opt(3600, min=60, max=7 * 24 * 3600, unit="s", help="EMR auto-termination when idle")
+    stages: list[str] = opt(["transform", "train"], choices=PIPELINE, help="stages run as EMR steps, in order")
+    input: str = opt("", help="raw MP3s (scrape output, transform input); empty = PREFIX/raw")
+    data: str = opt("", help="transformed dataset; empty = PREFIX/dataset")
+    model_dir: str = opt("", help="trained model; empty = PREFIX/model")
+    output: str = opt("", help="generated WAV; empty = PREFIX/generated/generated.wav")
+    python: str = opt("python3.11", help="interpreter the bootstrap builds the venv from")
+    ffmpeg_url: str = opt("https://johnvansickle.com/ffmpeg/releases/ffmpeg-release-amd64-static.tar.xz",
+                          help="static ffmpeg build for Amazon Linux")
+    ffmpeg_sha256: str = opt("", help="checked against the ffmpeg download when set")
+    spark_conf: dict[str, str] = opt({}, help="extra --conf for every step")
+    wheel: str = opt("", help="a prebuilt wheel; empty = build one from this checkout")
+    ec2_key_name: str = opt("", help="EC2 key pair for SSH to the nodes")
+    subnet_id: str = opt("", help="VPC subnet of the cluster")
 
 
 STAGE_CONFIGS: dict[str, type] = {
@@ -157,6 +218,18 @@ STAGE_CONFIGS: dict[str, type] = {
     "train": TrainConfig,
     "generate": GenerateConfig,
     "aws": AwsConfig,
+}
+
+# Keys that are gone, per stage, with what to use instead.
+REMOVED: dict[str, dict[str, str]] = {  # by config class name
+    "ScrapeConfig": {
+        "total_limit": "total_limit is gone: limit now counts tracks in total for every source "
+                       "(per_genre_limit caps each genre on fma-site); use limit",
+    },
+    "TrainConfig": {
+        f.name: f"{f.name} is an elephas key: put it in [train.elephas] or use --set elephas.{f.name}=..."
+        for f in dataclasses.fields(ElephasConfig)
+    },
 }
 
 C = TypeVar("C")
@@ -195,10 +268,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if tp is int:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if tp is str:
             return str(value)
@@ -207,16 +282,71 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _apply(cfg: C, values: dict[str, Any], where: str) -> C:
-    hints = typing.get_type_hints(type(cfg))
-    known = {f.name for f in dataclasses.fields(cfg)}
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _apply(cfg: C, values: dict[str, Any], where: str, prefix: str = "") -> C:
+    """Set ``values`` (dotted keys or nested tables for sub-sections) on ``cfg``."""
+    hints = _hints(type(cfg))
     for raw_key, value in values.items():
         key = raw_key.replace("-", "_")
-        if key not in known:
-            raise ConfigError(
-                f"unknown key {raw_key!r} in {where}; known keys: {', '.join(sorted(known))}"
-            )
-        setattr(cfg, key, _coerce(value, hints[key], key))
+        head, dot, rest = key.partition(".")
+        if head not in hints:
+            removed = REMOVED.get(type(cfg).__name__, {}).get(head)
+            if removed:
+                raise ConfigError(f"{prefix}{raw_key} in {where}: {removed}")
+            known = ", ".join(sorted(prefix + k for k in hints))
+            raise ConfigError(f"unknown key {prefix + raw_key!r} in {where}; known keys: {known}")
+        if _is_section(hints[head]):
+            sub = {rest: value} if dot else value
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{prefix}{head}: expected a table, got {value!r}")
+            _apply(getattr(cfg, head), sub, where, f"{prefix}{head}.")
+        elif dot:
+            raise ConfigError(f"unknown key {prefix + raw_key!r} in {where}: {prefix}{head} has no sub-keys")
+        else:
+            setattr(cfg, key, _coerce(value, hints[key], prefix + key))
+    return cfg
+
+
+def allowed(f: dataclasses.Field) -> str:
+    """What a field accepts, in words (empty when any value of its type will do)."""
+    m = f.metadata
+    if m.get("choices"):
+        return ", ".join(map(str, m["choices"]))
+    if m.get("min") is not None and m.get("max") is not None:
+        return f"{m['min']:g}..{m['max']:g}"
+    parts = [f"{op} {m[k]:g}" for k, op in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+             if m.get(k) is not None]
+    return " and ".join(parts)
+
+
+def _ok(value: Any, f: dataclasses.Field, cfg: Any) -> bool:
+    m = f.metadata
+    if m.get("choices"):
+        extra = set(getattr(cfg, m["choices_also"])) if m.get("choices_also") else set()
+        items = value if isinstance(value, list) else [value]
+        return all(v in m["choices"] or v in extra for v in items)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return ((m.get("min") is None or value >= m["min"]) and (m.get("max") is None or value <= m["max"])
+            and (m.get("gt") is None or value > m["gt"]) and (m.get("lt") is None or value < m["lt"]))
+
+
+def validate(cfg: C, prefix: str = "") -> C:
+    """Check every field against its declared choices and range; raise :class:`ConfigError`."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+        elif not _ok(value, f, cfg):
+            what = "one of" if f.metadata.get("choices") else "allowed:"
+            raise ConfigError(f"{prefix}{f.name} = {value!r} is not allowed; {what} {allowed(f)}")
     return cfg
 
 
@@ -256,14 +386,17 @@ def load(
     sets: Iterable[str] = (),
     flags: dict[str, Any] | None = None,
 ) -> Any:
-    """Build a stage config: defaults < file < explicit flags < ``--set`` overrides."""
+    """Build and validate a stage config: defaults < file < explicit flags < ``--set`` overrides.
+
+    ``flags`` and ``sets`` may name sub-section keys with dots (``elephas.mode``).
+    """
     cfg = STAGE_CONFIGS[stage]()
     if config_file:
         _apply(cfg, read_file(config_file, stage), f"{config_file} [{stage}]")
     if flags:
         _apply(cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
     _apply(cfg, parse_sets(sets), "--set")
-    return cfg
+    return validate(cfg)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -273,3 +406,80 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def dump_json(cfg: Any, stage: str) -> str:
     """The config as JSON, saved beside every output."""
     return json.dumps({"stage": stage, "config": to_dict(cfg)}, indent=2, sort_keys=True) + "\n"
+
+
+def fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, field, type)`` for every leaf key of a stage config, sub-sections included."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            yield from fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, f, hints[f.name]
+
+
+def cli_options(stage: str) -> list[tuple[str, str, dataclasses.Field, Any]]:
+    """``(flag, dotted key, field, type)`` for each key of ``stage`` that has a CLI flag."""
+    return [(f.metadata["flag"], key, f, tp) for key, f, tp in fields(STAGE_CONFIGS[stage]) if f.metadata.get("flag")]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) if typing.get_origin(tp) is None else str(tp).replace("typing.", "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table() -> str:
+    """The README's key tables, one per stage and sub-table, generated from the field metadata."""
+    out: list[str] = []
+    for stage, cls in STAGE_CONFIGS.items():
+        sections: dict[str, list[str]] = {}
+        for key, f, tp in fields(cls):
+            table, _, name = key.rpartition(".")
+            title = f"[{stage}.{table}]" if table else f"[{stage}]"
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
+            flag = f"`{f.metadata['flag']}`" if f.metadata.get("flag") else ""
+            sections.setdefault(title, []).append(
+                f"| `{name}` | {_type_name(tp)}{unit} | `{_cell(json.dumps(default))}` | {_cell(allowed(f))} "
+                f"| {flag} | {_cell(f.metadata['help'])} |")
+        for title, rows in sections.items():
+            out += [f"#### {title}", "", "| key | type | default | allowed | flag | help |",
+                    "|---|---|---|---|---|---|", *rows, ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+README_START = "<!-- config keys: generated by `python -m waveforms.config --write-readme`; do not edit -->"
+README_END = "<!-- end of config keys -->"
+
+
+def readme_section(readme: str) -> str:
+    """The generated part of README text (between the markers)."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return readme[start:end].strip("\n") + "\n"
+
+
+def write_readme(path: str | Path) -> None:
+    """Regenerate the key tables in the README at ``path``."""
+    text = Path(path).read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    Path(path).write_text(text[:start] + "\n\n" + markdown_table() + "\n" + text[end:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m waveforms.config", description="the config keys, from their metadata")
+    ap.add_argument("--readme", action="store_true", help="print the README's key tables (Markdown)")
+    ap.add_argument("--write-readme", metavar="README", nargs="?", const="README.md",
+                    help="rewrite the key tables in README (default README.md)")
+    args = ap.parse_args(argv)
+    if args.write_readme:
+        write_readme(args.write_readme)
+    else:
+        sys.stdout.write(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -205,7 +205,7 @@ def crawl(cfg: ScrapeConfig, job: Job, http: Http) -> None:
         raise UserError("fma-site: give at least one --genre")
     check_site(http, cfg.base_url)
     seen: set[int] = set()
-    total_cap = cfg.total_limit if cfg.total_limit > 0 else None
+    total_cap = cfg.limit if cfg.limit > 0 else None
     workers = max(1, cfg.download_concurrency)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="download")
     try:
@@ -213,7 +213,7 @@ def crawl(cfg: ScrapeConfig, job: Job, http: Http) -> None:
             start = job.kept
             tracks = iter_genre(http, job, genre, seen)
             while True:
-                want = cfg.limit - (job.kept - start) if cfg.limit > 0 else 2 * workers
+                want = cfg.per_genre_limit - (job.kept - start) if cfg.per_genre_limit > 0 else 2 * workers
                 if total_cap is not None:
                     want = min(want, total_cap - job.kept)
                 if want <= 0:

@@ -37,13 +37,13 @@ TRAIN_STREAM = 2  # RNG stream for executor windows: (seed, 2, epoch, partition)
 
 def validate(cfg: TrainConfig) -> None:
     for key, allowed in (("mode", MODES), ("frequency", FREQUENCIES), ("parameter_server", SERVERS)):
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"unknown {key} {getattr(cfg, key)!r}; choose one of {list(allowed)}")
+        if getattr(cfg.elephas, key) not in allowed:
+            raise UserError(f"unknown {key} {getattr(cfg.elephas, key)!r}; choose one of {list(allowed)}")
     if cfg.condition_on_genre:
         raise UserError("genre conditioning needs --engine local (elephas feeds single-input models)")
-    if cfg.workers <= 0 or cfg.epochs <= 0:
+    if cfg.elephas.workers <= 0 or cfg.elephas.epochs <= 0:
         raise UserError("workers and epochs must be > 0")
-    if cfg.windows_per_worker <= cfg.batch_size:
+    if cfg.elephas.windows_per_worker <= cfg.batch_size:
         raise UserError("windows_per_worker must exceed batch_size (elephas skips smaller partitions)")
 
 
@@ -85,10 +85,10 @@ def partition_windows(root: str, receptive_field: int, window: int, n: int, seed
 
 def window_rdd(sc, cfg: TrainConfig, receptive_field: int, epoch: int):
     """An RDD of ``(x, y)`` windows made on the executors, one partition per worker."""
-    descriptors = [(p, epoch) for p in range(cfg.workers)]
-    read = functools.partial(partition_windows, cfg.data, receptive_field, cfg.window, cfg.windows_per_worker,
+    descriptors = [(p, epoch) for p in range(cfg.elephas.workers)]
+    read = functools.partial(partition_windows, cfg.data, receptive_field, cfg.window, cfg.elephas.windows_per_worker,
                              cfg.seed)
-    return sc.parallelize(descriptors, cfg.workers).flatMap(read)
+    return sc.parallelize(descriptors, cfg.elephas.workers).flatMap(read)
 
 
 def stop_parameter_server(spark_model) -> None:
@@ -114,10 +114,10 @@ def make_spark_model(model, cfg: TrainConfig, port: int):
     from elephas.spark_model import AsynchronousSparkModel, SparkModel
 
     common = dict(custom_objects=custom_objects(), batch_size=cfg.batch_size)
-    if cfg.mode == "synchronous":
+    if cfg.elephas.mode == "synchronous":
         return SparkModel(model, **common)
-    return AsynchronousSparkModel(model, mode=cfg.mode, frequency=cfg.frequency,
-                                  parameter_server_mode=cfg.parameter_server, port=port, **common)
+    return AsynchronousSparkModel(model, mode=cfg.elephas.mode, frequency=cfg.elephas.frequency,
+                                  parameter_server_mode=cfg.elephas.parameter_server, port=port, **common)
 
 
 def fit_epoch(model, rdd, cfg: TrainConfig, port: int) -> list[dict[str, Any]]:
@@ -138,7 +138,7 @@ def ship_package_if_needed(sc, master: str) -> None:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train with elephas for ``cfg.epochs`` epochs and write the artifact; returns the summary."""
+    """Train with elephas for ``elephas.epochs`` epochs and write the artifact; returns the summary."""
     import keras
 
     from waveforms.spark import get_session
@@ -147,7 +147,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     keras.utils.set_random_seed(cfg.seed)
     setup = prepare(cfg)
     rf = setup.receptive_field
-    model = compile_model(setup.wavenet.training_model(), cfg, total_steps=cfg.epochs * cfg.windows_per_worker)
+    updates = cfg.elephas.epochs * -(-cfg.elephas.windows_per_worker // cfg.batch_size)  # steps of one worker
+    model = compile_model(setup.wavenet.training_model(), cfg, total_steps=updates)
     model_dir = Path(cfg.model_dir)
     (model_dir / "metrics.jsonl").unlink(missing_ok=True)  # elephas runs always start over
     shutil.rmtree(model_dir / TENSORBOARD, ignore_errors=True)
@@ -157,14 +158,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_probe = sampler(setup.train_regions).fixed_batches(cfg.val_batches)
     val_batches = sampler(setup.val_regions).fixed_batches(cfg.val_batches) if setup.val_regions else []
     host = parameter_server_host()
-    port = cfg.port or free_port(host)
-    if cfg.mode != "synchronous":
-        log.info("parameter server (%s) on %s:%d", cfg.parameter_server, host, port)
-    spark = get_session(cfg.master, "waveforms-train")
+    port = cfg.elephas.port or free_port(host)
+    if cfg.elephas.mode != "synchronous":
+        log.info("parameter server (%s) on %s:%d", cfg.elephas.parameter_server, host, port)
+    spark = get_session(cfg.elephas.master, "waveforms-train")
     sc = spark.sparkContext
-    ship_package_if_needed(sc, cfg.master)
-    steps_per_epoch = cfg.workers * -(-cfg.windows_per_worker // cfg.batch_size)
-    samples_per_epoch = cfg.workers * cfg.windows_per_worker * cfg.window
+    ship_package_if_needed(sc, cfg.elephas.master)
+    steps_per_epoch = cfg.elephas.workers * -(-cfg.elephas.windows_per_worker // cfg.batch_size)
+    samples_per_epoch = cfg.elephas.workers * cfg.elephas.windows_per_worker * cfg.window
 
     def record(epoch: int, loss: float, seconds: float | None, wall: float) -> dict[str, Any]:
         row: dict[str, Any] = {"step": epoch * steps_per_epoch, "epoch": epoch, "loss": loss, "wall_time": wall}
@@ -174,7 +175,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             row["val_loss"] = mean_loss(model, val_batches)
             row["val_bits_per_sample"] = bits(row["val_loss"])
         metrics.append(row)
-        log.info("epoch %d/%d %s", epoch, cfg.epochs,
+        log.info("epoch %d/%d %s", epoch, cfg.elephas.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch")))
         return row
 
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     row = record(0, mean_loss(model, train_probe), None, 0.0)
     epochs_done = 0
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, cfg.elephas.epochs + 1):
             t = time.perf_counter()
             histories = fit_epoch(model, window_rdd(sc, cfg, rf, epoch), cfg, port)
             seconds = time.perf_counter() - t
@@ -191,18 +192,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             check_finite(loss, epoch * steps_per_epoch)
             row = record(epoch, loss, seconds, time.perf_counter() - t0)
             epochs_done = epoch
-            if cfg.max_minutes > 0 and time.perf_counter() - t0 >= cfg.max_minutes * 60 and epoch < cfg.epochs:
+            if cfg.max_minutes > 0 and time.perf_counter() - t0 >= cfg.max_minutes * 60 and epoch < cfg.elephas.epochs:
                 log.info("stopping after epoch %d: the %.1f-minute budget is spent", epoch, cfg.max_minutes)
                 break
     finally:
         metrics.close()
     summary = {
         "engine": "elephas",
-        "mode": cfg.mode,
-        "frequency": cfg.frequency,
-        "parameter_server": cfg.parameter_server,
-        "master": cfg.master,
-        "workers": cfg.workers,
+        "mode": cfg.elephas.mode,
+        "frequency": cfg.elephas.frequency,
+        "parameter_server": cfg.elephas.parameter_server,
+        "master": cfg.elephas.master,
+        "workers": cfg.elephas.workers,
         "epochs": epochs_done,
         "steps": epochs_done * steps_per_epoch,
         "final_loss": row["loss"],
