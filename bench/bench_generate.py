@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 
 import numpy as np  # noqa: E402
 
-from waveforms.generate import generate, naive_generate  # noqa: E402
+from naive import naive_generate  # noqa: E402
+
+from waveforms.generate import generate  # noqa: E402
 from waveforms.model import build  # noqa: E402
 
 

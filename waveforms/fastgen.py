@@ -16,6 +16,8 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from waveforms.model.spec import Residual, read, spec
+
 F32 = np.float32
 BLOCK_MIN = 8  # from this many streams, step them in blocks with one matrix product per layer
 
@@ -39,35 +41,39 @@ class FastWeights:
 
     @classmethod
     def from_keras(cls, model, cfg) -> "FastWeights":
-        w = {layer.name: layer.get_weights() for layer in model.layers}
-        n = len(cfg.dilations)
+        """Read and fuse the weights of a Keras WaveNet built from ``cfg`` (see :mod:`waveforms.model.spec`)."""
+        sp = spec(cfg)
         c = lambda a: np.ascontiguousarray(a, dtype=F32)  # noqa: E731
-        r, d = cfg.residual_channels, cfg.dilation_channels
-
-        def res(i: int) -> tuple[np.ndarray, np.ndarray]:
-            """Layer i's residual 1x1 (zeros for the last layer, which has none)."""
-            if f"residual_{i}" in w:
-                return w[f"residual_{i}"][0][0], w[f"residual_{i}"][1]
-            return np.zeros((d, r), F32), np.zeros(r, F32)
-
+        stack = lambda arrays, axis=0: c(np.stack(arrays, axis=axis))  # noqa: E731
+        w0, b0 = read(model, sp.input_conv)
+        (w1,), b1 = read(model, sp.head_1)
+        (w2,), b2 = read(model, sp.logits)
+        dilated = [read(model, layer.dilated) for layer in sp.residuals]
+        side = [_side_outputs(model, layer) for layer in sp.residuals]
         genre_bias = None
-        if cfg.num_genres > 0:
-            emb = w["genre_embedding"][0]  # (G, E)
-            genre_bias = c(np.stack([emb @ w[f"cond_{i}"][0] for i in range(n)], axis=1))
+        if sp.genre_embedding:
+            (emb,) = read(model, sp.genre_embedding)  # (G, E)
+            genre_bias = stack([emb @ read(model, layer.cond)[0] for layer in sp.residuals if layer.cond], axis=1)
         return cls(
-            w0=c(w["causal_in"][0]),
-            b0=c(w["causal_in"][1]),
-            wd=c(np.stack([w[f"dilated_{i}"][0] for i in range(n)])),
-            bd=c(np.stack([w[f"dilated_{i}"][1] for i in range(n)])),
-            wsr=c(np.stack([np.concatenate([w[f"skip_{i}"][0][0], res(i)[0]], axis=1) for i in range(n)])),
-            bsr=c(np.stack([np.concatenate([w[f"skip_{i}"][1], res(i)[1]]) for i in range(n)])),
-            w1=c(w["head_1"][0][0]),
-            b1=c(w["head_1"][1]),
-            w2=c(w["logits"][0][0]),
-            b2=c(w["logits"][1]),
-            dilations=np.asarray(cfg.dilations, dtype=np.int64),
-            genre_bias=genre_bias,
+            w0=c(w0), b0=c(b0), wd=stack([k for k, _ in dilated]), bd=stack([b for _, b in dilated]),
+            wsr=stack([k for k, _ in side]), bsr=stack([b for _, b in side]),
+            w1=c(w1), b1=c(b1), w2=c(w2), b2=c(b2),
+            dilations=np.asarray(sp.dilations, dtype=np.int64), genre_bias=genre_bias,
         )
+
+
+def _side_outputs(model, layer: Residual) -> tuple[np.ndarray, np.ndarray]:
+    """A layer's skip and residual 1x1s side by side: kernel (D, S + R), bias (S + R,).
+
+    The last layer has no residual 1x1; zeros stand in (its residual output feeds nothing).
+    """
+    (ks,), bs = read(model, layer.skip)
+    if layer.residual is not None:
+        (kr,), br = read(model, layer.residual)
+    else:
+        r = layer.dilated.kernel[1]  # the residual stream's channels
+        kr, br = np.zeros((ks.shape[0], r), F32), np.zeros(r, F32)
+    return np.concatenate([ks, kr], axis=1), np.concatenate([bs, br])
 
 
 class State:

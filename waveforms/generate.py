@@ -1,9 +1,9 @@
-"""Autoregressive generation: fast cached sampling, and a naive reference.
+"""Autoregressive generation with fast cached sampling (:mod:`waveforms.fastgen`).
 
-Both start from the same context: the prime's codes, or one silent sample
-(the mu-law code of 0.0) when there is no prime. Random numbers are drawn one
-per stream per step in step order, so the same seed gives the same audio
-whatever the chunking.
+Every stream starts from the same context: the prime's codes, or one silent
+sample (the mu-law code of 0.0) when there is no prime. Random numbers are
+drawn one per stream per step in step order, so the same seed gives the same
+audio whatever the chunking.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def start_codes(wavenet, prime: np.ndarray | None, streams: int) -> np.ndarray:
     return np.tile(prime, (streams, 1))
 
 
-def _genre_ids(wavenet, genre: int | str | None, streams: int) -> np.ndarray | None:
+def genre_ids(wavenet, genre: int | str | None, streams: int) -> np.ndarray | None:
+    """The genre id of every stream, or None for an unconditioned model; checks the choice."""
     if genre is None or genre == "":
         if wavenet.config.num_genres > 0:
             raise UserError(f"this model is conditioned on genre; choose one of {wavenet.genres}")
@@ -70,7 +71,7 @@ def generate(
     if temperature < 0:
         raise UserError("temperature must be >= 0")
     sampler = Sampler(FastWeights.from_keras(wavenet.keras_model, wavenet.config), streams,
-                      _genre_ids(wavenet, genre, streams))
+                      genre_ids(wavenet, genre, streams))
     sampler.feed(start_codes(wavenet, prime, streams))
     rng = np.random.default_rng(seed)
     out = np.zeros((streams, n_samples), dtype=np.uint8)
@@ -82,35 +83,6 @@ def generate(
         done += n
         if on_chunk:
             on_chunk(out, done)
-    return out
-
-
-def naive_generate(
-    wavenet,
-    n_samples: int,
-    *,
-    prime: np.ndarray | None = None,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    streams: int = 1,
-    genre: int | str | None = None,
-) -> np.ndarray:
-    """Reference: run the Keras model over the last receptive field for every new sample."""
-    from waveforms.fastgen import sample_code
-
-    seq = start_codes(wavenet, prime, streams)
-    genres = _genre_ids(wavenet, genre, streams)
-    rng = np.random.default_rng(seed)
-    rf = wavenet.receptive_field
-    out = np.zeros((streams, n_samples), dtype=np.uint8)
-    for i in range(n_samples):
-        window = seq[:, -rf:]
-        inputs = window if genres is None else [window, genres]
-        logits = np.asarray(wavenet.keras_model(inputs, training=False))[:, -1, :]
-        uniforms = rng.random(streams)
-        codes = np.array([sample_code(logits[s], temperature, uniforms[s]) for s in range(streams)])
-        out[:, i] = codes
-        seq = np.concatenate([seq, codes[:, None]], axis=1)
     return out
 
 

@@ -2,8 +2,8 @@
 
 The Keras model takes integer mu-law codes ``(batch, time)`` (and, when
 conditioned, a genre id ``(batch,)``) and returns logits ``(batch, time, 256)``;
-output ``t`` predicts sample ``t + 1``. Layer names are stable so that fast
-generation can read the weights by name.
+output ``t`` predicts sample ``t + 1``. The layers, their names and weight
+shapes come from :mod:`waveforms.model.spec`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from waveforms.model.presets import WaveNetConfig  # noqa: E402
+from waveforms.model.spec import Weights, spec  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="waveforms")
@@ -78,40 +79,42 @@ class TimeBroadcastAdd(layers.Layer):
         return x_shape
 
 
+def _conv(w: Weights, dilation: int = 0) -> layers.Conv1D:
+    """A Conv1D from its spec: causal and dilated with ``dilation`` > 0, else a 1x1 over channels."""
+    if dilation:
+        return layers.Conv1D(w.outputs, w.width, dilation_rate=dilation, padding="causal", name=w.name)
+    return layers.Conv1D(w.outputs, w.width, name=w.name)
+
+
 def build_keras(cfg: WaveNetConfig, crop: int = 0) -> keras.Model:
-    """The full WaveNet; ``crop`` > 0 drops that many leading outputs (training model)."""
-    codes = keras.Input(shape=(None,), dtype="int32", name="codes")
+    """The full WaveNet of :func:`spec`; ``crop`` > 0 drops that many leading outputs (training model)."""
+    sp = spec(cfg)
+    codes = keras.Input(shape=(None,), dtype="int32", name=sp.codes_input)
     inputs = [codes]
-    x = OneHot(cfg.quantization, name="one_hot")(codes)
-    x = layers.Conv1D(cfg.residual_channels, cfg.initial_kernel, padding="causal", name="causal_in")(x)
+    x = OneHot(sp.quantization, name=sp.one_hot)(codes)
+    x = _conv(sp.input_conv, 1)(x)
     genre_vec = None
-    if cfg.num_genres > 0:
-        genre = keras.Input(shape=(), dtype="int32", name="genre")
+    if sp.genre_input and sp.genre_embedding:
+        genre = keras.Input(shape=(), dtype="int32", name=sp.genre_input)
         inputs.append(genre)
-        genre_vec = layers.Embedding(cfg.num_genres, cfg.genre_channels, name="genre_embedding")(genre)
+        emb = sp.genre_embedding
+        genre_vec = layers.Embedding(emb.kernel[0], emb.outputs, name=emb.name)(genre)
     skips = []
-    for i, d in enumerate(cfg.dilations):
-        h = layers.Conv1D(
-            2 * cfg.dilation_channels, cfg.kernel_size, dilation_rate=d, padding="causal", name=f"dilated_{i}"
-        )(x)
-        if genre_vec is not None:
-            cond = layers.Dense(2 * cfg.dilation_channels, use_bias=False, name=f"cond_{i}")(genre_vec)
-            h = TimeBroadcastAdd(name=f"cond_add_{i}")(h, cond)
-        z = GatedUnit(name=f"gate_{i}")(h)
-        skips.append(layers.Conv1D(cfg.skip_channels, 1, name=f"skip_{i}")(z))
-        if i < len(cfg.dilations) - 1:  # the last layer's residual output would feed nothing
-            res = layers.Conv1D(cfg.residual_channels, 1, name=f"residual_{i}")(z)
-            x = layers.Add(name=f"residual_add_{i}")([x, res])
-    s = layers.Add(name="skip_sum")(skips) if len(skips) > 1 else skips[0]
-    s = layers.Activation("relu", name="relu_1")(s)
-    s = layers.Conv1D(cfg.skip_channels, 1, name="head_1")(s)
-    s = layers.Activation("relu", name="relu_2")(s)
-    logits = layers.Conv1D(cfg.quantization, 1, name="logits")(s)
+    for layer in sp.residuals:
+        h = _conv(layer.dilated, layer.dilation)(x)
+        if genre_vec is not None and layer.cond:
+            cond = layers.Dense(layer.cond.outputs, use_bias=layer.cond.use_bias, name=layer.cond.name)(genre_vec)
+            h = TimeBroadcastAdd(name=layer.cond_add)(h, cond)
+        z = GatedUnit(name=layer.gate)(h)
+        skips.append(_conv(layer.skip)(z))
+        if layer.residual:
+            res = _conv(layer.residual)(z)
+            x = layers.Add(name=layer.merge)([x, res])
+    s = layers.Add(name=sp.sum_skips)(skips) if len(skips) > 1 else skips[0]
+    s = layers.Activation("relu", name=sp.relu_1)(s)
+    s = _conv(sp.head_1)(s)
+    s = layers.Activation("relu", name=sp.relu_2)(s)
+    logits = _conv(sp.logits)(s)
     if crop:
-        logits = CropLeft(crop, name="crop")(logits)
-    return keras.Model(inputs if len(inputs) > 1 else codes, logits, name="wavenet")
-
-
-def weights_by_name(model: keras.Model) -> dict[str, list]:
-    """Layer name -> its weights as numpy arrays (for fast generation)."""
-    return {layer.name: [w.numpy() if hasattr(w, "numpy") else w for w in layer.get_weights()] for layer in model.layers}
+        logits = CropLeft(crop, name=sp.crop)(logits)
+    return keras.Model(inputs if len(inputs) > 1 else codes, logits, name=sp.model)
