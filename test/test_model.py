@@ -1,10 +1,11 @@
-"""WaveNet structure: causality, measured receptive field, artifact round trip."""
+"""WaveNet structure: causality, measured receptive field, the layer spec, artifact round trip."""
 import json
 
 import numpy as np
 import pytest
 
 from waveforms.model import PRESETS, build, load
+from waveforms.model.spec import read, spec
 
 
 def randomised(wavenet, seed=0, scale=0.3):
@@ -18,22 +19,46 @@ def logits(wavenet, codes):
     return np.asarray(wavenet.keras_model(codes, training=False))
 
 
-def test_output_shape_and_shift_contract():
-    w = build("tiny")
-    out = logits(w, np.zeros((3, 50), dtype=np.int32))
-    assert out.shape == (3, 50, 256)
-
-
-def test_causal_changing_the_future_leaves_the_past():
-    w = randomised(build("tiny"))
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_output_shape_and_shift_contract(conditioned):
+    """(batch, time) codes -> (batch, time, 256) logits; output t sees inputs 0..t and nothing later."""
+    w = randomised(build("tiny", num_genres=3 if conditioned else 0))
     rng = np.random.default_rng(1)
-    a = rng.integers(0, 256, (1, 120))
-    b = a.copy()
-    t = 70
-    b[:, t + 1 :] = rng.integers(0, 256, (1, 120 - t - 1))
-    la, lb = logits(w, a), logits(w, b)
-    np.testing.assert_allclose(la[:, : t + 1], lb[:, : t + 1], atol=1e-5)
-    assert np.abs(la[:, t + 1 :] - lb[:, t + 1 :]).max() > 1e-3
+    n, t = 120, 70
+    a = rng.integers(0, 256, (3, n))
+    genre = np.array([0, 1, 2])
+    run = (lambda codes: logits(w, [codes, genre])) if conditioned else (lambda codes: logits(w, codes))
+    la = run(a)
+    assert la.shape == (3, n, 256) and la.dtype == np.float32
+    for first in (t + 1, n - 1):  # change inputs from ``first`` on: outputs before it stay put
+        b = a.copy()
+        b[:, first:] = (a[:, first:] + rng.integers(1, 256, (3, n - first))) % 256
+        lb = run(b)
+        np.testing.assert_allclose(la[:, :first], lb[:, :first], atol=1e-5)
+        assert (np.abs(la[:, first] - lb[:, first]).max(axis=-1) > 1e-3).all()  # output ``first`` sees input ``first``
+    c = a.copy()
+    c[:, t] = (a[:, t] + 128) % 256  # one input changed: outputs t.. move, the ones before do not
+    lc = run(c)
+    np.testing.assert_allclose(la[:, :t], lc[:, :t], atol=1e-5)
+    assert (np.abs(la[:, t] - lc[:, t]).max(axis=-1) > 1e-3).all()
+    rf = w.receptive_field  # output t + rf - 1 is the last to see input t
+    assert (np.abs(la[:, t + rf - 1] - lc[:, t + rf - 1]).max(axis=-1) > 0).all()
+    np.testing.assert_allclose(la[:, t + rf :], lc[:, t + rf :], atol=1e-5)
+
+
+def test_spec_lists_the_keras_layers_and_weights():
+    """Every Keras layer with weights is in the spec with the same shapes, and the spec lists nothing else."""
+    for preset in sorted(PRESETS):
+        for genres in (0, 4):
+            w = build(preset, num_genres=genres)
+            sp = spec(w.config)
+            keras_side = [(layer.name, tuple(tuple(a.shape) for a in layer.get_weights()))
+                          for layer in w.keras_model.layers if layer.get_weights()]
+            assert sorted(keras_side) == sorted((x.name, x.shapes) for x in sp.with_weights())
+            assert sp.dilations == w.config.dilations
+            assert (sp.genre_embedding is not None) == (genres > 0)
+    with pytest.raises(ValueError, match="the spec says"):  # a model of another shape is refused, not misread
+        read(build("tiny").keras_model, spec(build("small").config).input_conv)
 
 
 def impulse_weights(wavenet, base_code):
