@@ -168,7 +168,7 @@ def test_missing_credentials_fail_before_anything_is_created(aws_env, tmp_path, 
 @pytest.mark.parametrize(
     "body, stages, message",
     [
-        ("", '["transform", "mix"]', "unknown stage(s) ['mix']"),
+        ("", '["transform", "mix"]', "stages = ['transform', 'mix'] is not allowed; one of scrape, transform, train, generate"),
         ("", '["train", "transform"]', "pipeline order"),
         ("\n[train]\nprest = 'tiny'\n", '["train"]', "unknown key 'prest'"),
         ("\n[mixer]\nx = 1\n", '["train"]', "unknown table(s) ['mixer']"),
@@ -187,11 +187,11 @@ def test_invalid_aws_keys_and_values(aws_env, tmp_path, capsys):
     client("s3").create_bucket(Bucket=BUCKET)
     cfg = write_config(tmp_path / "emr.toml")
     for override, message in [
-        ("core_instance_count=-1", "core_instance_count must be >= 0"),
+        ("core_instance_count=-1", "core_instance_count = -1 is not allowed; allowed: >= 0"),
         ("bucket=", "bucket is empty"),
         ("instances=3", "unknown key 'instances'"),
         ("input=/local/raw", "input must be an s3:// URI"),
-        ("idle_timeout_s=5", "idle_timeout_s must be 60..604800"),
+        ("idle_timeout_s=5", "idle_timeout_s = 5 is not allowed; allowed: 60..604800"),
         (f"wheel={tmp_path}/missing.whl", "wheel must be an existing .whl file"),
     ]:
         code, _, err = run_cli(capsys, "launch", "--config", str(cfg), "--set", override)
