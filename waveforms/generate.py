@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import mulaw
+from waveforms import mulaw, storage
 from waveforms.errors import UserError
-from waveforms.storage import atomic_local, write_text
+from waveforms.storage import OutputDir, atomic_local, write_text
 
 log = logging.getLogger(__name__)
 CHUNK = 4096  # steps per compiled call: the progress bar and partial saves move at this grain
@@ -97,25 +97,35 @@ def write_wav(path: str | Path, codes: np.ndarray, sample_rate: int, mu: int = 2
             wav.writeframes(pcm.tobytes())
 
 
-def stream_paths(output: str, streams: int) -> list[Path]:
-    """``out.wav`` for one stream; ``out_0.wav``, ``out_1.wav``, ... for several."""
-    out = Path(output)
+def stream_paths(output: str, streams: int) -> list[str]:
+    """``out.wav`` for one stream; ``out_0.wav``, ``out_1.wav``, ... for several (local or s3://)."""
     if streams == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{k}{out.suffix or '.wav'}") for k in range(streams)]
+        return [str(output)]
+    name = Path(storage.basename(str(output)))
+    return [storage.join(storage.parent(str(output)), f"{name.stem}_{k}{name.suffix or '.wav'}")
+            for k in range(streams)]
 
 
 def load_prime(path: str, wavenet) -> np.ndarray:
     """An audio file as mu-law codes at the model's rate, processed like training data."""
     from waveforms.transform.audio import file_to_codes
 
-    if not Path(path).exists():
+    if not storage.exists(path):
         raise UserError(f"prime file not found: {path}")
-    return file_to_codes(path, wavenet.sample_rate, wavenet.mu)
+    with storage.local_copy(path) as local:
+        return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu)
 
 
 def run(cfg: cfgmod.GenerateConfig) -> int:
-    """The ``generate`` stage: model folder in, WAV file(s) out, with a sidecar JSON each."""
+    """The ``generate`` stage: model folder in, WAV file(s) out, with a sidecar JSON each (local or s3://).
+
+    Files are written in the output folder's working copy and uploaded WAV first, sidecar second.
+    """
+    with OutputDir(storage.parent(cfg.output)) as out:
+        return _run(cfg, out)
+
+
+def _run(cfg: cfgmod.GenerateConfig, out: OutputDir) -> int:
     from tqdm import tqdm
 
     from waveforms.model import load
@@ -126,14 +136,16 @@ def run(cfg: cfgmod.GenerateConfig) -> int:
     prime = load_prime(cfg.prime, wavenet) if cfg.prime else None
     n = int(round(cfg.seconds * wavenet.sample_rate))
     paths = stream_paths(cfg.output, cfg.streams)
+    names = [storage.basename(p) for p in paths]
     save_every = int(cfg.save_every * wavenet.sample_rate) if cfg.save_every > 0 else 0
     state = {"saved": 0}
     bar = tqdm(total=n * cfg.streams, unit="sample", unit_scale=True, desc="generate", smoothing=0.1)
     started = time.perf_counter()
 
     def save(codes: np.ndarray, done: int) -> None:
-        for k, path in enumerate(paths):
-            write_wav(path, codes[k, :done], wavenet.sample_rate, wavenet.mu)
+        for k, name in enumerate(names):
+            write_wav(out.path(name), codes[k, :done], wavenet.sample_rate, wavenet.mu)
+        out.upload(*names)
 
     def on_chunk(codes: np.ndarray, done: int) -> None:
         bar.update(done * cfg.streams - bar.n)
@@ -147,7 +159,7 @@ def run(cfg: cfgmod.GenerateConfig) -> int:
     elapsed = time.perf_counter() - started
     save(codes, n)
     meta = {
-        "model": str(Path(cfg.model).resolve()),
+        "model": cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve()),
         "model_dataset_id": wavenet.meta.get("dataset_id", ""),
         "model_git_commit": wavenet.meta.get("git_commit", ""),
         "sample_rate": wavenet.sample_rate,
@@ -155,8 +167,9 @@ def run(cfg: cfgmod.GenerateConfig) -> int:
         "samples_per_s": round(n * cfg.streams / elapsed, 1),
         "settings": cfgmod.to_dict(cfg),
     }
-    for k, path in enumerate(paths):
-        write_text(str(path) + ".json", json.dumps({**meta, "stream": k}, indent=2, sort_keys=True) + "\n")
+    for k, name in enumerate(names):
+        write_text(str(out.path(name)) + ".json", json.dumps({**meta, "stream": k}, indent=2, sort_keys=True) + "\n")
+    out.upload(*(name + ".json" for name in names))
     rate = n * cfg.streams / elapsed
     log.info("wrote %s (%.1f s x %d streams, %.0f samples/s, %.2fx real time)", ", ".join(map(str, paths)),
              cfg.seconds, cfg.streams, rate, rate / wavenet.sample_rate)

@@ -4,14 +4,20 @@ S3 goes through boto3, which honours ``AWS_ENDPOINT_URL`` (AWS, MinIO, a test
 server) and the standard credential chain. Local writes are atomic: data goes to
 a temporary file in the same folder, is flushed, then renamed over the final name.
 An S3 PUT is atomic by itself.
+
+Outputs that are built from many files (a model folder, checkpoints, metrics)
+are written through :class:`OutputDir`: a local working folder that mirrors an
+``s3://`` prefix, uploaded file by file in an order that keeps a "commit" file
+(``model.json``, a checkpoint pointer) last.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 
 _UMASK = os.umask(0)
@@ -40,6 +46,17 @@ def join(base: str, *parts: str) -> str:
             out += "/" + str(p).strip("/")
         return out
     return str(Path(base, *parts))
+
+
+def parent(uri: str) -> str:
+    """The folder (or prefix) holding ``uri``; "." for a bare local file name."""
+    if is_s3(uri):
+        return uri.rstrip("/").rpartition("/")[0]
+    return str(Path(uri).parent)
+
+
+def basename(uri: str) -> str:
+    return str(uri).rstrip("/").rpartition("/")[2]
 
 
 def s3_client():
@@ -185,3 +202,120 @@ def delete(uri: str, client=None) -> None:
 
 def local_size(uri: str) -> int:
     return Path(uri).stat().st_size
+
+
+def delete_tree(uri: str, client=None) -> None:
+    """Remove a file or a whole folder/prefix (no error when absent)."""
+    if is_s3(uri):
+        client = client or s3_client()
+        for found in list_files(uri, client=client):
+            delete(found, client)
+        if exists(uri):
+            delete(uri, client)
+        return
+    path = Path(uri)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[Path]:
+    """A local path holding the file ``uri``: the file itself, or a temporary download of an s3:// object."""
+    if not is_s3(uri):
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="waveforms-in-") as tmp:
+        local = Path(tmp, basename(uri) or "object")
+        download_file(uri, local)
+        yield local
+
+
+class OutputDir:
+    """A stage's output folder, local or ``s3://``, written through a local working copy.
+
+    Stages write files under :attr:`local` and then call :meth:`upload` with the
+    relative paths in commit order (the pointer or ``model.json`` last). For a
+    local target the working copy *is* the target and uploads do nothing; for
+    S3 it is a temporary folder, removed by :meth:`close`. Each S3 PUT is atomic,
+    so a kill leaves every object either whole or absent.
+    """
+
+    def __init__(self, uri: str | Path):
+        self.uri = str(uri)
+        self.remote = is_s3(self.uri)
+        self._tmp = tempfile.mkdtemp(prefix="waveforms-out-") if self.remote else None
+        self.local = Path(self._tmp) if self._tmp else Path(self.uri)
+        self._client = None
+
+    def __enter__(self) -> "OutputDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    def path(self, *parts: str) -> Path:
+        return self.local.joinpath(*parts)
+
+    def target(self, *parts: str) -> str:
+        return join(self.uri, *parts)
+
+    def _files(self, rel: str) -> list[str]:
+        path = self.path(rel)
+        if path.is_dir():
+            return [p.relative_to(self.local).as_posix() for p in sorted(path.rglob("*")) if p.is_file()]
+        return [rel] if path.is_file() else []
+
+    def upload(self, *rels: str) -> None:
+        """Copy files (or every file of folders) to the target, in the order given."""
+        if not self.remote:
+            return
+        for rel in rels:
+            for name in self._files(rel):
+                upload_file(self.path(name), self.target(name), self.client)
+
+    def download(self, *rels: str) -> list[str]:
+        """Fetch files from the target into the working copy; returns those that existed."""
+        if not self.remote:
+            return [rel for rel in rels if self.path(rel).exists()]
+        found = []
+        for rel in rels:
+            if exists(self.target(rel)):
+                download_file(self.target(rel), self.path(rel), self.client)
+                found.append(rel)
+        return found
+
+    def remove(self, *rels: str) -> None:
+        """Delete files or folders both in the working copy and at the target."""
+        for rel in rels:
+            delete_tree(str(self.path(rel)))
+            if self.remote:
+                delete_tree(self.target(rel), self.client)
+
+    def listdir(self, rel: str) -> list[str]:
+        """Immediate children (names) of folder ``rel`` at the target."""
+        if not self.remote:
+            folder = self.path(rel)
+            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        prefix = self.target(rel).rstrip("/") + "/"
+        return sorted({f[len(prefix):].split("/", 1)[0] for f in list_files(prefix, client=self.client)})
+
+    def remove_except(self, rel: str, keep: Iterable[str]) -> None:
+        """Remove every child of folder ``rel`` (working copy and target) not named in ``keep``."""
+        keep = set(keep)
+        local = self.path(rel)
+        names = set(self.listdir(rel)) | (set(p.name for p in local.iterdir()) if local.is_dir() else set())
+        self.remove(*(f"{rel}/{name}" for name in sorted(names - keep)))

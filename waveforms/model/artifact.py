@@ -2,18 +2,22 @@
 
 A model folder holds ``model.keras`` (weights and graph) and ``model.json``
 (format version, WaveNet config, receptive field, sample rate, mu, dataset id,
-genre names, package version and git commit, training summary).
+genre names, package version and git commit, training summary). The folder may
+be local or ``s3://``; ``model.json`` is always written (uploaded) last, so a
+folder with a ``model.json`` always has its ``model.keras``.
 """
 from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from waveforms import __version__, storage
 from waveforms.errors import UserError
+from waveforms.storage import OutputDir
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras
 
@@ -83,14 +87,18 @@ class WaveNet:
             "git_commit": self.meta.get("git_commit") or git_commit(),
         }
 
-    def save(self, path: str | Path) -> None:
-        """Write model.keras then model.json into folder ``path``, each atomically."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{MODEL_FILE}.part.keras"
+    def save(self, path: str | Path | OutputDir) -> None:
+        """Write model.keras then model.json into folder ``path`` (local or s3://), each atomically."""
+        if not isinstance(path, OutputDir):
+            with OutputDir(path) as out:
+                return self.save(out)
+        out = path
+        out.local.mkdir(parents=True, exist_ok=True)
+        tmp = out.path(f".{MODEL_FILE}.part.keras")
         self.keras_model.save(tmp)
-        tmp.replace(path / MODEL_FILE)
-        storage.write_text(str(path / META_FILE), json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(out.path(MODEL_FILE))
+        storage.write_text(str(out.path(META_FILE)), json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
+        out.upload(MODEL_FILE, META_FILE)
 
 
 def build(preset_or_config: str | WaveNetConfig | dict[str, Any], **overrides: Any) -> WaveNet:
@@ -104,16 +112,27 @@ def build(preset_or_config: str | WaveNetConfig | dict[str, Any], **overrides: A
 
 
 def load(path: str | Path) -> WaveNet:
-    """Load a model folder written by :meth:`WaveNet.save` (local; see waveforms.aws sync for S3)."""
+    """Load a model folder written by :meth:`WaveNet.save`, local or ``s3://``."""
+    if storage.is_s3(str(path)):
+        uri = str(path)
+        if not storage.exists(storage.join(uri, META_FILE)):
+            raise UserError(f"no model at {uri} ({META_FILE} not found)")
+        with tempfile.TemporaryDirectory(prefix="waveforms-model-") as tmp:
+            for name in (META_FILE, MODEL_FILE):  # model.json names a model.keras that is already there
+                storage.download_file(storage.join(uri, name), Path(tmp, name))
+            return _load_local(Path(tmp), uri)
+    return _load_local(Path(path), str(path))
+
+
+def _load_local(path: Path, origin: str) -> WaveNet:
     import keras
 
-    path = Path(path)
     meta_file = path / META_FILE
     if not meta_file.exists():
-        raise UserError(f"no model at {path} ({META_FILE} not found)")
+        raise UserError(f"no model at {origin} ({META_FILE} not found)")
     meta = json.loads(meta_file.read_text())
     if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{meta_file}: not a {FORMAT} v{FORMAT_VERSION} model")
+        raise UserError(f"{storage.join(origin, META_FILE)}: not a {FORMAT} v{FORMAT_VERSION} model")
     cfg = WaveNetConfig.from_dict(meta["config"])
     keras_model = keras.saving.load_model(path / MODEL_FILE, compile=False)
     return WaveNet(cfg, keras_model, meta)

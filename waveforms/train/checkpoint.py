@@ -1,13 +1,15 @@
 """Training checkpoints: weights, optimizer state, step and data state, written atomically.
 
-Layout under ``MODEL_DIR/checkpoints``::
+Layout under ``MODEL_DIR/checkpoints`` (a local folder or an ``s3://`` prefix)::
 
     latest               the name of the newest complete checkpoint (replaced atomically)
     ckpt-00000100/       weights.weights.h5, optimizer.npz, state.json
 
-A checkpoint is written into a temporary folder, renamed to its final name, and
-only then named in ``latest``; the previous one is removed after that. A kill at
-any point leaves ``latest`` naming a complete checkpoint.
+A checkpoint is written into a temporary folder of the local working copy,
+renamed to its final name, and only then named in ``latest``. For an S3 target
+its files are uploaded next, then ``latest`` (each PUT is atomic); older
+checkpoints are removed after that. A kill at any point leaves ``latest``
+naming a complete checkpoint.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
 
 from waveforms import storage
 from waveforms.errors import UserError
+from waveforms.storage import OutputDir
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +34,24 @@ LATEST = "latest"
 WEIGHTS = "weights.weights.h5"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
+FILES = (WEIGHTS, OPTIMIZER, STATE)  # upload order: state.json last within a checkpoint
 TMP_PREFIX = ".tmp-"
-
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used to resume."""
 
 
-def root(model_dir: str | Path) -> Path:
-    return Path(model_dir) / DIR
+def _uri(model_dir: str | Path | OutputDir) -> str:
+    """Where to read: an OutputDir's (synced) working copy, or the location itself."""
+    return str(model_dir.local if isinstance(model_dir, OutputDir) else model_dir)
+
+
+def root(model_dir: str | Path | OutputDir) -> Path:
+    """The local checkpoint folder (an OutputDir's working copy)."""
+    uri = _uri(model_dir)
+    if storage.is_s3(uri):
+        raise ValueError(f"{uri}: open it as an OutputDir and pull() to get a local copy")
+    return Path(uri) / DIR
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,14 +76,14 @@ def set_optimizer_arrays(optimizer, model, arrays: list[np.ndarray]) -> None:
         var.assign(value)
 
 
-def save(model_dir: str | Path, model, state: dict[str, Any]) -> Path:
+def save(out: OutputDir, model, state: dict[str, Any]) -> str:
     """Write a checkpoint of ``model`` (compiled, with its optimizer) and ``state`` (must hold ``step``)."""
-    base = root(model_dir)
+    base = root(out)
     base.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{int(state['step']):08d}"
     final = base / name
-    if latest_name(model_dir) == name:
-        return final  # this exact step is already the newest complete checkpoint
+    if latest_name(out) == name:
+        return name  # this exact step is already the newest complete checkpoint
     tmp = base / f"{TMP_PREFIX}{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -90,37 +103,48 @@ def save(model_dir: str | Path, model, state: dict[str, Any]) -> Path:
     os.rename(tmp, final)
     _fsync_dir(base)
     storage.write_text(str(base / LATEST), name + "\n")
-    prune(model_dir, keep=name)
-    return final
+    out.upload(*(f"{DIR}/{name}/{f}" for f in FILES), f"{DIR}/{LATEST}")
+    prune(out, keep=name)
+    return name
 
 
-def prune(model_dir: str | Path, keep: str) -> None:
+def prune(out: OutputDir, keep: str) -> None:
     """Remove every checkpoint and leftover temporary folder except ``keep``."""
-    for path in root(model_dir).iterdir():
-        if path.is_dir() and path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+    out.remove_except(DIR, keep=(keep, LATEST))
 
 
-def latest_name(model_dir: str | Path) -> str | None:
-    pointer = root(model_dir) / LATEST
-    if not pointer.exists():
+def latest_name(model_dir: str | Path | OutputDir) -> str | None:
+    pointer = storage.join(_uri(model_dir), DIR, LATEST)
+    if not storage.exists(pointer):
         return None
-    return pointer.read_text().strip() or None
+    return storage.read_text(pointer).strip() or None
 
 
-def load_state(model_dir: str | Path) -> dict[str, Any] | None:
-    """The newest checkpoint's state, or None when there is none."""
+def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
+    """The newest checkpoint's state, or None when there is none (local or s3://)."""
     name = latest_name(model_dir)
     if name is None:
         return None
-    path = root(model_dir) / name / STATE
+    path = storage.join(_uri(model_dir), DIR, name, STATE)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path.parent} is unreadable ({exc}); rerun with --fresh") from exc
+        return json.loads(storage.read_text(path))
+    except (OSError, ValueError, BotoCoreError, ClientError) as exc:  # ClientError: a pointer to a missing object
+        raise CheckpointError(f"checkpoint {storage.parent(path)} is unreadable ({exc}); rerun with --fresh") from exc
 
 
-def restore(model_dir: str | Path, model) -> dict[str, Any] | None:
+def pull(out: OutputDir) -> dict[str, Any] | None:
+    """Bring the target's newest checkpoint into the working copy; return its state (None if none)."""
+    if out.remote:
+        name = latest_name(out.uri)
+        if name is not None:
+            fetched = out.download(*(f"{DIR}/{name}/{f}" for f in FILES))
+            if len(fetched) != len(FILES):
+                raise CheckpointError(f"checkpoint {out.target(DIR, name)} is incomplete; rerun with --fresh")
+            out.download(f"{DIR}/{LATEST}")
+    return load_state(out)
+
+
+def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
     """Load the newest checkpoint into ``model`` and its optimizer; return its state (None if none)."""
     state = load_state(model_dir)
     if state is None:
@@ -138,6 +162,6 @@ def restore(model_dir: str | Path, model) -> dict[str, Any] | None:
     return state
 
 
-def clear(model_dir: str | Path) -> None:
-    """Forget every checkpoint (``--fresh``)."""
-    shutil.rmtree(root(model_dir), ignore_errors=True)
+def clear(out: OutputDir) -> None:
+    """Forget every checkpoint (``--fresh``), in the working copy and at the target."""
+    out.remove(DIR)

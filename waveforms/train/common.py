@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from waveforms import config as cfgmod
@@ -46,8 +45,6 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"unknown engine {cfg.engine!r}; choose one of {list(ENGINES)}")
     if cfg.lr_schedule not in SCHEDULES:
         raise UserError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {list(SCHEDULES)}")
-    if storage.is_s3(cfg.model_dir):
-        raise UserError("model_dir must be a local folder (the AWS steps mirror it to S3)")
     for key in ("steps", "batch_size", "window", "log_every", "val_every", "checkpoint_every"):
         if getattr(cfg, key) <= 0:
             raise UserError(f"{key} must be > 0")
@@ -112,8 +109,11 @@ def check_finite(loss: float, step: int) -> None:
         )
 
 
-def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: MetricsLog) -> Path:
-    """The full (uncropped) model with the trained weights, model.json, config.json and loss.png."""
+def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: MetricsLog) -> str:
+    """The full (uncropped) model with the trained weights, config.json, loss.png and model.json (last).
+
+    They go to the metrics' output folder (``metrics.out``, local or s3://).
+    """
     cfg, wavenet = setup.cfg, setup.wavenet
     wavenet.keras_model.set_weights(train_model.get_weights())
     wavenet.meta.update({
@@ -123,8 +123,9 @@ def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: M
         "preset": cfg.preset,
         "training": summary,
     })
-    out = Path(cfg.model_dir)
-    wavenet.save(out)
-    storage.write_text(str(out / "config.json"), cfgmod.dump_json(cfg, "train"))
+    out = metrics.out
+    storage.write_text(str(out.path("config.json")), cfgmod.dump_json(cfg, "train"))
+    out.upload("config.json")
     metrics.plot(f"WaveNet {cfg.preset} ({cfg.engine})")
-    return out
+    wavenet.save(out)
+    return out.uri

@@ -12,18 +12,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import shutil
 import socket
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from waveforms.config import TrainConfig
 from waveforms.errors import UserError
+from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
-from waveforms.train.metrics import TENSORBOARD, MetricsLog, bits
+from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
 from waveforms.train.windows import WindowSampler, regions, split_window
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,12 @@ def ship_package_if_needed(sc, master: str) -> None:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train with elephas for ``elephas.epochs`` epochs and write the artifact; returns the summary."""
+    """Train with elephas for ``elephas.epochs`` epochs and write the artifact (local or s3://); returns the summary."""
+    with OutputDir(cfg.model_dir) as out:
+        return _train(cfg, out)
+
+
+def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     import keras
 
     from waveforms.spark import get_session
@@ -149,10 +153,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rf = setup.receptive_field
     updates = cfg.elephas.epochs * -(-cfg.elephas.windows_per_worker // cfg.batch_size)  # steps of one worker
     model = compile_model(setup.wavenet.training_model(), cfg, total_steps=updates)
-    model_dir = Path(cfg.model_dir)
-    (model_dir / "metrics.jsonl").unlink(missing_ok=True)  # elephas runs always start over
-    shutil.rmtree(model_dir / TENSORBOARD, ignore_errors=True)
-    metrics = MetricsLog(model_dir)
+    out.remove(METRICS, TENSORBOARD)  # elephas runs always start over
+    metrics = MetricsLog(out)
     sampler = functools.partial(WindowSampler, setup.ds, receptive_field=rf, window=cfg.window,
                                 batch_size=cfg.batch_size, seed=cfg.seed)
     train_probe = sampler(setup.train_regions).fixed_batches(cfg.val_batches)

@@ -8,17 +8,16 @@ uninterrupted one.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.storage import OutputDir
 from waveforms.train import checkpoint
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
-from waveforms.train.metrics import TENSORBOARD, MetricsLog, bits
+from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
 from waveforms.train.windows import Prefetcher, WindowSampler
 
 log = logging.getLogger(__name__)
@@ -32,17 +31,16 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def start_state(setup: Setup, model) -> dict[str, Any]:
-    """Resume from the newest checkpoint unless ``--fresh``; the state to continue from."""
-    cfg, model_dir = setup.cfg, Path(setup.cfg.model_dir)
+def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
+    """Resume from the newest checkpoint (fetched from S3 if need be) unless ``--fresh``; the state to continue from."""
+    cfg, model_dir = setup.cfg, out.uri
     if cfg.fresh:
-        checkpoint.clear(model_dir)
-        (model_dir / "metrics.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(model_dir / TENSORBOARD, ignore_errors=True)
-    state = checkpoint.load_state(model_dir)
+        checkpoint.clear(out)
+        out.remove(METRICS, TENSORBOARD)
+    state = checkpoint.pull(out)
     fresh_state = {"step": 0, "wall_time": 0.0, "best_val": None, "bad_checks": 0, "stopped_early": False}
     if state is None:
-        (model_dir / "metrics.jsonl").unlink(missing_ok=True)  # rows of a run that never checkpointed
+        out.remove(METRICS)  # rows of a run that never checkpointed
         return fresh_state
     if state.get("model_config") != setup.wavenet.config.to_dict() or state.get("engine") != "local":
         raise checkpoint.CheckpointError(
@@ -50,18 +48,24 @@ def start_state(setup: Setup, model) -> dict[str, Any]:
         )
     if state.get("seed") != cfg.seed or state.get("batch_size") != cfg.batch_size or state.get("window") != cfg.window:
         log.warning("seed, batch size or window differ from the checkpoint's; resuming anyway")
-    checkpoint.restore(model_dir, model)
-    log.info("resuming from step %d (%s)", state["step"], checkpoint.latest_name(model_dir))
+    checkpoint.restore(out, model)
+    out.download(METRICS)  # truncated to the checkpoint's step by the caller
+    log.info("resuming from step %d (%s)", state["step"], checkpoint.latest_name(out))
     return {**fresh_state, **state}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) and write the artifact; returns the training summary."""
+    """Train (or resume) and write the artifact (local or s3://); returns the training summary."""
+    with OutputDir(cfg.model_dir) as out:
+        return _train(cfg, out)
+
+
+def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     seed_everything(cfg.seed)
     setup = prepare(cfg)
     model = compile_model(setup.wavenet.training_model(), cfg)
-    state = start_state(setup, model)
-    metrics = MetricsLog(cfg.model_dir)
+    state = start_state(setup, model, out)
+    metrics = MetricsLog(out)
     metrics.truncate(state["step"])
     sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
                             cfg.seed, with_genre=bool(setup.genres))
@@ -72,7 +76,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         val_batches = val_sampler.fixed_batches(cfg.val_batches)
 
     def save_checkpoint() -> None:
-        checkpoint.save(cfg.model_dir, model, {
+        checkpoint.save(out, model, {
             **state, "engine": "local", "seed": cfg.seed, "batch_size": cfg.batch_size, "window": cfg.window,
             "model_config": setup.wavenet.config.to_dict(),
         })

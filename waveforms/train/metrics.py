@@ -1,4 +1,9 @@
-"""Training metrics: ``metrics.jsonl``, TensorBoard scalars and the ``loss.png`` plot."""
+"""Training metrics: ``metrics.jsonl``, TensorBoard scalars and the ``loss.png`` plot.
+
+All three are written in the model folder's local working copy
+(:class:`waveforms.storage.OutputDir`) and uploaded whole after each write, since
+an S3 object cannot be appended to.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from waveforms import jsonl, storage
+from waveforms.storage import OutputDir
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
@@ -18,10 +24,16 @@ def bits(nats: float) -> float:
 
 
 class MetricsLog:
-    """Appends one JSON object per log interval; mirrors scalars to TensorBoard."""
+    """Appends one JSON object per log interval; mirrors scalars to TensorBoard.
 
-    def __init__(self, model_dir: str | Path, tensorboard: bool = True):
-        self.dir = Path(model_dir)
+    ``model_dir`` is an :class:`OutputDir` (its owner closes it) or a location,
+    which this log opens and closes itself.
+    """
+
+    def __init__(self, model_dir: str | Path | OutputDir, tensorboard: bool = True):
+        self._owns = not isinstance(model_dir, OutputDir)
+        self.out = OutputDir(model_dir) if self._owns else model_dir
+        self.dir = self.out.local
         self.path = self.dir / METRICS
         self._writer = None
         if tensorboard:
@@ -54,10 +66,15 @@ class MetricsLog:
                     if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                         tf.summary.scalar(key, value, step=int(row["step"]))
             self._writer.flush()
+        self.out.upload(METRICS, TENSORBOARD)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+            self.out.upload(TENSORBOARD)
+        if self._owns:
+            self.out.close()
 
     def plot(self, title: str = "") -> Path:
         """Write ``loss.png``: training and validation loss (nats) against step."""
@@ -84,4 +101,5 @@ class MetricsLog:
         with storage.atomic_local(out) as fh:
             fig.savefig(fh, format="png", dpi=100)
         plt.close(fig)
+        self.out.upload(PLOT)
         return out
