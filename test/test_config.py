@@ -1,5 +1,4 @@
 """Config files, flags and --set overrides; metadata-driven validation, CLI help and README tables."""
-import dataclasses
 import json
 import re
 import subprocess
