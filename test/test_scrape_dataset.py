@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scrape_helpers import read_jsonl, tones  # noqa: F401
+from scrape_helpers import read_jsonl
 from waveforms.config import ScrapeConfig
 from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
@@ -29,7 +29,7 @@ def sha1(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def archives(tones, tmp_path_factory):  # noqa: F811
+def archives(tones, tmp_path_factory):
     d = tmp_path_factory.mktemp("fma")
     meta = d / "fma_metadata.zip"
     with zipfile.ZipFile(meta, "w", zipfile.ZIP_BZIP2) as zf:
@@ -69,7 +69,8 @@ def test_dataset_manifest_from_tracks_csv(server, archives, tmp_path):
     out = tmp_path / "raw"
     assert run(cfg(server, archives, out)) == 0
     rows = {r["id"]: r for r in read_jsonl(out / "manifest.jsonl")}
-    assert sorted(rows) == [2, 3, 5]
+    assert sorted(rows) == ["2", "3", "5"]
+    rows = {int(k): r for k, r in rows.items()}
     for tid in rows:
         assert (out / rows[tid]["path"]).read_bytes() == archives["clips"][tid].read_bytes()
         assert rows[tid]["path"] == f"tracks/{tid:06d}.mp3" and rows[tid]["source"] == "fma-dataset"
@@ -79,7 +80,7 @@ def test_dataset_manifest_from_tracks_csv(server, archives, tmp_path):
     assert rows[5]["album"] == "Songs, Vol. 1" and rows[5]["title"] == 'Quote "this"'
     assert rows[5]["file_url"].endswith("/fma/fma_small.zip#fma_small/000/000005.mp3")
     errors = {e["id"]: e["reason"] for e in read_jsonl(out / "errors.jsonl")}
-    assert errors == {10: "clip-checksum", 99134: "empty-clip"}
+    assert errors == {"10": "clip-checksum", "99134": "empty-clip"}
     # a second run reuses the cached archives and the extracted files
     n = len(server.log)
     assert run(cfg(server, archives, out)) == 0
@@ -90,10 +91,10 @@ def test_dataset_manifest_from_tracks_csv(server, archives, tmp_path):
 def test_genre_and_licence_filters(server, archives, tmp_path):
     out = tmp_path / "raw"
     assert run(cfg(server, archives, out, genres=["Hip-Hop"], limit=1)) == 0
-    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == [2]
+    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == ["2"]
     out2 = tmp_path / "raw2"
     assert run(cfg(server, archives, out2, licences=["CC0"])) == 0
-    assert [r["id"] for r in read_jsonl(out2 / "manifest.jsonl")] == [5]
+    assert [r["id"] for r in read_jsonl(out2 / "manifest.jsonl")] == ["5"]
 
 
 def test_wrong_archive_checksum_fails_cleanly(server, archives, tmp_path):
@@ -120,4 +121,4 @@ def test_interrupted_archive_download_resumes_with_range(server, archives, tmp_p
     meta = [r for r in server.log if r["path"] == "/fma/fma_metadata.zip"]
     assert meta[0]["range"] is None and meta[1]["range"] is not None  # resumed after the cut
     assert (cache / "fma_small.zip").read_bytes() == data
-    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == [2, 3, 5]
+    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == ["2", "3", "5"]

@@ -91,10 +91,11 @@ def test_mp3_sniffing():
     assert not has_mp3_audio(b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(100))
 
 
-def test_track_paths_only_from_numeric_ids():
+def test_track_paths_only_from_safe_ids():
     assert track_relpath(123) == "tracks/000123.mp3" and track_relpath("7") == "tracks/000007.mp3"
-    for bad in ("../../etc/x", "1/../2", "", "-1", "1e3"):
-        with pytest.raises(ValueError):
+    assert track_relpath("1e3") == "tracks/1e3.mp3"
+    for bad in ("../../etc/x", "1/../2", "", "-1", -1, "..", ".hidden", "a b"):
+        with pytest.raises(ValueError, match="track id must"):
             track_relpath(bad)
 
 

@@ -1,10 +1,9 @@
 """The fma-site source against the local FMA-format mirror, with and without faults."""
 from __future__ import annotations
 
-
 import pytest
 
-from scrape_helpers import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256, tones  # noqa: F401
+from scrape_helpers import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256
 from waveforms import cli
 from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
@@ -13,7 +12,7 @@ from waveforms.scrape.manifest import FIELDS
 
 
 @pytest.fixture
-def mirror(tones):  # noqa: F811
+def mirror(tones):
     with Mirror(make_tracks(tones)) as m:
         yield m
 
@@ -22,14 +21,14 @@ def file_requests(m: Mirror) -> list[str]:
     return [r["path"] for r in m.requests_for("/files/")]
 
 
-def test_crawl_downloads_tracks_with_manifest(mirror, tones, tmp_path):  # noqa: F811
+def test_crawl_downloads_tracks_with_manifest(mirror, tones, tmp_path):
     out = tmp_path / "raw"
     assert run(config(mirror, out, genres=["Electronic", "Folk"])) == 0
     rows = read_jsonl(out / "manifest.jsonl")
-    assert sorted(r["id"] for r in rows) == [1, 2, 3, 4, 5, 6]
+    assert sorted(r["id"] for r in rows) == ["1", "2", "3", "4", "5", "6"]
     by_id = {r["id"]: r for r in rows}
     for i, src in enumerate(tones, start=1):
-        r = by_id[i]
+        r = by_id[str(i)]
         assert list(r)[: len(FIELDS)] == list(FIELDS)
         assert r["path"] == f"tracks/{i:06d}.mp3"
         assert (out / r["path"]).read_bytes() == src.read_bytes()
@@ -40,7 +39,7 @@ def test_crawl_downloads_tracks_with_manifest(mirror, tones, tmp_path):  # noqa:
         assert r["album"] == (None if i % 2 else "Test Album")
         assert r["file_url"].startswith(mirror.url + "/files/")
         assert r["page_url"].startswith(mirror.url + "/music/")
-    assert by_id[2]["artist"] == 'Sine & Co\'s "Band"'  # survives both attribute quotings
+    assert by_id["2"]["artist"] == 'Sine & Co\'s "Band"'  # survives both attribute quotings
     assert sorted(p.name for p in (out / "tracks").iterdir()) == [f"{i:06d}.mp3" for i in range(1, 7)]
     assert not (out / "errors.jsonl").exists()
     assert '"stage": "scrape"' in (out / "config.json").read_text()
@@ -50,7 +49,7 @@ def test_crawl_downloads_tracks_with_manifest(mirror, tones, tmp_path):  # noqa:
     assert all(r["ua"].startswith("waveforms-scraper/") for r in mirror.log)
 
 
-def test_rerun_skips_complete_files_and_refetches_a_damaged_one(mirror, tones, tmp_path):  # noqa: F811
+def test_rerun_skips_complete_files_and_refetches_a_damaged_one(mirror, tones, tmp_path):
     out = tmp_path / "raw"
     assert run(config(mirror, out)) == 0
     first = len(file_requests(mirror))
@@ -60,22 +59,24 @@ def test_rerun_skips_complete_files_and_refetches_a_damaged_one(mirror, tones, t
     assert file_requests(mirror)[first:] == [mirror.file_key(2)]
     assert sha256(out / "tracks" / "000002.mp3") == sha256(tones[1])
     rows = read_jsonl(out / "manifest.jsonl")
-    assert sorted(r["id"] for r in rows) == [1, 2, 3, 4]  # one line per id after the rerun
+    assert sorted(r["id"] for r in rows) == ["1", "2", "3", "4"]  # one line per id after the rerun
 
 
-def test_transient_faults_are_retried(mirror, tones, tmp_path):  # noqa: F811
+def test_transient_faults_are_retried(mirror, tones, tmp_path):
     mirror.faults.once[mirror.file_key(1)] = ["429", "500", "reset"]
     mirror.faults.once[mirror.file_key(2)] = ["truncate", "503"]
     mirror.faults.once[mirror.page_key("Electronic", 2)] = ["500"]
     out = tmp_path / "raw"
     assert run(config(mirror, out)) == 0
-    assert {r["id"] for r in read_jsonl(out / "manifest.jsonl")} == {1, 2, 3, 4}
+    assert {r["id"] for r in read_jsonl(out / "manifest.jsonl")} == {"1", "2", "3", "4"}
     assert sha256(out / "tracks/000001.mp3") == sha256(tones[0])
     assert sha256(out / "tracks/000002.mp3") == sha256(tones[1])
     assert file_requests(mirror).count(mirror.file_key(1)) == 4
     assert file_requests(mirror).count(mirror.file_key(2)) == 3
     assert not (out / "errors.jsonl").exists()
-    assert not any((out / ".partial").glob("*")) if (out / ".partial").exists() else True
+    # the retried downloads' temporaries are gone: the run removes its .partial folder when it finishes
+    assert not (out / ".partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.jsonl", "tracks"]
 
 
 def test_permanent_faults_are_recorded_and_the_run_goes_on(mirror, tmp_path):
@@ -86,9 +87,9 @@ def test_permanent_faults_are_recorded_and_the_run_goes_on(mirror, tmp_path):
     mirror.faults.always[mirror.file_key(6)] = "500"
     out = tmp_path / "raw"
     assert run(config(mirror, out, genres=["Electronic", "Folk"], max_retries=2)) == 0
-    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == [5]
+    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == ["5"]
     reasons = {e["id"]: e["reason"] for e in read_jsonl(out / "errors.jsonl")}
-    assert reasons == {1: "content-type", 2: "not-mp3", 3: "http-404", 4: "truncated", 6: "http-500"}
+    assert reasons == {"1": "content-type", "2": "not-mp3", "3": "http-404", "4": "truncated", "6": "http-500"}
     assert sorted(p.name for p in (out / "tracks").iterdir()) == ["000005.mp3"]
 
 
@@ -103,13 +104,13 @@ def test_malformed_pages_are_recorded(mirror, tmp_path):
     mirror.faults.always[mirror.page_key("Folk", 1)] = "malformed"
     out = tmp_path / "raw"
     assert run(config(mirror, out, genres=["Electronic", "Folk", "Nope"])) == 0
-    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == [3, 4]
+    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == ["3", "4"]
     errors = read_jsonl(out / "errors.jsonl")
     assert sorted(e["reason"] for e in errors) == ["bad-track-info", "bad-track-info", "http-404", "malformed-page"]
     assert any("/genre/Nope" in e["url"] for e in errors if e["reason"] == "http-404")
 
 
-def test_hostile_handles_and_ids_cannot_escape(tones, tmp_path):  # noqa: F811
+def test_hostile_handles_and_ids_cannot_escape(tones, tmp_path):
     tracks = make_tracks(tones)[:3]
     tracks[0].handle = "../../etc/x"
     tracks[1].handle = "..\\..\\evil"
@@ -130,24 +131,24 @@ def test_duplicate_listing_downloaded_once(mirror, tmp_path):
     out = tmp_path / "raw"
     assert run(config(mirror, out, genres=["Electronic", "Folk"])) == 0
     ids = [r["id"] for r in read_jsonl(out / "manifest.jsonl")]
-    assert sorted(ids) == [1, 2, 3, 4, 5, 6]
+    assert sorted(ids) == ["1", "2", "3", "4", "5", "6"]
     assert len(file_requests(mirror)) == 6
 
 
 def test_limits_per_genre_and_total(mirror, tmp_path):
     assert run(config(mirror, tmp_path / "a", genres=["Electronic", "Folk"], per_genre_limit=1)) == 0
-    assert [r["id"] for r in read_jsonl(tmp_path / "a/manifest.jsonl")] == [1, 5]
+    assert [r["id"] for r in read_jsonl(tmp_path / "a/manifest.jsonl")] == ["1", "5"]
     assert run(config(mirror, tmp_path / "b", genres=["Electronic", "Folk"], per_genre_limit=3, limit=4)) == 0
-    assert sorted(r["id"] for r in read_jsonl(tmp_path / "b/manifest.jsonl")) == [1, 2, 3, 5]
+    assert sorted(r["id"] for r in read_jsonl(tmp_path / "b/manifest.jsonl")) == ["1", "2", "3", "5"]
 
 
 def test_licence_filter(mirror, tmp_path):
     out = tmp_path / "raw"
     assert run(config(mirror, out, genres=["Electronic", "Folk"], licences=["CC-BY-NC*"])) == 0
-    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == [5]
+    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == ["5"]
     assert len(file_requests(mirror)) == 1
     assert run(config(mirror, tmp_path / "x", genres=["Folk"], licences=["CC-BY"])) == 0
-    assert [r["id"] for r in read_jsonl(tmp_path / "x/manifest.jsonl")] == [6]
+    assert [r["id"] for r in read_jsonl(tmp_path / "x/manifest.jsonl")] == ["6"]
 
 
 def test_robots_disallow_is_obeyed(mirror, tmp_path):
@@ -167,7 +168,7 @@ def test_content_signal_ai_train_no_refuses(mirror, tmp_path):
     assert code == 1
 
 
-def test_cli_flags_and_slow_stall_timeout(mirror, tones, tmp_path):  # noqa: F811
+def test_cli_flags_and_slow_stall_timeout(mirror, tones, tmp_path):
     mirror.faults.once[mirror.file_key(3)] = ["stall"]
     mirror.faults.stall_s = 1.5
     out = tmp_path / "raw"
@@ -176,7 +177,7 @@ def test_cli_flags_and_slow_stall_timeout(mirror, tones, tmp_path):  # noqa: F81
         "--rate", "100", "--set", "page_size=3", "--set", "timeout_s=0.5", "--set", "backoff_factor=0.01",
     ])
     assert code == 0
-    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == [1, 2, 3]
+    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == ["1", "2", "3"]
     assert file_requests(mirror).count(mirror.file_key(3)) == 2  # timed out once, then fetched
 
 

@@ -2,12 +2,11 @@
 
 The manifest is built from the files and their ID3 tags (mutagen): title, artist,
 album, genre, and a licence URL from a ``WCOP`` frame or a creativecommons.org
-URL in the copyright text. A file named by digits keeps that number as its id;
-other files get a stable id derived from their path.
+URL in the copyright text. Track ids come from the files' paths
+(:func:`waveforms.tracks.ids_for_paths`), as in a transform of the same folder.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -19,17 +18,11 @@ from waveforms.errors import UserError
 from waveforms.scrape.download import looks_like_mp3
 from waveforms.scrape.job import Job
 from waveforms.scrape.manifest import record
-from waveforms.scrape.output import sha256_file, track_relpath
+from waveforms.scrape.output import sha256_file
+from waveforms.tracks import ids_for_paths, track_relpath
 
 SOURCE = "dir"
 CC_URL = re.compile(r"https?://creativecommons\.org/\S+")
-
-
-def file_id(relpath: str) -> int:
-    stem = Path(relpath).stem
-    if stem.isdigit():
-        return int(stem)
-    return int(hashlib.sha1(relpath.encode()).hexdigest()[:10], 16)
 
 
 def read_tags(path: Path) -> dict[str, Any]:
@@ -68,15 +61,16 @@ def run(cfg: ScrapeConfig, job: Job) -> None:
     files = [u for u in storage.list_files(root) if u.lower().endswith(".mp3")]
     if not files:
         raise UserError(f"dir source: no .mp3 files under {cfg.input}")
+    ids = ids_for_paths(uri[len(root):].lstrip("/") for uri in files)
     for uri in files:
         if cfg.limit > 0 and job.kept >= cfg.limit:
             break
         relsrc = uri[len(root):].lstrip("/")
-        tid = file_id(relsrc)
+        tid = ids[relsrc]
         rel = track_relpath(tid)
         if job.complete(tid, rel):
             continue
-        tmp = job.out.temp_path(f"{tid:06d}")
+        tmp = job.out.temp_path(tid)
         try:
             if storage.is_s3(uri):
                 storage.download_file(uri, tmp)

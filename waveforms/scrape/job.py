@@ -80,7 +80,7 @@ class Job:
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "source": self.source,
-                "id": track_id,
+                "id": None if track_id is None else str(track_id),
                 "url": url,
                 "reason": reason,
                 "detail": detail[:500],

@@ -1,52 +1,28 @@
-"""``manifest.jsonl`` and ``errors.jsonl``: append-safe JSON lines, local or on S3.
+"""The scrape output's ``manifest.jsonl`` and ``errors.jsonl``, local or on S3.
 
-Locally each record is one ``write`` of a whole line to a file opened for
-appending, then fsynced; a line cut short by a kill is dropped (and the file
-rewritten clean) when the manifest is next loaded. On S3 the whole object is
+Locally each record is appended as one whole line (:func:`waveforms.jsonl.append`);
+a last line cut short by a kill is dropped (and the file rewritten clean) when
+the manifest is next loaded. On S3 the whole object is
 rewritten (``write_text``) at most every few seconds and at the end.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from waveforms import storage
+from waveforms import jsonl, storage
+from waveforms.tracks import ERRORS, MANIFEST, track_id
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
-ERRORS = "errors.jsonl"
+__all__ = ["ERRORS", "MANIFEST", "FIELDS", "JsonLines", "Manifest", "record"]
+
 FIELDS = (
     "id", "title", "artist", "album", "genre", "licence", "page_url", "file_url",
     "path", "bytes", "sha256", "source",
 )
-
-
-def parse_lines(text: str) -> tuple[list[dict[str, Any]], int]:
-    """Valid JSON object lines and the number of lines dropped."""
-    rows, bad = [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
-
-
-def dumps(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
 
 class JsonLines:
@@ -66,10 +42,12 @@ class JsonLines:
         if not storage.exists(self.uri):
             return []
         text = storage.read_text(self.uri)
-        self.rows, bad = parse_lines(text)
-        if bad or (text and not text.endswith("\n")):
-            log.warning("%s: dropped %d unreadable line(s) (an interrupted write)", self.uri, bad)
-            storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+        complete, torn = jsonl.split_torn(text)
+        self.rows = jsonl.parse(complete, self.uri)
+        if text != complete:
+            if torn:
+                log.warning("%s: dropped a last line cut short by an interrupted write", self.uri)
+            storage.write_text(self.uri, jsonl.dumps(self.rows, sort_keys=False))
         return self.rows
 
     def append(self, row: dict[str, Any]) -> None:
@@ -80,14 +58,10 @@ class JsonLines:
                 if time.monotonic() - self._last_flush >= self.flush_every_s:
                     self._flush_locked()
                 return
-            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.uri, "a", encoding="utf-8") as fh:
-                fh.write(dumps(row))
-                fh.flush()
-                os.fsync(fh.fileno())
+            jsonl.append(self.uri, row, sort_keys=False)
 
     def _flush_locked(self) -> None:
-        storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+        storage.write_text(self.uri, jsonl.dumps(self.rows, sort_keys=False))
         self._dirty = False
         self._last_flush = time.monotonic()
 
@@ -121,7 +95,7 @@ class Manifest(JsonLines):
                 return
             latest = {str(r["id"]): r for r in self.rows}
             self.rows = list(latest.values())
-            storage.write_text(self.uri, "".join(dumps(r) for r in self.rows))
+            storage.write_text(self.uri, jsonl.dumps(self.rows, sort_keys=False))
             self._dirty = False
 
     def get(self, track_id: Any) -> dict[str, Any] | None:
@@ -133,4 +107,4 @@ def record(**values: Any) -> dict[str, Any]:
     """A manifest record with every field present, in a stable order."""
     unknown = set(values) - set(FIELDS)
     extra = {k: values[k] for k in sorted(unknown)}
-    return {**{k: values.get(k) for k in FIELDS}, **extra}
+    return {**{k: values.get(k) for k in FIELDS}, **extra, "id": track_id(values["id"])}

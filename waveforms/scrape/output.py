@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 
 from waveforms import storage
+from waveforms.tracks import track_relpath
+
+__all__ = ["Output", "sha256_file", "track_relpath"]
 
 PARTIAL = ".partial"
 
@@ -24,13 +27,6 @@ def sha256_file(path: str | Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def track_relpath(track_id: int | str) -> str:
-    """The only way a track's file name is made: from its id, never from page text."""
-    text = str(track_id)
-    if not text.isdigit():
-        raise ValueError(f"track id must be digits, got {track_id!r}")
-    return f"tracks/{int(text):06d}.mp3"
 
 
 class Output:

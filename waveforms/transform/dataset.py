@@ -24,10 +24,9 @@ import numpy as np
 
 from waveforms import jsonl, storage
 from waveforms.errors import UserError
+from waveforms.tracks import MANIFEST
 
-MANIFEST = "manifest.jsonl"
 SUMMARY = "dataset.json"
-ERRORS = "errors.jsonl"
 SHARDS = "shards"
 REQUIRED = ("id", "shard", "offset", "num_samples", "sample_rate")
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 from waveforms import config as cfgmod
 from waveforms import jsonl, storage
 from waveforms.errors import UserError
+from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.transform import dataset as ds
 from waveforms.transform.audio import AudioError, AudioSettings, decode_to
 from waveforms.transform.sources import list_inputs
@@ -184,7 +185,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
     _write_errors(cfg.output, errors)
     storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.dump_json(cfg, "transform"))
     storage.write_text(storage.join(cfg.output, ds.SUMMARY), json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    storage.write_text(storage.join(cfg.output, ds.MANIFEST), ds.manifest_text(tracks))  # the commit point
+    storage.write_text(storage.join(cfg.output, MANIFEST), ds.manifest_text(tracks))  # the commit point
     _delete_unreferenced(cfg.output, {t["shard"] for t in tracks})
     log.info("transform: %d tracks (%.1f s of audio), %d set aside, dataset %s in %.1f s", len(tracks),
              summary["seconds"], len(errors), dataset_id, summary["wall_s"])
@@ -193,7 +194,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
 
 
 def _write_errors(root: str, errors: list[dict[str, Any]]) -> None:
-    storage.write_text(storage.join(root, ds.ERRORS), jsonl.dumps(errors))
+    storage.write_text(storage.join(root, ERRORS), jsonl.dumps(errors))
 
 
 def _delete_unreferenced(root: str, referenced: set[str]) -> None:
