@@ -6,7 +6,6 @@ an S3 object cannot be appended to.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -44,20 +43,14 @@ class MetricsLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        text = self.path.read_text()
-        if not text.endswith("\n"):  # a line torn by a kill mid-append
-            text = text[: text.rfind("\n") + 1]
-        return jsonl.parse(text, str(self.path))
+        return jsonl.parse(self.path.read_text(), str(self.path))  # drops a line torn by a kill
 
     def truncate(self, step: int) -> None:
         """Drop rows after ``step`` (they are recomputed when training resumes there)."""
         storage.write_text(str(self.path), jsonl.dumps(r for r in self.rows() if r.get("step", 0) <= step))
 
     def append(self, row: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
+        jsonl.append(self.path, row)
         if self._writer is not None:
             import tensorflow as tf
 
