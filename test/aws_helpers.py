@@ -1,44 +1,14 @@
-"""A moto server on 127.0.0.1 for the AWS tests, reached only through AWS_ENDPOINT_URL."""
+"""Constants and helpers of the AWS tests; the moto server and ``aws_env`` are fixtures in conftest.py."""
 from __future__ import annotations
 
-import logging
 import textwrap
 from pathlib import Path
 
 import boto3
-import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 SECRET = "wAvEfOrMsTeStSeCrEt0123456789abcdefSECRET"  # must never appear in output or requests
 REGION = "us-east-1"
 BUCKET = "waveforms-test"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(moto_url, monkeypatch, tmp_path):
-    """Dummy credentials and the moto endpoint in the environment; a clean server per test."""
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWAVEFORMSTEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return moto_url
 
 
 def client(service: str):

@@ -1,6 +1,25 @@
-"""Shared test setup: loopback only, quiet TensorFlow, executors on this interpreter."""
+"""Shared test setup and the suite's fixtures.
+
+The environment: loopback only, quiet TensorFlow, executors on this interpreter.
+
+Fixtures (any test module can ask for them by name; nothing imports them):
+
+- ``spark``: the one local[2] SparkSession of the test session, built with
+  :func:`waveforms.spark.get_session` (the stages' own ``get_session("local[2]")``
+  calls reuse it).
+- ``moto_url`` / ``aws_env``: one moto S3 server on 127.0.0.1 for the session;
+  ``aws_env`` resets it and points boto3 at it with dummy credentials, per test.
+- ``sine_mp3``: makes a sine-tone MP3 with ffmpeg; ``tones``: six 1-second tones
+  at different pitches, made once per session.
+"""
+from __future__ import annotations
+
+import logging
 import os
 import sys
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -9,3 +28,95 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+SPARK_MASTER = "local[2]"
+
+
+# --- Spark -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """Starts the session's local[2] SparkSession once and stops whatever is running at the end."""
+    from waveforms.spark import get_session
+
+    session = get_session(SPARK_MASTER, "waveforms-tests")
+    yield session
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+
+
+@pytest.fixture
+def spark(spark_session):
+    """The session-wide local[2] SparkSession.
+
+    Asking ``get_session`` again costs nothing while it runs (same master and
+    settings: the running one is handed back), and starts it afresh if a test
+    of other masters stopped it in between, so no test depends on the order.
+    """
+    from waveforms.spark import get_session
+
+    session = get_session(SPARK_MASTER, "waveforms-tests")
+    assert session.sparkContext.master == SPARK_MASTER
+    return session
+
+
+# --- S3 on moto --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """One moto server on 127.0.0.1 (an OS-chosen port) for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_url, monkeypatch, tmp_path):
+    """Dummy credentials and the moto endpoint in the environment; an empty server for each test.
+
+    moto keeps its state per process, not per server: the reset before the test
+    (and after it) means no test sees another's buckets.
+    """
+    import requests
+
+    from aws_helpers import REGION, SECRET
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWAVEFORMSTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield moto_url
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+
+
+# --- audio -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sine_mp3():
+    """``sine_mp3(path, freq=440.0, seconds=1.0, rate=22050, channels=1) -> path``: a sine tone as MP3."""
+    from waveforms.demo.music import sine_mp3 as make
+
+    def sine(out, freq: float = 440.0, seconds: float = 1.0, rate: int = 22050, channels: int = 1) -> Path:
+        return make(Path(out), freq, seconds, rate=rate, channels=channels)
+
+    return sine
+
+
+@pytest.fixture(scope="session")
+def tones(sine_mp3, tmp_path_factory) -> list[Path]:
+    """Six 1-second sine MP3s at 220, 440, ... 1320 Hz (made once per session)."""
+    d = tmp_path_factory.mktemp("tones")
+    return [sine_mp3(d / f"tone{i}.mp3", 220.0 * (i + 1), 1.0) for i in range(6)]

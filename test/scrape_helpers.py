@@ -1,25 +1,15 @@
-"""Shared pieces of the scrape tests: sine-tone MP3s and a mirror over them."""
+"""Shared pieces of the scrape tests: mirror tracks over the ``tones`` fixture, configs, readers."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from waveforms.config import ScrapeConfig
 from waveforms.demo.mirror import Mirror, MirrorTrack
-from waveforms.demo.music import sine_mp3
 
 CC_BY = "https://creativecommons.org/licenses/by/4.0/"
 CC_BY_NC_SA = "https://creativecommons.org/licenses/by-nc-sa/3.0/"
-
-
-@pytest.fixture(scope="session")
-def tones(tmp_path_factory) -> list[Path]:
-    """Six 1-second sine MP3s at different pitches (made once per session)."""
-    d = tmp_path_factory.mktemp("tones")
-    return [sine_mp3(d / f"tone{i}.mp3", 220.0 * (i + 1), 1.0) for i in range(6)]
 
 
 def make_tracks(tones: list[Path]) -> list[MirrorTrack]:
@@ -49,8 +39,8 @@ def config(mirror: Mirror, out: Path, **kw) -> ScrapeConfig:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
+    """The rows of a JSON Lines file that must exist (a missing file is a failure, not an empty list)."""
+    assert Path(path).is_file(), f"{path} was not written"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from aws_helpers import BUCKET, SECRET, aws_env, client, keys, moto_url, write_config  # noqa: F401
+from aws_helpers import BUCKET, SECRET, client, keys, write_config
 from waveforms.aws import cli
 from waveforms.aws.launch import BOOTSTRAP_SCRIPT, STEP_SCRIPT, build_wheel
 

@@ -14,7 +14,7 @@ import wave
 from pathlib import Path
 
 
-from aws_helpers import BUCKET, aws_env, client, moto_url, write_config  # noqa: F401
+from aws_helpers import BUCKET, client, write_config
 from waveforms import storage
 from waveforms.aws import cli, plan, step
 
