@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from waveforms.model import PRESETS, build, load
+from waveforms.errors import UserError
+from waveforms.model import PRESETS, WaveNetConfig, build, load
 from waveforms.model.spec import read, spec
 
 
@@ -108,6 +109,23 @@ def test_really_dilated():
     assert cfg.dilations == [2**i for i in range(10)] * 2
     assert build("default").receptive_field == 2048
     assert build("large").receptive_field == 5 * 1023 + 2
+
+
+def test_config_keys_derive_dilations_and_read_the_older_form():
+    cfg = WaveNetConfig(stacks=3, layers_per_stack=5, kernel_size=3)
+    assert cfg.dilations == [1, 2, 4, 8, 16] * 3
+    assert cfg.receptive_field == 2 * 31 * 3 + 1 + 1
+    assert WaveNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    older = {  # model.json's config before stacks and layers_per_stack existed
+        "dilations": [1, 2, 4, 8, 16, 32, 64, 128] * 2, "kernel_size": 2, "initial_kernel": 2,
+        "residual_channels": 24, "dilation_channels": 24, "skip_channels": 64, "quantization": 256,
+        "sample_rate": 16000, "num_genres": 0, "genre_channels": 16,
+    }
+    assert WaveNetConfig.from_dict(older) == PRESETS["small"]
+    for bad in ({**older, "stacks": 3}, {**older, "dilations": [1, 2, 4, 1, 2]}, {**older, "dilations": []},
+                {"layers": 3}, {"stacks": 0}):
+        with pytest.raises(UserError):
+            WaveNetConfig.from_dict(bad)
 
 
 def test_training_model_crops_to_full_receptive_field():

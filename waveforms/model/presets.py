@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from waveforms.errors import UserError
 
 
-def stacks(n: int, top: int) -> list[int]:
-    """``n`` stacks of dilations 1, 2, 4, ... ``top``."""
-    one = [2**i for i in range(top.bit_length()) if 2**i <= top]
-    return one * n
-
-
 @dataclass
 class WaveNetConfig:
-    dilations: list[int] = field(default_factory=lambda: stacks(2, 512))
+    """The architecture: ``stacks`` of ``layers_per_stack`` layers with dilations 1, 2, 4, ... each."""
+
+    stacks: int = 2
+    layers_per_stack: int = 10
     kernel_size: int = 2
     initial_kernel: int = 2
     residual_channels: int = 32
@@ -27,39 +24,65 @@ class WaveNetConfig:
     num_genres: int = 0  # > 0: global conditioning on a genre id
     genre_channels: int = 16
 
+    def __post_init__(self):
+        if self.stacks < 1 or self.layers_per_stack < 1:
+            raise UserError("a WaveNet needs stacks >= 1 and layers_per_stack >= 1")
+
+    @property
+    def dilations(self) -> list[int]:
+        """1, 2, 4, ... 2^(layers_per_stack-1), once per stack."""
+        return [2**i for i in range(self.layers_per_stack)] * self.stacks
+
     @property
     def receptive_field(self) -> int:
         """Samples of context seen by one output: (k0-1) + (k-1)·Σd + 1."""
         return (self.initial_kernel - 1) + (self.kernel_size - 1) * sum(self.dilations) + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, plus the derived ``dilations`` for readers of ``model.json``."""
+        return {**dataclasses.asdict(self), "dilations": self.dilations}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WaveNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+        """Inverse of :meth:`to_dict`; also reads the older form that has only a ``dilations`` list."""
+        known = {f.name for f in dataclasses.fields(cls)} | {"dilations"}
         unknown = set(data) - known
         if unknown:
             raise UserError(f"unknown WaveNet config keys: {sorted(unknown)}")
-        return cls(**data)
+        fields = {k: v for k, v in data.items() if k != "dilations"}
+        if "dilations" in data:
+            stacks, per_stack = stacks_of(list(data["dilations"]))
+            given = fields.setdefault("stacks", stacks), fields.setdefault("layers_per_stack", per_stack)
+            if given != (stacks, per_stack):
+                raise UserError(f"dilations {data['dilations']} disagree with stacks and layers_per_stack")
+        return cls(**fields)
+
+
+def stacks_of(dilations: list[int]) -> tuple[int, int]:
+    """``(stacks, layers_per_stack)`` of a dilation list 1, 2, ... 2^(n-1) repeated; else a UserError."""
+    per_stack = dilations.index(1, 1) if dilations.count(1) > 1 else len(dilations)
+    stacks = len(dilations) // max(per_stack, 1)
+    if not dilations or dilations != [2**i for i in range(per_stack)] * stacks:
+        raise UserError(f"dilations must be stacks of 1, 2, 4, ...; got {dilations}")
+    return stacks, per_stack
 
 
 PRESETS: dict[str, WaveNetConfig] = {
-    # seconds on a CPU: for tests
-    "tiny": WaveNetConfig(dilations=stacks(1, 8), residual_channels=16, dilation_channels=16, skip_channels=32),
-    # the demo: a few minutes on 2 cores learns something audible
-    "small": WaveNetConfig(dilations=stacks(2, 128), residual_channels=24, dilation_channels=24, skip_channels=64),
+    # seconds on a CPU: for tests (1 stack of 1..8)
+    "tiny": WaveNetConfig(stacks=1, layers_per_stack=4, residual_channels=16, dilation_channels=16, skip_channels=32),
+    # the demo: a few minutes on 2 cores learns something audible (2 stacks of 1..128)
+    "small": WaveNetConfig(stacks=2, layers_per_stack=8, residual_channels=24, dilation_channels=24, skip_channels=64),
     # 2 stacks of 1..512, 32/32/128
     "default": WaveNetConfig(),
     # 5 stacks of 1..512, 32/32/512
-    "large": WaveNetConfig(dilations=stacks(5, 512), skip_channels=512),
+    "large": WaveNetConfig(stacks=5, skip_channels=512),
 }
 
 
 def resolve(preset_or_config: str | WaveNetConfig | dict[str, Any]) -> WaveNetConfig:
     """A preset name, a config dict or a config, as a fresh ``WaveNetConfig``."""
     if isinstance(preset_or_config, WaveNetConfig):
-        return dataclasses.replace(preset_or_config, dilations=list(preset_or_config.dilations))
+        return dataclasses.replace(preset_or_config)
     if isinstance(preset_or_config, dict):
         return WaveNetConfig.from_dict(preset_or_config)
     try:
