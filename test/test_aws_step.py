@@ -14,7 +14,7 @@ import wave
 from pathlib import Path
 
 
-from aws_helpers import BUCKET, client, write_config
+from aws_helpers import BUCKET, client, keys, write_config
 from waveforms import storage
 from waveforms.aws import cli, plan, step
 
@@ -103,29 +103,38 @@ def test_generate_step_reads_the_model_from_s3_and_writes_the_wav_there(aws_env,
     assert storage.exists(f"s3://{BUCKET}/wf/generated/generated.wav.json")
 
 
-def test_step_localises_paths_a_stage_only_reads_locally(aws_env, tmp_path):
-    s3 = client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_object(Bucket=BUCKET, Key="wf/model/model.json", Body=b'{"preset": "tiny"}')
-    s3.put_object(Bucket=BUCKET, Key="wf/model/model.keras", Body=b"weights")
-    argv = ["generate", "--model", f"s3://{BUCKET}/wf/model", "--output", f"s3://{BUCKET}/wf/generated/out.wav"]
-    new_argv, after = step._localise("generate", argv, tmp_path)
-    assert new_argv[: len(argv)] == argv
-    assert new_argv[len(argv):] == [
-        "--set", f"model={tmp_path / 'model'}", "--set", f"output={tmp_path / 'output' / 'out.wav'}",
-    ]
-    assert (tmp_path / "model" / "model.keras").read_bytes() == b"weights"
-    assert (tmp_path / "model" / "model.json").read_bytes() == b'{"preset": "tiny"}'
-    assert after == [(str(tmp_path / "output"), f"s3://{BUCKET}/wf/generated")]
+def test_train_step_writes_the_model_to_s3_and_resumes_from_it(aws_env, tmp_path, caplog):
+    import json
+    import logging
 
-    argv = ["train", "--data", f"s3://{BUCKET}/wf/dataset", "--model-dir", f"s3://{BUCKET}/wf/model"]
-    new_argv, after = step._localise("train", argv, tmp_path / "t")
-    assert new_argv[len(argv):] == ["--set", f"model_dir={tmp_path / 't' / 'model_dir'}"]
-    assert (tmp_path / "t" / "model_dir" / "model.keras").read_bytes() == b"weights"  # resumes from S3
-    assert after == [(str(tmp_path / "t" / "model_dir"), f"s3://{BUCKET}/wf/model")]
+    from train_helpers import tone_dataset, train_argv
+    from waveforms.aws.sync import sync
+    from waveforms.model import load
+    from waveforms.train import checkpoint
 
-    argv = ["transform", "--input", f"s3://{BUCKET}/wf/raw", "--output", f"s3://{BUCKET}/wf/dataset"]
-    assert step._localise("transform", argv, tmp_path / "x") == (argv, [])
+    client("s3").create_bucket(Bucket=BUCKET)
+    data, model = f"s3://{BUCKET}/wf/dataset", f"s3://{BUCKET}/wf/model"
+    sync(str(tone_dataset(tmp_path / "ds", n_tracks=3)), data, progress=False)
+    storage.write_text(f"s3://{BUCKET}/wf/code/train.toml", "[train]\nlog_every = 5\ncheckpoint_every = 5\n")
+    config = ["--config", f"s3://{BUCKET}/wf/code/train.toml"]
+
+    assert step.main([*config, *train_argv(data, model, "--steps", "10")]) == 0
+    prefix = "wf/model/"
+    found = {k[len(prefix):] for k in keys() if k.startswith(prefix)}
+    assert {"model.json", "model.keras", "metrics.jsonl", "config.json", "loss.png", "checkpoints/latest",
+            *(f"checkpoints/ckpt-00000010/{f}" for f in (checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.STATE)),
+            } <= found
+    assert checkpoint.load_state(model)["step"] == 10
+    assert load(model).meta["training"]["steps"] == 10
+
+    with caplog.at_level(logging.INFO):
+        assert step.main([*config, *train_argv(data, model, "--steps", "15")]) == 0
+    assert "resuming from step 10" in caplog.text  # the checkpoint came back from S3
+    rows = [json.loads(line) for line in storage.read_text(f"{model}/metrics.jsonl").splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15]
+    assert checkpoint.latest_name(model) == "ckpt-00000015"
+    assert load(model).meta["training"]["steps"] == 15
+    assert not [k for k in keys() if "ckpt-00000010" in k]
 
 
 def test_step_reports_a_bad_stage_config(aws_env, tmp_path, capsys):
