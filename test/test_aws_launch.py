@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from aws_helpers import BUCKET, SECRET, client, keys, write_config
 from waveforms.aws import cli
-from waveforms.aws.launch import BOOTSTRAP_SCRIPT, STEP_SCRIPT, build_wheel
+from waveforms.aws.launch import STEP_SCRIPT, bootstrap_script, build_wheel
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOTSTRAP_SCRIPT = ROOT / "waveforms" / "aws" / "bootstrap.sh"
 
 STAGE_TABLES = """
 [transform]
@@ -253,3 +260,39 @@ def test_dry_run_prints_the_requests_and_calls_nothing(aws_env, tmp_path, capsys
     code, out2, err = run_cli(capsys, "launch", "--config", str(cfg), "--dry-run")
     assert code == 0, err
     assert json.loads(out2.partition("\n\n# ")[0])["emr_run_job_flow"]["Steps"][0]["Name"] == "waveforms transform"
+
+
+def test_launch_from_an_installed_wheel_uploads_the_bootstrap_script_inside_it(aws_env, tmp_path):
+    """No checkout: the package comes from its wheel, installed into a folder of its own."""
+    built = tmp_path / "built"
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(built), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = built.glob("waveforms-*.whl")
+    shipped = zipfile.ZipFile(wheel).read("waveforms/aws/bootstrap.sh")
+    assert shipped == BOOTSTRAP_SCRIPT.read_bytes() and shipped.startswith(b"#!/usr/bin/env bash")
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    client("s3").create_bucket(Bucket=BUCKET)
+    cfg = write_config(tmp_path / "emr.toml", stages='["train"]')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    program = ("import sys, waveforms; print('package', waveforms.__file__); from waveforms.aws import cli; "
+               "sys.exit(cli.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", program, "launch", "--config", str(cfg), "--set", f"wheel={wheel}"],
+                          cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"package {site / 'waveforms' / '__init__.py'}" in done.stdout  # not this checkout
+    (key,) = [k for k in keys() if k.endswith("/code/bootstrap.sh")]
+    assert client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read() == shipped
+    (action,) = client("emr").list_bootstrap_actions(ClusterId=only_cluster()["Id"])["BootstrapActions"]
+    assert action["ScriptPath"] == f"s3://{BUCKET}/{key}"
+
+
+def test_the_packaged_bootstrap_script_is_the_one_launch_reads():
+    assert bootstrap_script().read_bytes() == BOOTSTRAP_SCRIPT.read_bytes()
+    assert not (ROOT / "aws" / "bootstrap.sh").exists()  # one copy only, inside the package

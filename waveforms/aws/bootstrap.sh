@@ -11,7 +11,9 @@
 # Amazon Linux 2023 has no ffmpeg package, so there the static build at
 # --ffmpeg-url is installed to /usr/local/bin (checked against --ffmpeg-sha256
 # when given); with an empty URL the script stops with an error instead.
-# WAVEFORMS_BOOTSTRAP_DRY_RUN=1 prints each command instead of running it.
+# WAVEFORMS_BOOTSTRAP_DRY_RUN=1 prints each command instead of running it;
+# WAVEFORMS_BOOTSTRAP_BIN_DIR (default /usr/local/bin) is where the static
+# ffmpeg goes (tests point it, and --venv, at a sandbox).
 set -euo pipefail
 
 WHEEL=""
@@ -20,6 +22,7 @@ VENV="/opt/waveforms/venv"
 FFMPEG_URL=""
 FFMPEG_SHA256=""
 DRY_RUN="${WAVEFORMS_BOOTSTRAP_DRY_RUN:-0}"
+BIN_DIR="${WAVEFORMS_BOOTSTRAP_BIN_DIR:-/usr/local/bin}"
 
 die() {
     echo "bootstrap: error: $*" >&2
@@ -105,7 +108,7 @@ install_static_ffmpeg() {
         fi
     fi
     run tar -xJf "$tmp/ffmpeg.tar.xz" -C "$tmp" --strip-components=1
-    as_root install -m 0755 "$tmp/ffmpeg" "$tmp/ffprobe" /usr/local/bin/
+    as_root install -m 0755 "$tmp/ffmpeg" "$tmp/ffprobe" "$BIN_DIR/"
     run rm -rf "$tmp"
 }
 

@@ -15,6 +15,8 @@ import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,8 +28,12 @@ from waveforms.config import AwsConfig
 
 PACKAGE_DIR = Path(waveforms.__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
-BOOTSTRAP_SCRIPT = PROJECT_ROOT / "aws" / plan.BOOTSTRAP_NAME
 STEP_SCRIPT = PACKAGE_DIR / "aws" / plan.STEP_NAME
+
+
+def bootstrap_script() -> Traversable:
+    """The bootstrap action, shipped as package data (works from a checkout and from an installed wheel)."""
+    return resources.files("waveforms.aws").joinpath(plan.BOOTSTRAP_NAME)
 
 
 @dataclass
@@ -72,8 +78,9 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[0]
 
 
-def prepare(cfg: AwsConfig, config_file: str, run_id: str, wheel: str | None = None) -> Launch:
-    """Everything ``launch`` will do, computed without AWS."""
+def prepare(cfg: AwsConfig, config_file: str, run_id: str, wheel: str | None = None,
+            bootstrap: str | None = None) -> Launch:
+    """Everything ``launch`` will do, computed without AWS (``bootstrap``: the script's local path)."""
     plan.validate(cfg, config_file)
     wheel_path = wheel or cfg.wheel
     wheel_name = Path(wheel_path).name if wheel_path else default_wheel_name()
@@ -81,7 +88,7 @@ def prepare(cfg: AwsConfig, config_file: str, run_id: str, wheel: str | None = N
     uploads = plan.uploads(
         loc,
         wheel=wheel_path or f"(built from {PROJECT_ROOT} at launch)",
-        bootstrap=str(BOOTSTRAP_SCRIPT),
+        bootstrap=bootstrap or str(bootstrap_script()),
         step=str(STEP_SCRIPT),
         config_file=str(config_file),
     )
@@ -98,7 +105,7 @@ def describe(launch: Launch, cfg: AwsConfig) -> str:
     return (
         json.dumps(requests, indent=2)
         + f"\n\n# {launch.locations.bootstrap} (bootstrap action, runs on every node):\n"
-        + BOOTSTRAP_SCRIPT.read_text()
+        + bootstrap_script().read_text()
     )
 
 
@@ -114,9 +121,12 @@ def launch(cfg: AwsConfig, config_file: str, dry_run: bool = False, out: TextIO 
     require_credentials(sess)
     s3 = sess.client("s3")
     require_bucket(s3, cfg.bucket)
-    with tempfile.TemporaryDirectory(prefix="waveforms-wheel-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="waveforms-wheel-") as tmp,
+        resources.as_file(bootstrap_script()) as script,
+    ):
         wheel = cfg.wheel or str(build_wheel(Path(tmp)))
-        job = prepare(cfg, config_file, run_id, wheel)
+        job = prepare(cfg, config_file, run_id, wheel, str(script))
         for local, uri in job.uploads:
             with aws_errors(f"uploading {local} to {uri}"):
                 storage.upload_file(local, uri, s3)
