@@ -17,10 +17,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# PySpark 3.5.6 (with its py4j), the Spark of every EMR 7.x release, in a folder
+# of its own: test/test_spark35.py puts it first on PYTHONPATH and as SPARK_HOME,
+# as EMR's spark-submit does; the venv keeps its pinned pyspark.
+SPARK35=pyspark==3.5.6
+install_spark35() {
+  [ -d .spark35/pyspark-3.5.6.dist-info ] && return 0
+  echo "setup: $SPARK35 into .spark35"
+  rm -rf .spark35 .spark35.partial
+  .venv/bin/python -m pip install -q --target .spark35.partial "$SPARK35"
+  mv .spark35.partial .spark35
+}
+
 PY=${PYTHON:-python3}
 stamp=.venv/.setup-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  install_spark35
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -37,5 +50,6 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     .venv/bin/python -m pip install -q "tensorflow-cpu==$tf"
   fi
 fi
+install_spark35
 echo "$want" > "$stamp"
 echo "setup: .venv ready"
