@@ -1,10 +1,18 @@
-# waveforms: `make demo` runs the pipeline end to end; `make test` runs the tests.
+# waveforms: `make demo` runs the pipeline end to end; `make test` runs every test,
+# `make test-fast` the developer loop (tests not marked slow).
+#
+#   make setup      .venv with the package (editable) and its pinned dependencies; apt packages it lacks
+#   make demo       scrape a local FMA-format mirror, transform on Spark, train, generate (demo-out/)
+#   make test       the whole suite, slow tests included (clusters, S3 on moto, SIGKILL races, big data)
+#   make test-fast  pytest -m "not slow": the developer loop, a few minutes on 2 cores
+#   make bench      the benchmarks in bench/ (tables, not tests)
+#   make clean      remove demo-out/ and pytest's cache
 PY := .venv/bin/python
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/.venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +22,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q test
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" test
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

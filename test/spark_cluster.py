@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,35 +21,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def _wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if predicate():
-            return
+        found = predicate()
+        if found:
+            return found
         time.sleep(0.3)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _master_url(log: Path) -> str | None:
+    found = re.search(r"Starting Spark master at (spark://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+    return found.group(1) if found else None
 
 
 @contextmanager
-def standalone_cluster(workers: int = 2, cores: int = 1, memory: str = "1g") -> Iterator[str]:
-    """Start a master and ``workers`` workers; yield the master URL; always kill them."""
-    home = os.path.dirname(pyspark.__file__)
+def standalone_cluster(root: Path | None = None, workers: int = 2, cores: int = 1,
+                       memory: str = "1g", spark_home: str | None = None) -> Iterator[str]:
+    """Start a master and ``workers`` workers; yield the master URL; always kill them.
+
+    Logs go to ``root/logs`` and the executors' folders (with their stderr) to
+    ``root/work``; ``root`` should be a test's own folder (a fresh temporary one if None).
+    """
+    root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="spark-cluster-"))
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    (root / "work").mkdir(parents=True, exist_ok=True)
+    home = spark_home or os.path.dirname(pyspark.__file__)  # another pyspark's, e.g. 3.5
     env = {
         **os.environ,
         "SPARK_HOME": home,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_MASTER_HOST": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
-        "SPARK_LOG_DIR": tempfile.mkdtemp(prefix="spark-logs-"),
-        "SPARK_WORKER_DIR": tempfile.mkdtemp(prefix="spark-work-"),
+        "SPARK_LOG_DIR": str(root / "logs"),
+        "SPARK_WORKER_DIR": str(root / "work"),
     }
-    port = free_port()
     spark_class = str(Path(home) / "bin" / "spark-class")
     logs = Path(env["SPARK_LOG_DIR"])
     procs: list[subprocess.Popen] = []
@@ -59,13 +68,14 @@ def standalone_cluster(workers: int = 2, cores: int = 1, memory: str = "1g") -> 
                                       start_new_session=True))
 
     try:
-        start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-              "--webui-port", str(free_port()))
-        _wait_for(lambda: _listening(port), 90, "the Spark master")
-        url = f"spark://127.0.0.1:{port}"
+        # port 0: the master binds a port of the OS's choosing (no window in which another process could take
+        # a port picked in advance) and logs its URL
+        start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0",
+              "--webui-port", "0")
+        url = _wait_for(lambda: _master_url(logs / "master.log"), 90, "the Spark master")
         for i in range(workers):
             start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(cores),
-                  "--memory", memory, "--webui-port", str(free_port()), url)
+                  "--memory", memory, "--webui-port", "0", url)
         _wait_for(lambda: sum("Successfully registered with master" in (logs / f"worker{i}.log").read_text(
             errors="replace") for i in range(workers)) == workers, 120, "the workers to register")
         yield url

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+import pytest
+
 from waveforms.demo.mirror import Mirror, MirrorTrack
-from waveforms.demo.music import sine_mp3
 from waveforms.transform import read_tracks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,8 @@ def run(script, *args, timeout=600):
     return out
 
 
-def test_four_scripts_end_to_end(tmp_path):
+@pytest.mark.slow
+def test_four_scripts_end_to_end(sine_mp3, tmp_path):
     tones = [
         sine_mp3(tmp_path / "a.mp3", 330.0, 2.0, rate=44100, channels=2),
         sine_mp3(tmp_path / "b.mp3", 550.0, 2.0, rate=22050, channels=1),
@@ -56,6 +58,18 @@ def test_four_scripts_end_to_end(tmp_path):
     metrics = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
     assert metrics and metrics[-1]["step"] == 30
 
-    run("run_model_predictions.py", "--model", model, "--seconds", 0.25, "--output", wav, "--seed", 3)
+    seconds, rate = 0.25, 8000
+    run("run_model_predictions.py", "--model", model, "--seconds", seconds, "--output", wav, "--seed", 3)
     with wave.open(str(wav)) as w:
-        assert (w.getframerate(), w.getnframes(), w.getsampwidth()) == (8000, 2000, 2)
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (rate, 1, 2)
+        assert w.getnframes() == int(seconds * rate) == 2000
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert len(pcm) == 2000 and pcm.any()  # every frame is there, and it is not all silence
+    # the sidecar names the trained model and the dataset it learned from
+    sidecar = json.loads(Path(f"{wav}.json").read_text())
+    summary = json.loads((ds / "dataset.json").read_text())
+    assert sidecar["model"] == str(model.resolve())
+    assert sidecar["model_git_commit"] == meta["git_commit"]
+    assert sidecar["model_dataset_id"] == meta["dataset_id"] == summary["dataset_id"]
+    assert {m["dataset_id"] for _, m in got.values()} == {summary["dataset_id"]}  # manifest.jsonl rows
+    assert (sidecar["sample_rate"], sidecar["samples"], sidecar["stream"]) == (rate, 2000, 0)

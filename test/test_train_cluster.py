@@ -14,15 +14,23 @@ from train_helpers import tone_dataset
 from waveforms.model import load
 
 
+pytestmark = pytest.mark.slow  # a standalone cluster, SIGKILL
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    with standalone_cluster(workers=2) as url:
+def cluster_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_root):
+    with standalone_cluster(cluster_root, workers=2) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return tone_dataset(tmp_path_factory.mktemp("cluster") / "ds")
+    return tone_dataset(tmp_path_factory.mktemp("cluster-data") / "ds")
 
 
 def train_cmd(data, out, master, mode, epochs=3):
@@ -74,31 +82,53 @@ def test_synchronous_training_on_a_standalone_cluster(cluster, data, tmp_path):
     assert load(out).config.sample_rate == 8000
 
 
-def test_a_killed_python_worker_is_retried_and_asynchronous_training_completes(cluster, data, tmp_path):
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of ``pid`` in clock ticks (-1 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_task_worker(master: str) -> int | None:
+    """A task worker that is running a task now: it used CPU over the last 0.2 s."""
+    before = {pid: cpu_ticks(pid) for pid in task_workers(master)}
+    time.sleep(0.2)
+    return next((pid for pid, t in before.items() if 0 <= t < cpu_ticks(pid)), None)
+
+
+def crashed_tasks(cluster_root: Path) -> int:
+    """Tasks the executors report as failed by a crashed Python worker (their stderr in the work folder)."""
+    return sum(p.read_text(errors="replace").count("Python worker exited unexpectedly (crashed)")
+               for p in (cluster_root / "work").rglob("stderr"))
+
+
+def test_a_killed_python_worker_is_retried_and_asynchronous_training_completes(cluster, cluster_root, data,
+                                                                              tmp_path):
     out = tmp_path / "model"
+    crashed_before = crashed_tasks(cluster_root)
     proc = subprocess.Popen(train_cmd(data, out, cluster, "asynchronous", epochs=2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     killed = None
     try:
         deadline = time.time() + 240
         while killed is None and time.time() < deadline and proc.poll() is None:
-            workers = task_workers(cluster)
-            if workers:
-                time.sleep(1.0)  # let the task get going
-                for pid in workers:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                        killed = pid
-                        break
-                    except ProcessLookupError:
-                        continue
-            time.sleep(0.1)
+            pid = busy_task_worker(cluster)  # kill a worker in the middle of a task, not an idle one
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                except ProcessLookupError:
+                    pass
         _, stderr = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, "no task worker appeared"
+    assert killed is not None, "no busy task worker appeared"
     assert proc.returncode == 0, stderr[-3000:]
+    # the kill failed a running task, and Spark ran it again: training still has every epoch
+    assert crashed_tasks(cluster_root) > crashed_before
     losses = val_losses(out)
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert load(out).keras_model is not None
+    assert load(out).config.sample_rate == 8000

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from py4j.protocol import Py4JJavaError
 
 from train_helpers import tone_dataset
 from waveforms.config import ElephasConfig, TrainConfig
@@ -38,7 +39,7 @@ def rows(model_dir):
 
 @pytest.mark.parametrize("mode,server,frequency", [("synchronous", "http", "epoch"), ("asynchronous", "http", "epoch"),
                                                    ("hogwild", "socket", "batch")])
-def test_each_mode_learns_and_writes_a_loadable_artifact(data, tmp_path, mode, server, frequency):
+def test_each_mode_learns_and_writes_a_loadable_artifact(spark, data, tmp_path, mode, server, frequency):
     out = tmp_path / "model"
     assert run(cfg_for(data, out, mode=mode, parameter_server=server, frequency=frequency)) == 0
     epochs = rows(out)
@@ -62,17 +63,33 @@ def no_parameter_server_left() -> bool:
     return not multiprocessing.active_children() and not threads
 
 
-def port_is_free(port: int) -> bool:
+def nothing_listens(port: int) -> bool:
+    """No server holds ``port``: a connection is refused, and a bind with SO_REUSEADDR succeeds.
+
+    A plain bind() right after a run can fail while the run's closed connections sit
+    in TIME_WAIT, with no process holding the port: that is not a leftover server.
+    """
+    host = engine.parameter_server_host()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        if s.connect_ex(("127.0.0.1", port)) == 0:
+        s.settimeout(5)
+        try:
+            s.connect((host, port))
+        except ConnectionRefusedError:
+            pass
+        else:
             return False  # something still listens
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False  # bound by a socket that does not listen
     return True
 
 
 @pytest.mark.parametrize("server", ["http", "socket"])
-def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(data, tmp_path, monkeypatch, server):
+def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(spark, data, tmp_path, monkeypatch,
+                                                                           server):
     port = engine.free_port("127.0.0.1")
     real = engine.window_rdd
 
@@ -83,23 +100,21 @@ def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(data, 
         return real(sc, cfg, rf, epoch).map(boom)
 
     monkeypatch.setattr(engine, "window_rdd", failing_rdd)
-    with pytest.raises(Exception, match="injected task failure"):
+    with pytest.raises(Py4JJavaError, match="RuntimeError: injected task failure"):
         run(cfg_for(data, tmp_path / "failed", mode="asynchronous", parameter_server=server, port=port, epochs=1))
-    assert port_is_free(port)
+    assert nothing_listens(port)
     assert no_parameter_server_left()
     assert not (tmp_path / "failed" / "model.keras").exists()
     monkeypatch.setattr(engine, "window_rdd", real)
     out = tmp_path / "again"
     assert run(cfg_for(data, out, mode="asynchronous", parameter_server=server, port=port, epochs=1)) == 0
     assert load(out).keras_model is not None
-    assert port_is_free(port) and no_parameter_server_left()
+    assert nothing_listens(port) and no_parameter_server_left()
 
 
-def test_windows_are_made_on_the_executors_from_descriptors(data, monkeypatch):
-    from waveforms.spark import get_session
-
+def test_windows_are_made_on_the_executors_from_descriptors(spark, data):
     cfg = cfg_for(data, "unused")
-    sc = get_session(cfg.elephas.master).sparkContext
+    sc = spark.sparkContext
     rdd = engine.window_rdd(sc, cfg, 17, epoch=1)
     # the driver ships (partition, epoch) pairs only; the executors return windows read from the dataset
     assert rdd.getNumPartitions() == 2

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from train_helpers import train_argv
 
@@ -42,6 +43,7 @@ def peak_rss_kib(data, model_dir):
     return int(out.stdout.strip())
 
 
+@pytest.mark.slow  # a 200 MB dataset
 def test_peak_rss_grows_less_than_20_percent_on_a_10x_larger_dataset(tmp_path):
     small = noise_dataset(tmp_path / "small", 10, 2_000_000)  # 20 MB
     large = noise_dataset(tmp_path / "large", 100, 2_000_000)  # 200 MB: loading it would double the RSS

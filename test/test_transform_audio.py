@@ -121,6 +121,7 @@ def test_file_to_codes_primes_like_training_data(tmp_path):
     assert abs(dominant_hz(codes, 8000) - 440) < 3
 
 
+@pytest.mark.slow  # a 30-minute track
 def test_memory_does_not_grow_with_track_length(tmp_path):
     """Peak memory decoding a 30-minute track stays within 20% of a 1-minute one."""
     import sys

@@ -17,19 +17,12 @@ from waveforms.transform import Dataset, read_tracks, run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sine(out, freq, seconds, rate=44100, channels=2):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}", "-ac", str(channels),
-                    "-b:a", "96k", str(out)], check=True)
-    return out
-
-
 @pytest.fixture(scope="module")
-def music(tmp_path_factory):
+def music(sine_mp3, tmp_path_factory):
     d = tmp_path_factory.mktemp("music")
-    sine(d / "one tone.mp3", 300, 2.0, 44100, 2)
-    sine(d / "größe.mp3", 500, 1.5, 22050, 1)
-    sine(d / "three.mp3", 700, 2.5, 48000, 2)
+    sine_mp3(d / "one tone.mp3", 300, 2.0, 44100, 2)
+    sine_mp3(d / "größe.mp3", 500, 1.5, 22050, 1)
+    sine_mp3(d / "three.mp3", 700, 2.5, 48000, 2)
     (d / "corrupt.mp3").write_bytes(np.random.default_rng(1).bytes(30000))
     (d / "empty.mp3").write_bytes(b"")
     data = (d / "three.mp3").read_bytes()
@@ -47,7 +40,7 @@ def tracks_of(path):
     return {tid: (samples.copy(), meta) for tid, samples, meta in read_tracks(str(path))}
 
 
-def test_folder_to_dataset_with_bad_files_set_aside(music, tmp_path):
+def test_folder_to_dataset_with_bad_files_set_aside(spark, music, tmp_path):
     out = tmp_path / "ds"
     assert run(cfg(music, out, val_fraction=0.5)) == 0
     got = tracks_of(out)
@@ -73,7 +66,7 @@ def test_folder_to_dataset_with_bad_files_set_aside(music, tmp_path):
     np.testing.assert_array_equal(ds.read_window(t, 100, 50), got["three"][0][100:150])
 
 
-def test_incremental_equals_fresh(music, tmp_path):
+def test_incremental_equals_fresh(spark, music, tmp_path):
     part = tmp_path / "part"
     part.mkdir()
     for name in ("one tone.mp3", "größe.mp3"):
@@ -98,7 +91,7 @@ def test_incremental_equals_fresh(music, tmp_path):
     assert len(list((inc / "shards").iterdir())) == len({m["shard"] for m in again.values()})
 
 
-def test_nothing_usable_is_a_clear_error_and_writes_no_manifest(music, tmp_path):
+def test_nothing_usable_is_a_clear_error_and_writes_no_manifest(spark, music, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     shutil.copy(music / "corrupt.mp3", bad / "x.mp3")
@@ -110,14 +103,15 @@ def test_nothing_usable_is_a_clear_error_and_writes_no_manifest(music, tmp_path)
     assert (tmp_path / "out" / "errors.jsonl").exists()
 
 
-def test_killed_run_leaves_the_previous_dataset_readable(music, tmp_path):
+@pytest.mark.slow
+def test_killed_run_leaves_the_previous_dataset_readable(spark, sine_mp3, music, tmp_path):
     out = tmp_path / "ds"
     run(cfg(music, out))
     before = tracks_of(out)
     many = tmp_path / "many"
     many.mkdir()
     for i in range(12):
-        sine(many / f"long{i}.mp3", 200 + 50 * i, 20.0)
+        sine_mp3(many / f"long{i}.mp3", 200 + 50 * i, 20.0, 44100, 2)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.Popen([sys.executable, "-m", "waveforms", "transform", "--input", str(many), "--output",
                              str(out), "--master", "local[1]", "--sample-rate", "8000"], env=env,
@@ -135,30 +129,18 @@ def test_killed_run_leaves_the_previous_dataset_readable(music, tmp_path):
         np.testing.assert_array_equal(after[tid][0], before[tid][0])
 
 
-@pytest.fixture()
-def moto_s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    from spark_cluster import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
+@pytest.fixture
+def moto_s3(aws_env):
+    """An S3 client of the session's moto server, with an empty bucket "music"."""
     import boto3
 
-    import requests
-
-    requests.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10)  # moto's state is per process
-    boto3.client("s3").create_bucket(Bucket="music")
-    yield boto3.client("s3")
-    requests.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10)
-    server.stop()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="music")
+    return s3
 
 
-def test_s3_in_s3_out_equals_local(music, tmp_path, moto_s3):
+@pytest.mark.slow
+def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3):
     for name in ("one tone.mp3", "three.mp3", "corrupt.mp3"):
         moto_s3.upload_file(str(music / name), "music", f"raw/{name}")
     # a fresh process, as a user would start it: Spark's executors inherit the S3 settings from the environment
@@ -181,7 +163,8 @@ def test_s3_in_s3_out_equals_local(music, tmp_path, moto_s3):
         np.testing.assert_array_equal(remote[tid][0], local[tid][0])
 
 
-def test_standalone_cluster_is_byte_identical_to_local(music, tmp_path):
+@pytest.mark.slow
+def test_standalone_cluster_is_byte_identical_to_local(spark, music, tmp_path):
     from spark_cluster import standalone_cluster
 
     run(cfg(music, tmp_path / "local"))
@@ -224,12 +207,13 @@ def _cmd(pid):
         return ""
 
 
-def test_a_killed_task_is_retried_without_duplicating_tracks(tmp_path):
+@pytest.mark.slow
+def test_a_killed_task_is_retried_without_duplicating_tracks(sine_mp3, tmp_path):
     """SIGKILL the Python worker of a running task: Spark retries it; each track appears once."""
     src = tmp_path / "in"
     src.mkdir()
     for i in range(4):
-        sine(src / f"long{i}.mp3", 200 + 100 * i, 240.0, 44100, 1)
+        sine_mp3(src / f"long{i}.mp3", 200 + 100 * i, 240.0, 44100, 1)
     out = tmp_path / "ds"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.Popen([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output",
