@@ -13,8 +13,8 @@ import sys
 import wave
 from pathlib import Path
 
-
 from aws_helpers import BUCKET, client, keys, write_config
+
 from waveforms import storage
 from waveforms.aws import cli, plan, step
 
@@ -108,6 +108,7 @@ def test_train_step_writes_the_model_to_s3_and_resumes_from_it(aws_env, tmp_path
     import logging
 
     from train_helpers import tone_dataset, train_argv
+
     from waveforms.aws.sync import sync
     from waveforms.model import load
     from waveforms.train import checkpoint

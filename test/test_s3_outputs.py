@@ -15,9 +15,9 @@ import wave
 
 import numpy as np
 import pytest
-
 from aws_helpers import BUCKET, client, keys
 from train_helpers import tone, tone_dataset, train_argv
+
 from waveforms import storage
 from waveforms.cli import main
 from waveforms.model import build, load

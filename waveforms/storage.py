@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -250,7 +249,7 @@ class OutputDir:
         self.local = Path(self._tmp) if self._tmp else Path(self.uri)
         self._client = None
 
-    def __enter__(self) -> "OutputDir":
+    def __enter__(self) -> OutputDir:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -317,5 +316,5 @@ class OutputDir:
         """Remove every child of folder ``rel`` (working copy and target) not named in ``keep``."""
         keep = set(keep)
         local = self.path(rel)
-        names = set(self.listdir(rel)) | (set(p.name for p in local.iterdir()) if local.is_dir() else set())
+        names = set(self.listdir(rel)) | ({p.name for p in local.iterdir()} if local.is_dir() else set())
         self.remove(*(f"{rel}/{name}" for name in sorted(names - keep)))

@@ -17,9 +17,9 @@ from typing import Any
 
 from waveforms import __version__, storage
 from waveforms.errors import UserError
-from waveforms.storage import OutputDir
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras
+from waveforms.storage import OutputDir
 
 FORMAT = "waveforms-model"
 FORMAT_VERSION = 1
