@@ -9,6 +9,7 @@ Fixtures (any test module can ask for them by name; nothing imports them):
   calls reuse it).
 - ``moto_url`` / ``aws_env``: one moto S3 server on 127.0.0.1 for the session;
   ``aws_env`` resets it and points boto3 at it with dummy credentials, per test.
+  Tests that use it are marked ``slow`` here, so no module has to.
 - ``sine_mp3``: makes a sine-tone MP3 with ffmpeg; ``tones``: six 1-second tones
   at different pitches, made once per session.
 """
@@ -30,6 +31,13 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 SPARK_MASTER = "local[2]"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on the moto server is ``slow`` (a server, many HTTP round trips), wherever it lives."""
+    for item in items:
+        if "moto_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 # --- Spark -------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Fast cached generation against the full Keras model and a naive generator."""
 import json
+import re
 import wave
 
 import numpy as np
@@ -8,6 +9,7 @@ from naive import naive_generate
 
 from waveforms import generate as gen
 from waveforms import mulaw
+from waveforms.errors import UserError
 from waveforms.fastgen import FastWeights, Sampler, sample_code
 from waveforms.model import PRESETS, build
 
@@ -92,12 +94,14 @@ def test_sampling_rule_is_exact():
 def test_genre_checks():
     w = build("tiny", num_genres=2)
     w.meta["genres"] = ["rock", "jazz"]
-    with pytest.raises(Exception, match="conditioned on genre"):
+    with pytest.raises(UserError, match=re.escape("this model is conditioned on genre; choose one of ['rock', 'jazz']")):
         gen.generate(w, 10)
     out = gen.generate(w, 10, genre="jazz", temperature=0)
     assert out.shape == (1, 10)
-    with pytest.raises(Exception, match="unknown genre"):
+    with pytest.raises(UserError, match=re.escape("unknown genre 'pop'; the model knows ['rock', 'jazz']")):
         gen.generate(w, 10, genre="pop")
+    with pytest.raises(UserError, match="this model is not conditioned on genre; drop --genre"):
+        gen.generate(build("tiny"), 10, genre="jazz")
 
 
 def test_trained_tone_model_generates_the_tone():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def test_interrupted_archive_download_resumes_with_range(server, archives, tmp_p
     small = [r for r in server.log if r["path"] == "/fma/fma_small.zip"]
     assert [r["range"] for r in small] == [f"bytes={len(data) // 2}-"]
     meta = [r for r in server.log if r["path"] == "/fma/fma_metadata.zip"]
-    assert meta[0]["range"] is None and meta[1]["range"] is not None  # resumed after the cut
+    # cut after half its body, then resumed from the bytes that had arrived
+    meta_data = archives["fma_metadata.zip"].read_bytes()
+    assert len(meta) == 2 and meta[0]["range"] is None
+    resumed = re.fullmatch(r"bytes=(\d+)-", meta[1]["range"] or "")
+    assert resumed and 0 < int(resumed.group(1)) <= len(meta_data) // 2, meta[1]["range"]
+    assert (cache / "fma_metadata.zip").read_bytes() == meta_data
     assert (cache / "fma_small.zip").read_bytes() == data
     assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == ["2", "3", "5"]

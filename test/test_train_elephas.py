@@ -108,7 +108,9 @@ def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(spark,
     monkeypatch.setattr(engine, "window_rdd", real)
     out = tmp_path / "again"
     assert run(cfg_for(data, out, mode="asynchronous", parameter_server=server, port=port, epochs=1)) == 0
-    assert load(out).keras_model is not None
+    training = load(out).meta["training"]
+    assert (training["engine"], training["mode"]) == ("elephas", "asynchronous")
+    assert [r["epoch"] for r in rows(out)] == [0, 1]  # the untrained model's losses, then the one epoch
     assert nothing_listens(port) and no_parameter_server_left()
 
 
