@@ -169,7 +169,7 @@ def test_standalone_cluster_is_byte_identical_to_local(spark, music, tmp_path):
 
     run(cfg(music, tmp_path / "local"))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    with standalone_cluster(workers=2) as master:
+    with standalone_cluster(tmp_path / "cluster", workers=2) as master:
         out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(music), "--output",
                               str(tmp_path / "cluster"), "--master", master, "--sample-rate", "8000",
                               "--set", "partitions=3"], env=env, capture_output=True, text=True, timeout=300)
