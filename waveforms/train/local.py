@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.errors import UserError
+from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
 from waveforms.train import checkpoint
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
@@ -31,6 +33,14 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def _same_model(saved: dict[str, Any] | None, cfg: WaveNetConfig) -> bool:
+    """True if a checkpoint's stored model config (any saved form) describes ``cfg``."""
+    try:
+        return saved is not None and WaveNetConfig.from_dict(saved) == cfg
+    except UserError:
+        return False
+
+
 def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
     """Resume from the newest checkpoint (fetched from S3 if need be) unless ``--fresh``; the state to continue from."""
     cfg, model_dir = setup.cfg, out.uri
@@ -42,7 +52,7 @@ def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
     if state is None:
         out.remove(METRICS)  # rows of a run that never checkpointed
         return fresh_state
-    if state.get("model_config") != setup.wavenet.config.to_dict() or state.get("engine") != "local":
+    if not _same_model(state.get("model_config"), setup.wavenet.config) or state.get("engine") != "local":
         raise checkpoint.CheckpointError(
             f"the checkpoint in {model_dir} was made for another model or engine; rerun with --fresh"
         )
