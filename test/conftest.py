@@ -128,3 +128,14 @@ def tones(sine_mp3, tmp_path_factory) -> list[Path]:
     """Six 1-second sine MP3s at 220, 440, ... 1320 Hz (made once per session)."""
     d = tmp_path_factory.mktemp("tones")
     return [sine_mp3(d / f"tone{i}.mp3", 220.0 * (i + 1), 1.0) for i in range(6)]
+
+
+@pytest.fixture(scope="session")
+def music_dataset(tmp_path_factory) -> Path:
+    """A dataset of eight 20-second hyperrogue-music excerpts transformed on local[2] (hr3-jungle is ``val``)."""
+    from evaluate_helpers import MUSIC_DIR, music_input, transform
+
+    if not MUSIC_DIR.is_dir():
+        pytest.skip(f"{MUSIC_DIR} not installed (Debian's hyperrogue-music; make setup installs it)")
+    root = tmp_path_factory.mktemp("music")
+    return transform(music_input(root / "raw"), root / "dataset", val_fraction=0.3)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from waveforms import config as cfgmod
 from waveforms.errors import UserError
 
-CLI_STAGES = ("scrape", "transform", "train", "generate")
+CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate")
 
 
 def _stage_runner(stage: str) -> Callable[[Any], int]:
@@ -25,6 +25,10 @@ def _stage_runner(stage: str) -> Callable[[Any], int]:
         from waveforms.transform import run
     elif stage == "train":
         from waveforms.train import run
+    elif stage == "index":
+        from waveforms.evaluate.index import run
+    elif stage == "evaluate":
+        from waveforms.evaluate.report import run
     else:
         from waveforms.generate import run
     return run

@@ -116,6 +116,18 @@ def load_prime(path: str, wavenet) -> np.ndarray:
         return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu)
 
 
+def memorisation_checks(cfg: cfgmod.GenerateConfig, wavenet, codes: np.ndarray, names: list[str]) -> dict:
+    """``--evaluate``: each stream's nearest training audio per second, from the model's dataset's index."""
+    from waveforms.evaluate.index import index_uri
+    from waveforms.evaluate.memorisation import LoadedIndex, check
+
+    data = wavenet.meta.get("dataset", "")
+    if not data:
+        raise UserError("--evaluate needs the model's dataset (model.json names none)")
+    loaded = LoadedIndex.open(index_uri(data))
+    return {name: check(loaded, {name: codes[k]}, wavenet.sample_rate, wavenet.mu) for k, name in enumerate(names)}
+
+
 def run(cfg: cfgmod.GenerateConfig) -> int:
     """The ``generate`` stage: model folder in, WAV file(s) out, with a sidecar JSON each (local or s3://).
 
@@ -167,8 +179,11 @@ def _run(cfg: cfgmod.GenerateConfig, out: OutputDir) -> int:
         "samples_per_s": round(n * cfg.streams / elapsed, 1),
         "settings": cfgmod.to_dict(cfg),
     }
+    checks = memorisation_checks(cfg, wavenet, codes, names) if cfg.evaluate else {}
     for k, name in enumerate(names):
-        write_text(str(out.path(name)) + ".json", json.dumps({**meta, "stream": k}, indent=2, sort_keys=True) + "\n")
+        extra = {"memorisation": checks[name]} if name in checks else {}
+        write_text(str(out.path(name)) + ".json",
+                   json.dumps({**meta, "stream": k, **extra}, indent=2, sort_keys=True) + "\n")
     out.upload(*(name + ".json" for name in names))
     rate = n * cfg.streams / elapsed
     log.info("wrote %s (%.1f s x %d streams, %.0f samples/s, %.2fx real time)", ", ".join(map(str, paths)),

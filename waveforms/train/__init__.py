@@ -16,6 +16,10 @@ def run(cfg: TrainConfig) -> int:
     else:
         from waveforms.train.local import train
     train(cfg)
+    if cfg.evaluate_at_end:
+        from waveforms.evaluate.report import after_training
+
+        after_training(cfg.model_dir, cfg.data)
     return 0
 
 

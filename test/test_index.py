@@ -1,0 +1,111 @@
+"""The index stage: window embeddings of real music on Spark, copies found, novelty not flagged,
+incremental adds, and the same index from a standalone cluster."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluate_helpers import MUSIC_DIR, START_S, excerpt
+from waveforms import mulaw
+from waveforms.config import load
+from waveforms.evaluate.index import build, read_manifest
+from waveforms.evaluate.memorisation import LoadedIndex, check
+from waveforms.transform.audio import file_to_codes
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def built(music_dataset, spark_session) -> Path:
+    build(load("index", flags={"data": str(music_dataset), "master": "local[2]"}))
+    return music_dataset / "index"
+
+
+def test_manifest_lists_training_tracks_and_every_window(built, music_dataset):
+    from waveforms.transform.dataset import Dataset
+
+    ds = Dataset.open(str(music_dataset))
+    manifest = read_manifest(str(built))
+    train = sorted(str(t["id"]) for t in ds.split("train"))
+    assert sorted(t["id"] for t in manifest["tracks"]) == train and "hr3-jungle" not in train
+    windows = sum((int(t["num_samples"]) - SR) // (SR // 2) + 1 for t in ds.split("train"))
+    assert manifest["vectors"] == windows
+    assert sorted(p.name for p in built.iterdir()) == sorted(["index.json", "config.json", *manifest["files"].values()])
+    assert 0 < manifest["threshold"] < 1
+
+
+def test_reencoded_quieter_shifted_excerpt_is_found(built, tmp_path):
+    loaded = LoadedIndex.open(str(built))
+    start = 7.004  # seconds into the dataset's excerpt of the track, a few ms off the 0.5 s grid
+    mp3 = excerpt(MUSIC_DIR / "hr3-desert.ogg", tmp_path / "copy.mp3", START_S + start, 5.0, bitrate="64k",
+                  gain_db=-3.0, rate=44100)
+    result = check(loaded, {"copy": file_to_codes(str(mp3), SR)}, SR)
+    seconds = result["seconds"]
+    assert len(seconds) == 5
+    for s in seconds:
+        assert s["track_id"] == "hr3-desert"
+        assert abs(s["offset_s"] - (start + s["second"])) <= 0.5
+        assert s["match"] and s["similarity"] >= loaded.threshold
+    assert result["match_fraction"] == 1.0
+
+
+def test_noise_and_sweep_are_not_flagged(built):
+    loaded = LoadedIndex.open(str(built))
+    rng = np.random.default_rng(3)
+    noise = mulaw.encode(np.clip(rng.normal(0.0, 0.3, 5 * SR), -1, 1))
+    t = np.arange(5 * SR) / SR
+    sweep = mulaw.encode(0.5 * np.sin(2 * np.pi * np.cumsum(100.0 * 60.0 ** (t / 5)) / SR))
+    result = check(loaded, {"noise": noise, "sweep": sweep}, SR)
+    assert len(result["seconds"]) == 10
+    assert not any(s["match"] for s in result["seconds"]), result["seconds"]
+    assert result["match_fraction"] == 0.0
+
+
+def _subset(src: Path, dst: Path, drop: set[str]) -> Path:
+    """A copy of a dataset without the tracks in ``drop`` (the shards are shared)."""
+    dst.mkdir(parents=True)
+    (dst / "shards").symlink_to(src / "shards")
+    lines = [line for line in (src / "manifest.jsonl").read_text().splitlines(keepends=True)
+             if not any(f'"id": "{d}"' in line for d in drop)]
+    (dst / "manifest.jsonl").write_text("".join(lines))
+    return dst
+
+
+def test_incremental_add_keeps_projection_and_vectors(built, music_dataset, tmp_path):
+    data = _subset(music_dataset, tmp_path / "ds", {"hr3-desert", "hr3-motion"})
+    out = tmp_path / "index"
+    first = build(load("index", flags={"data": str(data), "output": str(out), "master": "local[2]"})).manifest
+    old = LoadedIndex.open(str(out))
+    shutil.copy(music_dataset / "manifest.jsonl", data / "manifest.jsonl")
+    second = build(load("index", flags={"data": str(data), "output": str(out), "master": "local[2]"})).manifest
+    new = LoadedIndex.open(str(out))
+    assert second["added"] == 2 and first["added"] == 5
+    assert second["files"]["pca"] == first["files"]["pca"] and second["threshold"] == first["threshold"]
+    assert second["vectors"] == read_manifest(str(built))["vectors"]
+    n = first["vectors"]
+    assert np.array_equal(new.index.reconstruct_n(0, n), old.index.reconstruct_n(0, n))
+    assert np.array_equal(new.track[:n], old.track) and np.array_equal(new.offset_s[:n], old.offset_s)
+    assert {second["tracks"][i]["id"] for i in new.track[n:]} == {"hr3-desert", "hr3-motion"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", "config.json", *second["files"].values()])
+    again = build(load("index", flags={"data": str(data), "output": str(out), "master": "local[2]"})).manifest
+    assert again["added"] == 0 and again["vectors"] == second["vectors"]
+
+
+@pytest.mark.slow
+def test_standalone_cluster_builds_the_same_index(built, music_dataset, tmp_path):
+    from spark_cluster import standalone_cluster
+
+    with standalone_cluster(tmp_path / "cluster", workers=2) as url:
+        build(load("index", flags={"data": str(music_dataset), "output": str(tmp_path / "index"), "master": url}))
+    from waveforms.spark import get_session
+
+    get_session("local[2]", "waveforms-tests")
+    local, remote = LoadedIndex.open(str(built)), LoadedIndex.open(str(tmp_path / "index"))
+    assert local.manifest["threshold"] == pytest.approx(remote.manifest["threshold"], abs=1e-6)
+    queries = local.index.reconstruct_n(0, local.index.ntotal)
+    _, a = local.index.search(queries, 5)
+    _, b = remote.index.search(queries, 5)
+    assert np.array_equal(local.track[a], remote.track[b]) and np.array_equal(local.offset_s[a], remote.offset_s[b])

@@ -1,0 +1,195 @@
+"""The ``evaluate`` stage: ``evaluation.json`` and ``evaluation.png`` for a model (or some WAVs).
+
+JSON shape (``format = "waveforms-evaluation"``, version 1) is documented in the
+README; a studio reads it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from waveforms import config as cfgmod
+from waveforms import mulaw, storage
+from waveforms.errors import UserError
+from waveforms.evaluate import memorisation
+from waveforms.evaluate.index import index_uri
+from waveforms.evaluate.mel import MelParams, log_mel
+from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
+from waveforms.storage import OutputDir
+from waveforms.transform.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+FORMAT = "waveforms-evaluation"
+VERSION = 1
+JSON_FILE = "evaluation.json"
+PNG_FILE = "evaluation.png"
+BLOCK_S = 60
+
+
+def second_frames(codes: np.ndarray, sample_rate: int, mu: int = 255) -> np.ndarray:
+    """Log-mel frames of every whole second of ``codes``: ``(seconds, frames, n_mels)``."""
+    n = len(codes) // sample_rate
+    audio = mulaw.decode(np.asarray(codes[: n * sample_rate]), mu).reshape(n, sample_rate)
+    return log_mel(audio, MelParams(sample_rate))
+
+
+def heldout_stats(ds: Dataset, window: int, cap_s: float = 0.0) -> tuple[GaussianStats, GaussianStats, GaussianStats]:
+    """Log-mel statistics of the held-out audio: all of it, and its even and odd seconds (the two halves)."""
+    from waveforms.train.windows import regions
+
+    sr, dims = ds.sample_rate, MelParams(ds.sample_rate).n_mels
+    every, even, odd = GaussianStats(dims), GaussianStats(dims), GaussianStats(dims)
+    seconds = 0
+    _, val, _ = regions(ds, window)
+    for r in sorted(val, key=lambda r: (str(r.track["id"]), r.start)):
+        for a in range(r.start, r.end - sr + 1, BLOCK_S * sr):
+            n = min(BLOCK_S * sr, r.end - a) // sr * sr
+            frames = second_frames(ds.read_window(r.track, a, n), sr, ds.mu)
+            every.update(frames)
+            even.update(frames[(seconds + np.arange(len(frames))) % 2 == 0])
+            odd.update(frames[(seconds + np.arange(len(frames))) % 2 == 1])
+            seconds += len(frames)
+            if cap_s and seconds >= cap_s:
+                return every, even, odd
+    if every.n == 0:
+        raise UserError(f"{ds.root} has no held-out audio for fd_mel")
+    return every, even, odd
+
+
+def noise_codes(seconds: int, sample_rate: int, seed: int, mu: int = 255) -> np.ndarray:
+    """White Gaussian noise (RMS 0.25), mu-law coded like everything else."""
+    rng = np.random.default_rng(seed)
+    return mulaw.encode(np.clip(rng.normal(0.0, 0.25, seconds * sample_rate), -1, 1), mu)
+
+
+def clip_stats(clips: dict[str, np.ndarray], sample_rate: int, mu: int) -> GaussianStats:
+    stats = GaussianStats(MelParams(sample_rate).n_mels)
+    for codes in clips.values():
+        stats.update(second_frames(codes, sample_rate, mu))
+    return stats
+
+
+def load_clips(cfg: cfgmod.EvaluateConfig, wavenet, out: OutputDir) -> dict[str, np.ndarray]:
+    """The audio judged: ``--audio`` files decoded like training data, or clips generated (and saved)."""
+    from waveforms.generate import generate, load_prime, write_wav
+
+    if cfg.audio:
+        return {storage.basename(p): load_prime(p, wavenet) for p in cfg.audio}
+    n = int(round(cfg.seconds * wavenet.sample_rate))
+    codes = generate(wavenet, n, temperature=cfg.temperature, seed=cfg.seed, streams=cfg.clips)
+    clips = {}
+    for k in range(cfg.clips):
+        name = f"evaluation_{k}.wav"
+        write_wav(out.path(name), codes[k], wavenet.sample_rate, wavenet.mu)
+        out.upload(name)
+        clips[name] = codes[k]
+    return clips
+
+
+def memorisation_section(index: str, clips: dict[str, np.ndarray], sample_rate: int, mu: int) -> dict[str, Any]:
+    try:
+        loaded = memorisation.LoadedIndex.open(index)
+    except UserError as exc:
+        log.warning("memorisation not checked: %s", exc)
+        return {"threshold": None, "threshold_percentile": 99.9, "match_fraction": None, "seconds": []}
+    return memorisation.check(loaded, clips, sample_rate, mu)
+
+
+def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
+    """Compute every field of evaluation.json (and write the generated clips into ``out``)."""
+    from waveforms.model import load
+
+    wavenet = load(cfg.model)
+    data = cfg.data or wavenet.meta.get("dataset", "")
+    if not data:
+        raise UserError("no --data given and model.json names no dataset")
+    ds = Dataset.open(data)
+    if ds.sample_rate != wavenet.sample_rate:
+        raise UserError(f"the model runs at {wavenet.sample_rate} Hz but {data} holds {ds.sample_rate} Hz audio")
+    if cfg.window <= wavenet.receptive_field:
+        raise UserError(f"window ({cfg.window}) must exceed the receptive field ({wavenet.receptive_field})")
+    nll = val_nll(wavenet, ds, cfg.window, cfg.batch_size)
+    clips = load_clips(cfg, wavenet, out)
+    sr, mu = wavenet.sample_rate, wavenet.mu
+    heldout, even, odd = heldout_stats(ds, cfg.window, cfg.heldout_seconds)
+    generated = clip_stats(clips, sr, mu)
+    seconds = max(1, sum(len(c) for c in clips.values()) // sr)
+    noise = clip_stats({"noise": noise_codes(seconds, sr, cfg.seed, mu)}, sr, mu)
+    fd_mel = {"generated": fd(generated, heldout) if generated.n > 1 else None, "halves": fd(even, odd),
+              "noise": fd(noise, heldout), "frames_generated": generated.n, "frames_heldout": heldout.n}
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model_dir": cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve()),
+        "dataset": data, "dataset_id": ds.dataset_id, **nll, "fd_mel": fd_mel,
+        "memorisation": memorisation_section(cfg.index or index_uri(data), clips, sr, mu),
+        "clips": list(clips), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Fréchet distances (log scale) and the per-second similarity to the nearest training window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    f = result["fd_mel"]
+    names = ["halves (real)", "generated", "noise"]
+    values = [f["halves"], f["generated"] or 0.0, f["noise"]]
+    a.bar(names, values, color=["tab:green", "tab:blue", "tab:grey"])
+    a.set_yscale("symlog")
+    a.set_ylabel("Fréchet mel distance to held-out audio")
+    a.set_title(f"val {result['val_bits_per_sample']:.3f} bits/sample")
+    mem = result["memorisation"]
+    for clip in result["clips"]:
+        rows = [s for s in mem["seconds"] if s["clip"] == clip and s["similarity"] is not None]
+        b.plot([s["second"] for s in rows], [s["similarity"] for s in rows], "o-", label=clip)
+    if mem["threshold"] is not None:
+        b.axhline(mem["threshold"], color="red", linestyle=":", label=f"match threshold ({mem['threshold']:.3f})")
+    b.set_xlabel("second of clip")
+    b.set_ylabel("cosine similarity to nearest training window")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    with storage.atomic_local(path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], out: OutputDir) -> None:
+    """evaluation.png, then evaluation.json (last)."""
+    plot(result, out.path(PNG_FILE))
+    out.upload(PNG_FILE)
+    storage.write_text(str(out.path(JSON_FILE)), json.dumps(result, indent=2) + "\n")
+    out.upload(JSON_FILE)
+
+
+def run(cfg: cfgmod.EvaluateConfig) -> int:
+    with OutputDir(cfg.output or cfg.model) as out:
+        result = evaluate(cfg, out)
+        write(result, out)
+    f, m = result["fd_mel"], result["memorisation"]
+    print(f"evaluation: {storage.join(cfg.output or cfg.model, JSON_FILE)}: val {result['val_bits_per_sample']:.4f} "
+          f"bits/sample; fd_mel generated {f['generated']:.2f} (halves {f['halves']:.2f}, noise {f['noise']:.2f}); "
+          f"memorised seconds {m['match_fraction']}")
+    return 0
+
+
+def after_training(model_dir: str, data: str) -> dict[str, Any]:
+    """Evaluate a freshly trained model and add ``val_bits_per_sample`` and ``fd_mel`` to its model.json."""
+    cfg = cfgmod.load("evaluate", flags={"model": model_dir, "data": data})
+    with OutputDir(model_dir) as out:
+        result = evaluate(cfg, out)
+        write(result, out)
+        meta_path = storage.join(model_dir, "model.json")
+        meta = json.loads(storage.read_text(meta_path))
+        meta["evaluation"] = {"val_bits_per_sample": result["val_bits_per_sample"], "val_nats": result["val_nats"],
+                              "fd_mel": result["fd_mel"], "file": JSON_FILE}
+        storage.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return result
