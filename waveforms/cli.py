@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from waveforms import config as cfgmod
 from waveforms.errors import UserError
 
-CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate")
+CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "serve")
 
 
 def _stage_runner(stage: str) -> Callable[[Any], int]:
@@ -29,6 +29,8 @@ def _stage_runner(stage: str) -> Callable[[Any], int]:
         from waveforms.evaluate.index import run
     elif stage == "evaluate":
         from waveforms.evaluate.report import run
+    elif stage == "serve":
+        from waveforms.serve import run
     else:
         from waveforms.generate import run
     return run
