@@ -47,7 +47,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   if [ -n "$tf" ]; then
     echo "setup: no NVIDIA GPU: tensorflow-cpu==$tf"
     .venv/bin/python -m pip uninstall -q -y tensorflow
-    .venv/bin/python -m pip install -q "tensorflow-cpu==$tf"
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "tensorflow-cpu==$tf"  # rewrite the files the uninstall removed
   fi
 fi
 install_spark35
