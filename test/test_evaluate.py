@@ -1,0 +1,110 @@
+"""The evaluate stage: bits per sample against a direct numpy computation, the Fréchet mel distance
+against its closed form and its yardsticks on real music, and evaluation.json end to end."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from waveforms.evaluate.metrics import GaussianStats, frechet_distance, val_nll, val_windows
+from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
+from waveforms.transform.dataset import Dataset
+
+SR = 16000
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    s1, s2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))  # a rotation leaves the distance unchanged
+    c1, c2 = q @ np.diag(s1 ** 2) @ q.T, q @ np.diag(s2 ** 2) @ q.T
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((s1 - s2) ** 2)
+    assert frechet_distance(q @ mu1, c1, q @ mu2, c2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gaussian_stats_streamed_equal_numpy():
+    x = np.random.default_rng(1).normal(size=(500, 4))
+    stats = GaussianStats(4).update(x[:123]).update(x[123:])
+    assert np.allclose(stats.mean, x.mean(axis=0)) and np.allclose(stats.cov, np.cov(x.T))
+
+
+def test_fd_mel_orders_noise_music_and_halves(music_dataset):
+    ds = Dataset.open(str(music_dataset))
+    heldout, even, odd = heldout_stats(ds, 16000)
+    train = {t["id"]: ds.read_track(t) for t in ds.split("train")[:3]}
+    music = clip_stats(train, SR, 255)
+    noise = clip_stats({"noise": noise_codes(20, SR, 0)}, SR, 255)
+    fd_noise, fd_music, fd_halves = (frechet_distance(a.mean, a.cov, heldout.mean, heldout.cov) for a in (noise, music, even))
+    fd_halves = frechet_distance(even.mean, even.cov, odd.mean, odd.cov)
+    assert fd_noise > fd_music > fd_halves > 0
+    assert heldout.n == even.n + odd.n
+
+
+def _direct_nll(model, codes: np.ndarray, window: int, rf: int) -> tuple[float, int]:
+    """Sum of -log softmax(logits)[next code] over each chunk's targets from chunk start + rf."""
+    total, count, n = 0.0, 0, len(codes)
+    for c in range(0, n, window):
+        if c + rf >= min(c + window, n):
+            continue
+        s = min(c, n - window)
+        logits = np.asarray(model(codes[None, s:s + window - 1].astype(np.int32)), dtype=np.float64)[0]
+        logp = logits - logits.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        for p in range(c + rf, min(c + window, n)):
+            total -= logp[p - s - 1, codes[p]]
+            count += 1
+    return total, count
+
+
+def test_val_nll_equals_a_direct_computation(music_dataset):
+    from waveforms.model import build
+
+    wavenet = build("tiny", sample_rate=SR)
+    rng = np.random.default_rng(0)
+    wavenet.keras_model.set_weights([rng.normal(0, 0.3, w.shape) for w in wavenet.keras_model.get_weights()])
+    ds = Dataset.open(str(music_dataset))
+    (val,) = ds.split("val")
+    window = 3000
+    result = val_nll(wavenet, ds, window, batch_size=8)
+    total, count = _direct_nll(wavenet.keras_model, ds.read_track(val), window, wavenet.receptive_field)
+    assert result["val_samples"] == count == int(val["num_samples"]) - math.ceil(int(val["num_samples"]) / window) * wavenet.receptive_field
+    assert result["val_windows"] == len(val_windows(ds, window, wavenet.receptive_field)) == math.ceil(int(val["num_samples"]) / window)
+    assert result["val_nats"] == pytest.approx(total / count, rel=1e-5)
+    assert result["val_bits_per_sample"] == pytest.approx(total / count / math.log(2), rel=1e-5)
+
+
+def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path):
+    from waveforms.cli import main
+    from waveforms.model import build
+
+    assert main(["index", "--data", str(music_dataset), "--master", "local[2]"]) == 0
+    wavenet = build("tiny", sample_rate=SR)
+    wavenet.meta.update({"dataset": str(music_dataset), "dataset_id": Dataset.open(str(music_dataset)).dataset_id})
+    model_dir = tmp_path / "model"
+    wavenet.save(str(model_dir))
+    assert main(["evaluate", "--model", str(model_dir), "--clips", "2", "--seconds", "2",
+                 "--output", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert (tmp_path / "ev" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(result) == {"format", "version", "model_dir", "dataset", "dataset_id", "val_nats",
+                           "val_bits_per_sample", "val_windows", "val_samples", "fd_mel", "memorisation", "clips",
+                           "created"}
+    assert result["format"] == "waveforms-evaluation" and result["version"] == 1
+    assert result["clips"] == ["evaluation_0.wav", "evaluation_1.wav"]
+    assert set(result["fd_mel"]) == {"generated", "halves", "noise", "frames_generated", "frames_heldout"}
+    assert result["fd_mel"]["frames_generated"] == 2 * 2 * 59
+    mem = result["memorisation"]
+    assert mem["threshold_percentile"] == 99.9 and len(mem["seconds"]) == 4
+    assert set(mem["seconds"][0]) == {"clip", "second", "track_id", "title", "artist", "licence", "offset_s",
+                                      "similarity", "match"}
+    # an untrained model's output is no copy of any training second
+    assert mem["match_fraction"] == 0.0
+    # generate --evaluate appends the same check to the sidecar
+    out = tmp_path / "gen.wav"
+    assert main(["generate", "--model", str(model_dir), "--seconds", "2", "--output", str(out), "--evaluate"]) == 0
+    sidecar = json.loads(out.with_name("gen.wav.json").read_text())
+    assert [s["second"] for s in sidecar["memorisation"]["seconds"]] == [0, 1]
