@@ -8,6 +8,10 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+# The studio's browser tests: Debian's Chromium and its driver; npm installs the app's JavaScript libraries.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # Openly licensed music for the offline demo mirror (Ogg Vorbis files).
 [ -d /usr/share/games/hyperrogue ] || [ -n "$(ls /usr/share/hyperrogue* 2>/dev/null)" ] || need_apt+=(hyperrogue-music)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -28,6 +32,14 @@ install_spark35() {
   .venv/bin/python -m pip install -q --target .spark35.partial "$SPARK35"
   mv .spark35.partial .spark35
 }
+
+# The studio's JavaScript libraries, from the npm registry, served locally (no CDN at run time).
+web=waveforms/serve/web vendor=waveforms/serve/static/vendor
+if [ ! -f "$vendor/uPlot.iife.min.js" ]; then
+  (cd "$web" && npm ci --no-audit --no-fund --silent)
+  mkdir -p "$vendor"
+  cp "$web/node_modules/uplot/dist/uPlot.iife.min.js" "$web/node_modules/uplot/dist/uPlot.min.css" "$vendor/"
+fi
 
 PY=${PYTHON:-python3}
 stamp=.venv/.setup-stamp
