@@ -30,6 +30,9 @@ echo "== 3/4 train"
 $PY run_model_training.py --config "$CONFIG" --data "$OUT/dataset" --model-dir "$OUT/model"
 echo "== 4/4 generate"
 $PY run_model_predictions.py --config "$CONFIG" --model "$OUT/model" --output "$OUT/generated.wav"
+echo "== index the training audio (Spark local mode) and evaluate the model"
+$PY -m waveforms index --config "$CONFIG" --data "$OUT/dataset" --master "local[2]"
+$PY -m waveforms evaluate --config "$CONFIG" --model "$OUT/model" --data "$OUT/dataset" --clips 2 --seconds 5
 end=$(date +%s)
 
 cat <<MSG
@@ -38,6 +41,7 @@ Done in $((end - start)) s.
   generated audio : $OUT/generated.wav
   trained model   : $OUT/model (model.keras, model.json)
   loss curve      : $OUT/model/loss.png (values in $OUT/model/metrics.jsonl)
+  evaluation      : $OUT/model/evaluation.json, evaluation.png (bits per sample, fd_mel, memorisation)
   dataset         : $OUT/dataset (manifest.jsonl, shards/)
   scraped MP3s    : $OUT/raw (manifest.jsonl)
 MSG
