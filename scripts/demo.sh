@@ -45,3 +45,6 @@ Done in $((end - start)) s.
   dataset         : $OUT/dataset (manifest.jsonl, shards/)
   scraped MP3s    : $OUT/raw (manifest.jsonl)
 MSG
+
+echo "Hear, watch and compare them in the studio (then open http://127.0.0.1:8000/):"
+echo "  .venv/bin/waveforms serve --root $OUT"

@@ -1,0 +1,95 @@
+"""Studio load benchmark on 127.0.0.1: 200 API reads, then 16 concurrent 10-second generations of a tiny model.
+
+Prints p50/p95 latencies, time to the first audio byte, 5xx count, and the server's threads and
+memory before and after (a separate `waveforms serve` process). Bounded: fixed request counts, timeouts.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from serve_helpers import free_socket, make_dataset, train_model  # noqa: E402
+
+READS, GENERATIONS, SECONDS = 200, 16, 10.0
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    train_model(make_dataset(tmp / "dataset"), tmp / "model", steps=20)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "waveforms", "serve", "--root", str(tmp), "--port", str(port),
+                               "--max-generations", str(GENERATIONS)], stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(base + "/api/status", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "server did not start"
+                time.sleep(0.2)
+        proc = psutil.Process(server.pid)
+        model = requests.get(base + "/api/models", timeout=30).json()[0]["id"]
+        ds = requests.get(base + "/api/datasets", timeout=30).json()[0]["id"]
+        requests.get(f"{base}/api/models/{model}/generate.wav?seconds=0.1&seed=999", timeout=60)  # load the model
+        threads0, rss0 = proc.num_threads(), proc.memory_info().rss
+        paths = ["/api/datasets", f"/api/datasets/{ds}", "/api/models", f"/api/models/{model}",
+                 f"/api/models/{model}/metrics", f"/api/datasets/{ds}/tracks/t1/audio.wav?seconds=1"]
+        codes, lat = [], []
+        for i in range(READS):
+            t = time.perf_counter()
+            codes.append(requests.get(base + paths[i % len(paths)], timeout=30).status_code)
+            lat.append(time.perf_counter() - t)
+
+        def one(seed: int) -> tuple[int, float, float, int]:
+            t = time.perf_counter()
+            with requests.get(f"{base}/api/models/{model}/generate.wav?seconds={SECONDS}&seed={seed}",
+                              stream=True, timeout=300) as r:
+                first, size = None, 0
+                for chunk in r.iter_content(chunk_size=4096):
+                    first = first or time.perf_counter() - t
+                    size += len(chunk)
+                return r.status_code, first or 0.0, time.perf_counter() - t, size
+
+        with cf.ThreadPoolExecutor(GENERATIONS) as pool:
+            started = time.perf_counter()
+            gens = list(pool.map(one, range(GENERATIONS)))
+            wall = time.perf_counter() - started
+        time.sleep(1.0)  # worker threads stay in the server's pool (anyio: at most 40), not one per request
+        threads1, rss1 = proc.num_threads(), proc.memory_info().rss
+        five = sum(c >= 500 for c in codes) + sum(g[0] >= 500 for g in gens)
+        ttfb = [g[1] for g in gens]
+        print(f"API reads: {READS}, statuses {sorted(set(codes))}, p50 {1000 * pct(lat, 0.5):.1f} ms, "
+              f"p95 {1000 * pct(lat, 0.95):.1f} ms")
+        print(f"generations: {GENERATIONS} x {SECONDS:g} s at once, statuses {sorted({g[0] for g in gens})}, "
+              f"first audio byte p50 {1000 * pct(ttfb, 0.5):.0f} ms, p95 {1000 * pct(ttfb, 0.95):.0f} ms, "
+              f"all done in {wall:.1f} s ({GENERATIONS * SECONDS / wall:.1f} s of audio per s)")
+        print(f"5xx responses: {five}; server threads {threads0} -> {threads1}; "
+              f"RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB")
+        return 1 if five else 0
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
