@@ -1,6 +1,7 @@
 """The one SparkSession factory for every stage and every master."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -65,6 +66,24 @@ def _stop_active(sc) -> None:
         sc.stop()
 
 
+def stop_active_session() -> None:
+    """Stop the running SparkContext, if any."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        _stop_active(sc)
+
+
+def _stop_at_exit() -> None:
+    """Best effort at interpreter exit: a context left to the JVM's shutdown hooks makes
+    Spark 3.5's local-cluster executors log pages of stack traces."""
+    try:
+        stop_active_session()
+    except Exception as exc:  # the gateway may already be gone
+        log.debug("stopping Spark at exit: %s", exc)
+
+
 def get_session(
     master: str = "local[*]",
     app_name: str = "waveforms",
@@ -75,7 +94,8 @@ def get_session(
     A running session is reused only when its master and every requested
     setting match. Otherwise it is stopped and a new one started, with a
     WARNING naming the old and the new master and what differs (Spark's own
-    ``getOrCreate`` would silently hand back the old context).
+    ``getOrCreate`` would silently hand back the old context). The running
+    session is stopped at interpreter exit.
     """
     prepare_env(master)
     from pyspark import SparkContext
@@ -94,6 +114,8 @@ def get_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    atexit.unregister(_stop_at_exit)
+    atexit.register(_stop_at_exit)  # registered after pyspark's own handlers, so it runs before them
     return spark
 
 

@@ -1,0 +1,146 @@
+"""The stages under PySpark 3.5, the Spark of every EMR 7.x release (3.5.6 on Python 3.11 up to emr-7.13.0).
+
+On EMR, ``spark-submit`` puts the cluster's PySpark ahead of the venv's pinned
+4.0; here ``scripts/setup.sh`` installs pyspark 3.5.6 into ``.spark35`` and
+these tests run the stage CLIs with it first on PYTHONPATH and as SPARK_HOME,
+so the driver, the JVMs and the executors' Python all run 3.5. Each test runs
+on ``local-cluster[2,1,1024]`` and on a real standalone cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spark_cluster import standalone_cluster
+from train_helpers import tone_dataset
+from waveforms import mulaw
+from waveforms.transform import read_tracks
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK35 = ROOT / ".spark35"
+SPARK35_HOME = SPARK35 / "pyspark"
+RATE = 8000
+FREQS = {"low": 250.0, "mid": 500.0, "high": 1000.0}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SPARK35_HOME / "__init__.py").exists(),
+                       reason="pyspark 3.5 is not installed in .spark35 (run make setup)"),
+]
+
+# The stage CLI, after printing the driver's and the executors' pyspark versions
+# and the JVM's Spark version from the same session (the stage reuses it).
+STAGE_WITH_VERSIONS = """
+import sys
+
+import pyspark
+
+from waveforms.cli import main
+from waveforms.spark import get_session
+
+
+def executor_version(_):
+    import pyspark
+    return pyspark.__version__
+
+
+master = sys.argv[sys.argv.index("--master") + 1]
+sc = get_session(master, "waveforms").sparkContext
+print("driver", pyspark.__version__, sc.version)
+print("executors", *sorted(set(sc.parallelize(range(4), 2).map(executor_version).collect())))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def env35() -> dict[str, str]:
+    """This environment with pyspark 3.5.6 first on PYTHONPATH and as SPARK_HOME."""
+    path = os.pathsep.join(p for p in (str(SPARK35), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "SPARK_HOME": str(SPARK35_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run35(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], env=env35(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+@pytest.fixture(scope="module", params=["local-cluster", "standalone"])
+def master(request, tmp_path_factory):
+    if request.param == "local-cluster":
+        yield "local-cluster[2,1,1024]"
+        return
+    with standalone_cluster(spark_home=str(SPARK35_HOME)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def mp3s(sine_mp3, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("mp3")
+    for name, freq in FREQS.items():
+        sine_mp3(folder / f"{name}.mp3", freq=freq, seconds=2.0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tone_data(tmp_path_factory) -> Path:
+    return tone_dataset(tmp_path_factory.mktemp("tones") / "ds", sample_rate=RATE)
+
+
+def dominant_frequency(codes: np.ndarray, rate: int) -> float:
+    x = mulaw.decode(codes)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+def test_transform_with_pyspark_35_in_the_driver_the_jvm_and_the_executors(master, mp3s, tmp_path):
+    out = tmp_path / "dataset"
+    done = run35("-c", STAGE_WITH_VERSIONS, "transform", "--input", str(mp3s), "--output", str(out),
+                 "--master", master, "--sample-rate", str(RATE))
+    versions = dict(line.split(" ", 1) for line in done.stdout.splitlines()
+                    if line.startswith(("driver ", "executors ")))
+    python_version, jvm_version = versions["driver"].split()
+    assert python_version.startswith("3.5.") and jvm_version.startswith("3.5."), versions
+    assert versions["executors"].split() == [python_version]
+    assert "Exception" not in done.stderr, done.stderr[-3000:]  # e.g. 3.5's shutdown-hook traces at exit
+    tracks = {track_id: codes for track_id, codes, _ in read_tracks(str(out))}
+    assert sorted(tracks) == sorted(FREQS)
+    for track_id, codes in tracks.items():
+        assert abs(len(codes) - 2 * RATE) <= RATE // 10, (track_id, len(codes))
+        assert abs(dominant_frequency(codes, RATE) - FREQS[track_id]) < 5, track_id
+    assert (out / "errors.jsonl").read_text() == ""
+
+
+def read_wav(path: Path) -> tuple[int, int, np.ndarray]:
+    with wave.open(str(path)) as w:
+        return w.getframerate(), w.getsampwidth(), np.frombuffer(w.readframes(w.getnframes()), np.int16)
+
+
+@pytest.mark.parametrize("mode", ["synchronous", "asynchronous"])
+def test_elephas_training_then_generation(master, tone_data, tmp_path, mode):
+    """Both modes train; generation (no Spark, but the 3.5 environment) runs once per master, after asynchronous."""
+    model = tmp_path / "model"
+    run35("-m", "waveforms", "train", "--data", str(tone_data), "--model-dir", str(model), "--preset", "tiny",
+          "--engine", "elephas", "--mode", mode, "--master", master, "--workers", "2", "--epochs", "1",
+          "--batch-size", "4", "--window", "64", "--seed", "3", "--set", "elephas.windows_per_worker=16",
+          "--set", "learning_rate=0.01")
+    rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert rows[1]["val_loss"] < rows[0]["val_loss"]
+    assert json.loads((model / "model.json").read_text())["config"]["sample_rate"] == RATE
+
+    if mode == "synchronous":
+        return
+    wav = tmp_path / "out.wav"
+    run35("-m", "waveforms", "generate", "--model", str(model), "--seconds", "0.05", "--output", str(wav),
+          "--seed", "1")
+    rate, width, pcm = read_wav(wav)
+    assert (rate, width, len(pcm)) == (RATE, 2, int(0.05 * RATE))
