@@ -170,11 +170,11 @@ def test_content_signal_ai_train_no_refuses(mirror, tmp_path):
 
 def test_cli_flags_and_slow_stall_timeout(mirror, tones, tmp_path):
     mirror.faults.once[mirror.file_key(3)] = ["stall"]
-    mirror.faults.stall_s = 1.5
+    mirror.faults.stall_s = 3.0  # well past the 1 s read timeout, which replies on a loaded machine stay within
     out = tmp_path / "raw"
     code = cli.main([
         "scrape", "--base-url", mirror.url, "--genre", "Electronic", "--limit", "3", "--out", str(out),
-        "--rate", "100", "--set", "page_size=3", "--set", "timeout_s=0.5", "--set", "backoff_factor=0.01",
+        "--rate", "100", "--set", "page_size=3", "--set", "timeout_s=1", "--set", "backoff_factor=0.01",
     ])
     assert code == 0
     assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == ["1", "2", "3"]

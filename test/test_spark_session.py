@@ -8,13 +8,19 @@ import pytest
 from waveforms.spark import get_session
 
 
-@pytest.fixture
-def stop_spark():
-    yield
+def _stop_running():
     from pyspark import SparkContext
 
     if SparkContext._active_spark_context is not None:
         SparkContext._active_spark_context.stop()
+
+
+@pytest.fixture
+def stop_spark():
+    """No Spark before the test (another test's session would add a restart warning) and none after it."""
+    _stop_running()
+    yield
+    _stop_running()
 
 
 def test_another_master_gets_a_new_context_and_a_warning(stop_spark, caplog):

@@ -37,6 +37,7 @@ def rows(model_dir):
     return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # elephas training on Spark with a parameter server: a minute or two each on 2 cores
 @pytest.mark.parametrize("mode,server,frequency", [("synchronous", "http", "epoch"), ("asynchronous", "http", "epoch"),
                                                    ("hogwild", "socket", "batch")])
 def test_each_mode_learns_and_writes_a_loadable_artifact(spark, data, tmp_path, mode, server, frequency):
@@ -87,6 +88,7 @@ def nothing_listens(port: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["http", "socket"])
 def test_a_failing_task_leaves_no_parameter_server_and_the_next_run_works(spark, data, tmp_path, monkeypatch,
                                                                            server):
