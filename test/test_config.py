@@ -117,7 +117,10 @@ def test_flags_keep_their_names_and_keys():
                   "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
         "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
                      "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
-                     "--save-every": "save_every"},
+                     "--save-every": "save_every", "--evaluate": "evaluate"},
+        "index": {"--data": "data", "--output": "output", "--master": "master"},
+        "evaluate": {"--model": "model", "--data": "data", "--audio": "audio", "--clips": "clips",
+                     "--seconds": "seconds", "--output": "output", "--index": "index"},
     }
     for stage, flags in expected.items():
         assert {flag: key for flag, key, _, _ in config.cli_options(stage)} == flags
