@@ -154,7 +154,7 @@ def test_cli_bad_values_exit_2_with_the_message(capsys, argv, message):
 
 def test_cli_rejects_unknown_key_with_exit_2(capsys):
     assert main(["generate", "--set", "colour=red"]) == 2
-    assert "unknown key 'colour' in --set; known keys: genre, model, output, prime, save_every, seconds, seed, " \
+    assert "unknown key 'colour' in --set; known keys: evaluate, genre, model, output, prime, save_every, seconds, seed, " \
            "streams, temperature" in capsys.readouterr().err
 
 
@@ -245,7 +245,7 @@ def test_module_and_entry_scripts_show_help():
     out = subprocess.run([sys.executable, "-m", "waveforms", "--help"], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert re.search(r"\{scrape,transform,train,generate,aws\}", out.stdout)
+    assert re.search(r"\{scrape,transform,train,generate,index,evaluate,serve,aws\}", out.stdout)
     out = subprocess.run([sys.executable, "run_model_predictions.py", "--help"], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=120)
     assert out.returncode == 0, out.stderr
