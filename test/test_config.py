@@ -251,5 +251,6 @@ def test_module_and_entry_scripts_show_help():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: waveforms generate [-h] [--config CONFIG] [--set KEY=VALUE]")
     help_text = _words(out.stdout)
-    for flag, key, f, _ in config.cli_options("generate"):
-        assert f"{flag} {key.upper()} {_words(cli.flag_help(key, f))}" in help_text
+    for flag, key, f, tp in config.cli_options("generate"):
+        metavar = "" if tp is bool else f" {key.upper()}"  # a switch takes no value
+        assert f"{flag}{metavar} {_words(cli.flag_help(key, f))}" in help_text
