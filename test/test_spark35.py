@@ -29,11 +29,14 @@ SPARK35_HOME = SPARK35 / "pyspark"
 RATE = 8000
 FREQS = {"low": 250.0, "mid": 500.0, "high": 1000.0}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (SPARK35_HOME / "__init__.py").exists(),
-                       reason="pyspark 3.5 is not installed in .spark35 (run make setup)"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spark35_installed() -> None:
+    """The tier fails, never skips, without its PySpark: ``make setup`` installs it."""
+    if not (SPARK35_HOME / "__init__.py").exists():
+        pytest.fail("pyspark 3.5 is not installed in .spark35: run make setup", pytrace=False)
 
 # The stage CLI, after printing the driver's and the executors' pyspark versions
 # and the JVM's Spark version from the same session (the stage reuses it).
