@@ -254,3 +254,17 @@ def test_module_and_entry_scripts_show_help():
     for flag, key, f, tp in config.cli_options("generate"):
         metavar = "" if tp is bool else f" {key.upper()}"  # a switch takes no value
         assert f"{flag}{metavar} {_words(cli.flag_help(key, f))}" in help_text
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(source="ftp"), "source = 'ftp' is not allowed; one of fma-site, fma-dataset, dir"),
+    (dict(source="fma-dataset", archive="fma_huge"), "archive = 'fma_huge' is not allowed"),
+    (dict(download_concurrency=0), "download_concurrency = 0 is not allowed"),
+])
+def test_a_stage_run_from_python_gets_the_clis_checks_before_writing(tmp_path, kw, message):
+    from waveforms.config import ScrapeConfig
+    from waveforms.scrape import run
+
+    with pytest.raises(config.ConfigError, match=message):
+        run(ScrapeConfig(out=str(tmp_path / "raw"), **kw))
+    assert not (tmp_path / "raw").exists()

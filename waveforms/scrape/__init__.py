@@ -5,11 +5,8 @@ and returns the exit code: 0 if anything was fetched (or already there), else 1.
 """
 from __future__ import annotations
 
-from waveforms.config import ScrapeConfig
+from waveforms.config import ScrapeConfig, validate
 from waveforms.errors import UserError
-
-SOURCES = ("fma-site", "fma-dataset", "dir")
-
 
 def make_http(cfg: ScrapeConfig):
     from waveforms.scrape.http import Http, HttpSettings
@@ -28,10 +25,7 @@ def make_http(cfg: ScrapeConfig):
 
 def run(cfg: ScrapeConfig) -> int:
     """Run the configured source; see the module docstring for the exit code."""
-    if cfg.source not in SOURCES:
-        raise UserError(f"unknown source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
-    if cfg.download_concurrency < 1 or cfg.max_file_bytes < 1:
-        raise UserError("download_concurrency and max_file_bytes must be positive")
+    validate(cfg)  # the same checks as the CLI's, for configs built in Python
     if cfg.source != "dir":
         from waveforms.scrape.http import FetchError, check_url
 

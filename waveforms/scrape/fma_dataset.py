@@ -33,7 +33,6 @@ from waveforms.scrape.output import track_relpath
 
 log = logging.getLogger(__name__)
 SOURCE = "fma-dataset"
-ARCHIVES = ("fma_small", "fma_medium", "fma_large", "fma_full")
 PUBLISHED_SHA1 = {
     "fma_metadata": "f0df49ffe5f2a6008d7dc83c6915b31835dfe733",
     "fma_small": "ade154f733639d52e35e32f5593efe5be76c6d70",
@@ -208,10 +207,6 @@ def extract(cfg: ScrapeConfig, job: Job, archive: Path, url: str, tracks: dict[i
 
 
 def run(cfg: ScrapeConfig, job: Job, http: Http) -> None:
-    if cfg.archive not in ARCHIVES and cfg.archive not in cfg.archive_sha1:
-        from waveforms.errors import UserError
-
-        raise UserError(f"unknown archive {cfg.archive!r}; choose one of {', '.join(ARCHIVES)}")
     base = cfg.mirror.rstrip("/") + "/"
     cache = cache_dir(cfg)
     sha = {**PUBLISHED_SHA1, **cfg.archive_sha1}
