@@ -128,13 +128,39 @@ def test_config_keys_derive_dilations_and_read_the_older_form():
             WaveNetConfig.from_dict(bad)
 
 
-def test_training_model_crops_to_full_receptive_field():
-    w = randomised(build("tiny"))
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_training_model_gives_the_full_models_last_outputs(preset, conditioned):
+    """Unpadded training model on RF - 1 + T codes == the causal model's outputs RF - 1 .. RF - 2 + T."""
+    w = randomised(build(preset, num_genres=3 if conditioned else 0), seed=4)
     t = w.training_model()
-    codes = np.random.default_rng(2).integers(0, 256, (2, w.receptive_field + 9))
-    full, cropped = logits(w, codes), np.asarray(t(codes, training=False))
-    assert cropped.shape == (2, 10, 256)
-    np.testing.assert_allclose(cropped, full[:, w.receptive_field - 1 :], atol=1e-5)
+    rf = w.receptive_field
+    rng = np.random.default_rng(2)
+    for n_out in (1, 37):
+        codes = rng.integers(0, 256, (3, rf - 1 + n_out))
+        inputs = [codes, np.array([2, 0, 1])] if conditioned else codes
+        full, cropped = logits(w, inputs), np.asarray(t(inputs, training=False))
+        assert cropped.shape == (3, n_out, 256)
+        scale = np.abs(full).max()
+        np.testing.assert_allclose(cropped, full[:, rf - 1 :], atol=1e-5 * scale, rtol=0)  # float32 sums in another order
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_training_model_has_the_full_models_weights_in_order(conditioned, tmp_path):
+    """Same names, shapes and order: weights and weight files move between the two models."""
+    w = randomised(build("small", num_genres=3 if conditioned else 0))
+    t = w.training_model()
+    named = lambda model: [(layer.name, [tuple(a.shape) for a in layer.get_weights()])  # noqa: E731
+                           for layer in model.layers if layer.get_weights()]
+    assert named(t) == named(w.keras_model)
+    for a, b in zip(t.get_weights(), w.keras_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a training model's weight file (as checkpoints store them) loads into a fresh one
+    t.save_weights(tmp_path / "w.weights.h5")
+    fresh = build("small", num_genres=3 if conditioned else 0).training_model()
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    for a, b in zip(fresh.get_weights(), w.keras_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_save_load_round_trip(tmp_path):

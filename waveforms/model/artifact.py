@@ -18,7 +18,7 @@ from typing import Any
 from waveforms import __version__, storage
 from waveforms.errors import UserError
 from waveforms.model.presets import WaveNetConfig, resolve
-from waveforms.model.wavenet import build_keras
+from waveforms.model.wavenet import build_keras, build_training_keras
 from waveforms.storage import OutputDir
 
 FORMAT = "waveforms-model"
@@ -69,8 +69,14 @@ class WaveNet:
         return list(self.meta.get("genres", []))
 
     def training_model(self):
-        """A model sharing these weights whose outputs start where the receptive field is full."""
-        model = build_keras(self.config, crop=self.receptive_field - 1)
+        """A model with these weights that computes only the outputs whose receptive field is full.
+
+        It takes ``receptive_field - 1 + T`` codes and returns the ``T`` logits the
+        full model gives at its last ``T`` positions, with unpadded convolutions
+        (see :func:`waveforms.model.wavenet.build_training_keras`); its weights
+        have the full model's order and shapes.
+        """
+        model = build_training_keras(self.config)
         model.set_weights(self.keras_model.get_weights())
         return model
 

@@ -61,9 +61,10 @@ def free_port(host: str) -> int:
 
 def custom_objects() -> dict[str, Any]:
     """The model's own layers, by class and registered name (pickled by reference: executors import them)."""
-    from waveforms.model.wavenet import CropLeft, GatedUnit, OneHot, TimeBroadcastAdd
+    from waveforms.model.wavenet import (CodeConv, CropLeft, GatedUnit, OneHot, Pointwise, TimeBroadcastAdd,
+                                         ValidDilatedConv)
 
-    layers = (OneHot, CropLeft, GatedUnit, TimeBroadcastAdd)
+    layers = (OneHot, CropLeft, GatedUnit, TimeBroadcastAdd, CodeConv, ValidDilatedConv, Pointwise)
     return {**{c.__name__: c for c in layers}, **{f"waveforms>{c.__name__}": c for c in layers}}
 
 
