@@ -1,11 +1,24 @@
-"""Validation loss reached in a fixed wall-clock budget, per training engine.
+"""Validation loss reached in a fixed wall-clock budget, per training recipe (and engine).
 
-Trains the same preset on the same dataset (the demo's, by default) for
-BUDGET minutes with the local engine and with elephas in each mode on
-local[2], then prints the last validation loss of each (nats and bits per
-sample) as a markdown table.
-Usage: python bench/bench_train_budget.py [--data demo-out/dataset] [--minutes 20] [--preset small]
-       [--windows-per-worker 96] [--engine local --engine "elephas synchronous" ...]
+Trains the ``small`` preset on the full hyperrogue soundtrack (Debian's
+hyperrogue-music: every decodable .ogg, at full length, about 20 minutes of
+music), transformed once on local[2] into a dataset cached under bench/out/,
+for BUDGET minutes per row, one row after the other, and prints the final
+validation loss of each (nats and bits per sample) as a markdown table with
+the machine's load average around each run.
+
+Rows (``--recipe``, repeatable; default: old and new):
+  old      the recipe before issue 12, as config overrides: constant lr 1e-3, clip 1.0, no EMA, Keras init
+  new      today's defaults
+  no-warmup-decay, clip-1, no-ema, keras-init, lr-1e-3
+           the new defaults with one change undone (the ablation)
+
+Cosine and step schedules decay over ``steps``: with ``--steps 0`` (the
+default) the first row's step count in the budget, × 0.95, is used for every
+later row, so the schedule ends about when the budget does.
+
+Usage: python bench/bench_train_budget.py [--minutes 10] [--recipe old --recipe new ...]
+       [--data bench/out/hyperrogue-dataset] [--engine local|"elephas synchronous"|...]
 """
 from __future__ import annotations
 
@@ -13,55 +26,124 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = [
-    ("local", []),
-    ("elephas synchronous", ["--engine", "elephas", "--mode", "synchronous"]),
-    ("elephas asynchronous", ["--engine", "elephas", "--mode", "asynchronous"]),
-    ("elephas hogwild", ["--engine", "elephas", "--mode", "hogwild", "--parameter-server", "socket"]),
-]
+OUT = ROOT / "bench" / "out"
+DATASET = OUT / "hyperrogue-dataset"
+MUSIC_DIRS = ("/usr/share/games/hyperrogue", "/usr/share/hyperrogue/music", "/usr/share/hyperrogue")
+ENGINES = {
+    "local": [],
+    "elephas synchronous": ["--engine", "elephas", "--mode", "synchronous"],
+    "elephas asynchronous": ["--engine", "elephas", "--mode", "asynchronous"],
+    "elephas hogwild": ["--engine", "elephas", "--mode", "hogwild", "--parameter-server", "socket"],
+}
+OLD = ["learning_rate=0.001", "lr_schedule=constant", "warmup_steps=0", "clip_norm=1.0", "ema_decay=0", "init=keras"]
+RECIPES = {
+    "old": ("old: constant lr 1e-3, clip 1.0, no EMA, Keras init", OLD),
+    "new": ("new defaults", []),
+    "no-warmup-decay": ("new, constant lr (no warmup, no decay)", ["lr_schedule=constant", "warmup_steps=0"]),
+    "clip-1": ("new, clip 1.0", ["clip_norm=1.0"]),
+    "no-ema": ("new, no EMA", ["ema_decay=0"]),
+    "keras-init": ("new, Keras init", ["init=keras"]),
+    "lr-1e-3": ("new, lr 1e-3", ["learning_rate=0.001"]),
+}
+
+
+def music_dir() -> Path:
+    for d in MUSIC_DIRS:
+        if any(Path(d).rglob("*.ogg")):
+            return Path(d)
+    try:
+        files = subprocess.run(["dpkg", "-L", "hyperrogue-music"], capture_output=True, text=True).stdout.split()
+        oggs = [Path(f) for f in files if f.endswith(".ogg")]
+        if oggs:
+            return oggs[0].parent
+    except OSError:
+        pass
+    raise SystemExit("no hyperrogue .ogg files: apt-get install hyperrogue-music")
+
+
+def build_dataset(env: dict[str, str]) -> Path:
+    """Transform every track of the soundtrack on local[2] (once; cached under bench/out/)."""
+    if (DATASET / "manifest.jsonl").exists():
+        return DATASET
+    src = music_dir()
+    print(f"transforming {src} into {DATASET} (local[2])", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output", str(DATASET),
+                    "--master", "local[2]", "--set", "val_fraction=0.15"], env=env, check=True)
+    return DATASET
+
+
+def train(args, data: Path, model_dir: str, overrides: list[str], engine: list[str], steps: int,
+          env: dict[str, str]) -> dict:
+    cmd = [sys.executable, "-m", "waveforms", "train", "--data", str(data), "--model-dir", model_dir,
+           "--preset", args.preset, "--window", str(args.window), "--batch-size", str(args.batch_size),
+           "--steps", str(steps), "--epochs", "100000", "--master", "local[2]", "--workers", "2",
+           "--set", f"max_minutes={args.minutes}", "--set", f"val_batches={args.val_batches}",
+           "--set", f"val_every={args.val_every}", "--set", f"checkpoint_every={args.val_every}",
+           "--set", f"elephas.windows_per_worker={args.windows_per_worker}", *engine]
+    for o in overrides:
+        cmd += ["--set", o]
+    load0 = os.getloadavg()[0]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    load1 = os.getloadavg()[0]
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    metrics = [json.loads(x) for x in (Path(model_dir) / "metrics.jsonl").read_text().splitlines()]
+    last_val = [m for m in metrics if "val_loss" in m][-1]
+    preview_s = sum(m.get("preview_s", 0.0) for m in metrics)
+    return {"steps": metrics[-1]["step"], "wall": metrics[-1]["wall_time"], "val": last_val["val_loss"],
+            "preview_share": preview_s / max(metrics[-1]["wall_time"], 1e-9),
+            "previews": sum(1 for m in metrics if "preview" in m), "load": (load0, load1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT / "demo-out" / "dataset"))
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--data", default="", help="a transformed dataset (default: the hyperrogue soundtrack)")
+    ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--preset", default="small")
     ap.add_argument("--window", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=0, help="steps for every row; 0 = from the first row's budget")
+    ap.add_argument("--val-batches", type=int, default=16)
+    ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--windows-per-worker", type=int, default=96, help="elephas: windows per worker and epoch")
-    ap.add_argument("--engine", action="append", choices=[name for name, _ in ENGINES],
-                    help="run only these (repeatable; default: all)")
+    ap.add_argument("--recipe", action="append", choices=list(RECIPES), help="rows (repeatable; default old, new)")
+    ap.add_argument("--engine", default="local", choices=list(ENGINES))
+    ap.add_argument("--keep", default="", help="copy each row's model folder under this folder")
     args = ap.parse_args()
-    if not (Path(args.data) / "manifest.jsonl").exists():
-        raise SystemExit(f"no dataset at {args.data}: run `make demo` first or pass --data")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    data = Path(args.data) if args.data else build_dataset(env)
+    if not (data / "manifest.jsonl").exists():
+        raise SystemExit(f"no dataset at {data}")
+    steps = args.steps
     rows = []
-    for name, extra in ENGINES:
-        if args.engine and name not in args.engine:
-            continue
+    for key in args.recipe or ["old", "new"]:
+        label, overrides = RECIPES[key]
         with tempfile.TemporaryDirectory() as model_dir:
-            cmd = [sys.executable, "-m", "waveforms", "train", "--data", args.data, "--model-dir", model_dir,
-                   "--preset", args.preset, "--window", str(args.window), "--batch-size", str(args.batch_size),
-                   "--steps", "100000000", "--epochs", "100000", "--master", "local[2]", "--workers", "2",
-                   "--set", f"max_minutes={args.minutes}", "--set", f"elephas.windows_per_worker={args.windows_per_worker}", *extra]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
-            metrics = [json.loads(x) for x in (Path(model_dir) / "metrics.jsonl").read_text().splitlines()]
-            last_val = [m for m in metrics if "val_loss" in m][-1]
-            rows.append((name, metrics[-1]["step"], metrics[-1]["wall_time"], last_val["val_loss"]))
-    print(f"| engine | windows per worker and epoch | steps (batches of {args.batch_size}) | wall s "
-          "| val loss (nats) | val bits/sample |")
-    print("|---|---|---|---|---|---|")
-    for name, steps, wall, val in rows:
-        wpw = "-" if name == "local" else args.windows_per_worker
-        print(f"| {name} | {wpw} | {steps} | {wall:.0f} | {val:.3f} | {val / math.log(2):.3f} |")
+            r = train(args, data, model_dir, overrides, ENGINES[args.engine], steps or 100_000_000, env)
+            if args.keep:
+                shutil.copytree(model_dir, Path(args.keep) / key, dirs_exist_ok=True)
+        if not steps:
+            steps = max(1, int(r["steps"] * 0.95))
+        rows.append((label, r))
+        print(f"{label}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    old = next((r["val"] for label, r in rows if label == RECIPES["old"][0]), None)
+    print(f"\n{args.engine}, {args.preset} preset, window {args.window}, batch {args.batch_size}, "
+          f"{args.minutes:g}-minute budget per row, {os.cpu_count()} cores\n")
+    print("| recipe | steps | wall s | val loss (nats) | val bits/sample | vs old (nats) | previews (share of time) "
+          "| load avg before / after |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, r in rows:
+        delta = f"{r['val'] - old:+.3f}" if old is not None else "-"
+        prev = f"{r['previews']} ({100 * r['preview_share']:.1f}%)" if r["previews"] else "-"
+        print(f"| {label} | {r['steps']} | {r['wall']:.0f} | {r['val']:.3f} | {r['val'] / math.log(2):.3f} "
+              f"| {delta} | {prev} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -153,3 +153,59 @@ def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
     log.truncate(20)  # resuming from the step-20 checkpoint
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == [
         json.dumps({"loss": 0.1, "step": 10}), json.dumps({"loss": 0.05, "step": 20})]
+
+
+STOP_AFTER_SAVE = """
+import os, signal, sys
+from waveforms.cli import main
+from waveforms.train import checkpoint
+real = checkpoint.save
+def save(out, model, state, ema=None):
+    name = real(out, model, state, ema=ema)
+    if state["step"] == 60:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return name
+checkpoint.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def training_state(data, model_dir):
+    """The last checkpoint's training weights, optimizer state and moving average of the weights."""
+    from waveforms.config import TrainConfig
+    from waveforms.train.common import compile_model, prepare
+
+    setup = prepare(TrainConfig(data=str(data), model_dir=str(model_dir), preset="tiny", window=1500))
+    model = compile_model(setup.wavenet.training_model(), setup.cfg)
+    checkpoint.restore(model_dir, model)
+    return model.get_weights(), checkpoint.optimizer_arrays(model.optimizer), checkpoint.load_ema(model_dir)
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights_average_and_previews(data, uninterrupted,
+                                                                                          tmp_path):
+    out = tmp_path / "model"
+    args = train_argv(data, out, *FLAGS)
+    killed = subprocess.run([sys.executable, "-c", STOP_AFTER_SAVE, *args], capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert checkpoint.load_state(out)["step"] == 60 and checkpoint.load_state(out)["ema"] is True
+    assert not (out / "model.keras").exists()
+    rerun = subprocess.run(cli(*args), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from step 60" in rerun.stderr
+    rows, whole = metrics(out), metrics(uninterrupted)
+    assert [r["step"] for r in rows] == [r["step"] for r in whole] == list(range(10, STEPS + 1, 10))
+    for key in ("loss", "val_loss", "lr", "preview"):
+        assert [r.get(key) for r in rows] == [r.get(key) for r in whole], key
+    # weights, optimizer state and the moving average: bit for bit
+    for got, want in zip(training_state(data, out), training_state(data, uninterrupted)):
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(weights(out), weights(uninterrupted)):  # the saved model: the moving average
+        np.testing.assert_array_equal(a, b)
+    # previews at each validation, before and after the kill, the same audio as the uninterrupted run's
+    names = sorted(p.name for p in (out / "previews").iterdir())
+    assert names == sorted(p.name for p in (uninterrupted / "previews").iterdir()) == [
+        f"step_{s:06d}.wav" for s in (40, 80, 120)]
+    for name in names:
+        assert (out / "previews" / name).read_bytes() == (uninterrupted / "previews" / name).read_bytes()

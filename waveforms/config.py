@@ -141,9 +141,22 @@ class TrainConfig:
     batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
     window: int = opt(4000, min=1, unit="samples", flag="--window",
                       help="predicted samples per window; the input is receptive field + window")
-    learning_rate: float = opt(1e-3, gt=0, help="Adam learning rate (peak of the cosine schedule)")
-    lr_schedule: str = opt("constant", choices=("constant", "cosine"), help="learning-rate schedule over the steps")
-    clip_norm: float = opt(1.0, min=0, help="global gradient-norm clip; 0 = off")
+    learning_rate: float = opt(2e-3, gt=0, help="Adam learning rate (the peak, reached after the warmup)")
+    lr_schedule: str = opt("cosine", choices=("constant", "cosine", "step"),
+                           help="after the warmup: constant, cosine decay to min_lr_ratio × lr at `steps`, "
+                                "or step decay (× lr_decay_factor every lr_decay_every steps)")
+    warmup_steps: int = opt(100, min=0, unit="steps", help="linear learning-rate warmup from lr / warmup_steps")
+    min_lr_ratio: float = opt(0.05, min=0, max=1, help="floor of the cosine and step decays, as a share of lr")
+    lr_decay_every: int = opt(500, min=1, unit="steps", help="lr_schedule = step: steps between decays")
+    lr_decay_factor: float = opt(0.5, gt=0, max=1, help="lr_schedule = step: learning-rate factor per decay")
+    clip_norm: float = opt(10.0, min=0, help="global gradient-norm clip; 0 = off (1.0 throttles early training)")
+    ema_decay: float = opt(0.999, min=0, lt=1,
+                           help="moving average of the weights for validation, previews and the saved model; 0 = off")
+    init: str = opt("data", choices=("data", "keras"),
+                    help="data: residual/skip 1x1s scaled by 1/sqrt(layers), logits bias = code log-frequencies")
+    preview_every: int = opt(0, min=-1, unit="steps",
+                             help="steps between audio previews (MODEL_DIR/previews/); 0 = at each validation, -1 = off")
+    preview_seconds: float = opt(2.0, gt=0, unit="s", help="seconds of audio per preview")
     seed: int = opt(0, min=0, flag="--seed", help="random seed")
     log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (local engine)")
     val_every: int = opt(100, min=1, unit="steps", help="steps between validation checks (local engine)")

@@ -3,7 +3,10 @@
 Layout under ``MODEL_DIR/checkpoints`` (a local folder or an ``s3://`` prefix)::
 
     latest               the name of the newest complete checkpoint (replaced atomically)
-    ckpt-00000100/       weights.weights.h5, optimizer.npz, state.json
+    ckpt-00000100/       weights.weights.h5, optimizer.npz, [ema.npz,] state.json
+
+``ema.npz`` (the moving average of the weights, when training keeps one) is
+there when ``state.json`` has ``"ema": true``.
 
 A checkpoint is written into a temporary folder of the local working copy,
 renamed to its final name, and only then named in ``latest``. For an S3 target
@@ -34,6 +37,7 @@ LATEST = "latest"
 WEIGHTS = "weights.weights.h5"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
+EMA = "ema.npz"
 FILES = (WEIGHTS, OPTIMIZER, STATE)  # upload order: state.json last within a checkpoint
 TMP_PREFIX = ".tmp-"
 
@@ -76,8 +80,29 @@ def set_optimizer_arrays(optimizer, model, arrays: list[np.ndarray]) -> None:
         var.assign(value)
 
 
-def save(out: OutputDir, model, state: dict[str, Any]) -> str:
-    """Write a checkpoint of ``model`` (compiled, with its optimizer) and ``state`` (must hold ``step``)."""
+def files(state: dict[str, Any] | None) -> tuple[str, ...]:
+    """The files of a checkpoint with ``state``, in upload order (state.json last)."""
+    return (WEIGHTS, OPTIMIZER, EMA, STATE) if state and state.get("ema") else FILES
+
+
+def _write_npz(path: Path, arrays: list[np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, *arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_npz(path: Path) -> list[np.ndarray]:
+    with np.load(path) as npz:
+        return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+
+
+def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | None = None) -> str:
+    """Write a checkpoint of ``model`` (compiled, with its optimizer) and ``state`` (must hold ``step``).
+
+    ``ema``: the moving-average weights, stored as ``ema.npz`` (and ``"ema": true`` in the state).
+    """
+    state = {**state, "ema": ema is not None}
     base = root(out)
     base.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{int(state['step']):08d}"
@@ -89,10 +114,9 @@ def save(out: OutputDir, model, state: dict[str, Any]) -> str:
         shutil.rmtree(tmp)
     tmp.mkdir()
     model.save_weights(tmp / WEIGHTS)
-    with open(tmp / OPTIMIZER, "wb") as fh:
-        np.savez(fh, *optimizer_arrays(model.optimizer))
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_npz(tmp / OPTIMIZER, optimizer_arrays(model.optimizer))
+    if ema is not None:
+        _write_npz(tmp / EMA, ema)
     with open(tmp / STATE, "w") as fh:  # written last: its presence marks the folder complete
         json.dump(state, fh, indent=2, sort_keys=True)
         fh.flush()
@@ -103,7 +127,7 @@ def save(out: OutputDir, model, state: dict[str, Any]) -> str:
     os.rename(tmp, final)
     _fsync_dir(base)
     storage.write_text(str(base / LATEST), name + "\n")
-    out.upload(*(f"{DIR}/{name}/{f}" for f in FILES), f"{DIR}/{LATEST}")
+    out.upload(*(f"{DIR}/{name}/{f}" for f in files(state)), f"{DIR}/{LATEST}")
     prune(out, keep=name)
     return name
 
@@ -137,8 +161,11 @@ def pull(out: OutputDir) -> dict[str, Any] | None:
     if out.remote:
         name = latest_name(out.uri)
         if name is not None:
-            fetched = out.download(*(f"{DIR}/{name}/{f}" for f in FILES))
-            if len(fetched) != len(FILES):
+            fetched = out.download(f"{DIR}/{name}/{STATE}")
+            state = load_state(out.uri) if fetched else None
+            wanted = files(state)
+            fetched += out.download(*(f"{DIR}/{name}/{f}" for f in wanted if f != STATE))
+            if len(fetched) != len(wanted):
                 raise CheckpointError(f"checkpoint {out.target(DIR, name)} is incomplete; rerun with --fresh")
             out.download(f"{DIR}/{LATEST}")
     return load_state(out)
@@ -154,12 +181,23 @@ def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
         model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(path / WEIGHTS)
-        with np.load(path / OPTIMIZER) as npz:
-            arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        arrays = _read_npz(path / OPTIMIZER)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); rerun with --fresh") from exc
     set_optimizer_arrays(model.optimizer, model, arrays)
     return state
+
+
+def load_ema(model_dir: str | Path | OutputDir) -> list[np.ndarray] | None:
+    """The newest checkpoint's moving-average weights, or None when it has none."""
+    state = load_state(model_dir)
+    if not state or not state.get("ema"):
+        return None
+    path = root(model_dir) / latest_name(model_dir) / EMA
+    try:
+        return _read_npz(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path.parent} is unreadable ({exc}); rerun with --fresh") from exc
 
 
 def clear(out: OutputDir) -> None:

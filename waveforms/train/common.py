@@ -18,7 +18,7 @@ from waveforms.transform.dataset import Dataset
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "elephas")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "step")
 
 
 class TrainingDiverged(UserError):
@@ -73,12 +73,13 @@ def prepare(cfg: TrainConfig) -> Setup:
 
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None):
+    """Adam with the configured schedule (:func:`waveforms.train.recipe.learning_rate`) and clip."""
     import keras
 
-    lr: Any = cfg.learning_rate
-    if cfg.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, total_steps or cfg.steps))
-    return keras.optimizers.Adam(learning_rate=lr, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+    from waveforms.train.recipe import learning_rate
+
+    return keras.optimizers.Adam(learning_rate=learning_rate(cfg, total_steps),
+                                 global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None):
@@ -109,13 +110,15 @@ def check_finite(loss: float, step: int) -> None:
         )
 
 
-def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: MetricsLog) -> str:
+def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: MetricsLog,
+                  weights: list | None = None) -> str:
     """The full (uncropped) model with the trained weights, config.json, loss.png and model.json (last).
 
+    ``weights``: the ones to save (the moving average) instead of ``train_model``'s.
     They go to the metrics' output folder (``metrics.out``, local or s3://).
     """
     cfg, wavenet = setup.cfg, setup.wavenet
-    wavenet.keras_model.set_weights(train_model.get_weights())
+    wavenet.keras_model.set_weights(weights if weights is not None else train_model.get_weights())
     wavenet.meta.update({
         "dataset_id": setup.ds.dataset_id,
         "dataset": cfg.data,

@@ -17,8 +17,9 @@ from waveforms.config import TrainConfig
 from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint
+from waveforms.train import checkpoint, previews, recipe
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
+from waveforms.train.ema import EMA
 from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
 from waveforms.train.windows import Prefetcher, WindowSampler
 
@@ -46,7 +47,7 @@ def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
     cfg, model_dir = setup.cfg, out.uri
     if cfg.fresh:
         checkpoint.clear(out)
-        out.remove(METRICS, TENSORBOARD)
+        out.remove(METRICS, TENSORBOARD, previews.DIR)
     state = checkpoint.pull(out)
     fresh_state = {"step": 0, "wall_time": 0.0, "best_val": None, "bad_checks": 0, "stopped_early": False}
     if state is None:
@@ -64,6 +65,20 @@ def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
     return {**fresh_state, **state}
 
 
+def start_ema(cfg: TrainConfig, model, out: OutputDir, step: int) -> EMA | None:
+    """The moving average of the weights (None when ``ema_decay`` is 0), restored from the checkpoint."""
+    if cfg.ema_decay <= 0:
+        return None
+    ema = EMA(model, cfg.ema_decay)
+    if step > 0:
+        arrays = checkpoint.load_ema(out)
+        if arrays is None:
+            log.warning("the checkpoint has no moving average of the weights: it starts from the current weights")
+        else:
+            ema.set_weights(arrays, int((checkpoint.load_state(out) or {}).get("ema_updates", step)))
+    return ema
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) and write the artifact (local or s3://); returns the training summary."""
     with OutputDir(cfg.model_dir) as out:
@@ -73,10 +88,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     seed_everything(cfg.seed)
     setup = prepare(cfg)
+    setup.notes.update(recipe.initialise(setup, cfg.init))  # a resumed run's checkpoint replaces these weights
     model = compile_model(setup.wavenet.training_model(), cfg)
     state = start_state(setup, model, out)
     metrics = MetricsLog(out)
     metrics.truncate(state["step"])
+    ema = start_ema(cfg, model, out, state["step"])
+    # validation and previews read the moving average through their own copy of the model
+    eval_model = compile_model(setup.wavenet.training_model(), cfg) if ema else model
+    preview = previews.Previewer(setup.wavenet, out, metrics, cfg.preview_seconds, cfg.seed,
+                                 genre=0 if setup.genres else None)
+    schedule = recipe.learning_rate(cfg)
+
+    def final_weights() -> list[np.ndarray]:
+        return ema.weights() if ema else model.get_weights()
     sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
                             cfg.seed, with_genre=bool(setup.genres))
     val_batches: list | None = None
@@ -88,8 +113,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     def save_checkpoint() -> None:
         checkpoint.save(out, model, {
             **state, "engine": "local", "seed": cfg.seed, "batch_size": cfg.batch_size, "window": cfg.window,
-            "model_config": setup.wavenet.config.to_dict(),
-        })
+            "model_config": setup.wavenet.config.to_dict(), "ema_updates": ema.updates if ema else 0,
+        }, ema=ema.weights() if ema else None)
 
     step, last_loss = state["step"], state.get("loss")
     interval: list[float] = []
@@ -106,6 +131,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
                 x, y = next(batches)
                 loss = scalar(model.train_on_batch(x, y))
                 step += 1
+                if ema:
+                    ema.update()
                 check_finite(loss, step)
                 interval.append(loss)
                 state["step"] = step
@@ -113,15 +140,19 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
                 if out_of_time:
                     log.info("stopping at step %d: the %.1f-minute budget is spent", step, cfg.max_minutes)
                 done = step == cfg.steps or out_of_time
-                if step % cfg.log_every and step % cfg.val_every and step % cfg.checkpoint_every and not done:
+                preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
+                if (step % cfg.log_every and step % cfg.val_every and step % cfg.checkpoint_every and not done
+                        and not preview_due):
                     continue
-                row: dict[str, Any] = {"step": step}
+                row: dict[str, Any] = {"step": step, "lr": recipe.lr_at(schedule, step - 1)}
                 now = time.perf_counter()
                 if interval:
                     row["loss"] = last_loss = float(np.mean(interval))
                     row["samples_per_s"] = len(interval) * cfg.batch_size * cfg.window / (now - t_interval)
+                if ema and ((val_batches and (step % cfg.val_every == 0 or done)) or preview_due):
+                    eval_model.set_weights(ema.weights())
                 if val_batches and (step % cfg.val_every == 0 or done):
-                    val = mean_loss(model, val_batches)
+                    val = mean_loss(eval_model, val_batches)
                     row.update(val_loss=val, val_bits_per_sample=bits(val))
                     if state["best_val"] is None or val < state["best_val"]:
                         state["best_val"], state["bad_checks"] = val, 0
@@ -131,11 +162,14 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
                             state["stopped_early"] = True
                             log.info("early stopping at step %d: no validation improvement in %d checks",
                                      step, state["bad_checks"])
+                if preview_due:
+                    row.update(preview(step, final_weights()))
                 row["wall_time"] = state["wall_time"] = wall0 + (time.perf_counter() - t0)
                 state["loss"] = last_loss
                 metrics.append(row)
                 log.info("step %d/%d %s", step, cfg.steps,
-                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+                         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in row.items() if k != "step"))
                 interval, t_interval = [], time.perf_counter()
                 if step % cfg.checkpoint_every == 0 or done or state["stopped_early"]:
                     save_checkpoint()
@@ -154,8 +188,11 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
         "seed": cfg.seed,
         "wall_time_s": state["wall_time"],
         "validation": setup.notes["validation"],
+        "init": setup.notes.get("init"),
+        "ema_decay": cfg.ema_decay,
+        "preview_seconds_spent": preview.seconds_spent,
     }
-    save_artifact(setup, model, summary, metrics)
+    save_artifact(setup, model, summary, metrics, weights=final_weights())
     log.info("model written to %s (loss %.4f after %d steps)", cfg.model_dir, state.get("loss") or float("nan"),
              state["step"])
     return summary

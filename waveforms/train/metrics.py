@@ -61,6 +61,18 @@ class MetricsLog:
             self._writer.flush()
         self.out.upload(METRICS, TENSORBOARD)
 
+    def audio(self, tag: str, samples, sample_rate: int, step: int) -> None:
+        """A TensorBoard audio summary of float samples in [-1, 1] (mono)."""
+        if self._writer is None:
+            return
+        import numpy as np
+        import tensorflow as tf
+
+        clip = np.asarray(samples, dtype=np.float32).reshape(1, -1, 1)
+        with self._writer.as_default():
+            tf.summary.audio(tag, clip, sample_rate, step=int(step), max_outputs=1)
+        self._writer.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -1,0 +1,181 @@
+"""The training recipe: learning-rate schedules, the weights' moving average, initialisation, previews."""
+import json
+import math
+import wave
+
+import numpy as np
+import pytest
+
+from train_helpers import tone_dataset
+from waveforms.config import TrainConfig
+from waveforms.model import build, load
+from waveforms.train import checkpoint, run
+from waveforms.train.common import compile_model, prepare
+from waveforms.train.ema import EMA, decay_at
+from waveforms.train.recipe import WarmupStepDecay, code_log_frequencies, initialise, learning_rate, lr_at
+from waveforms.transform.dataset import Dataset
+
+LR, STEPS = 2e-3, 1000
+
+
+def cfg_for(**kw):
+    return TrainConfig(**{"learning_rate": LR, "steps": STEPS, **kw})
+
+
+@pytest.mark.parametrize("warmup", [0, 100])
+def test_cosine_warms_up_then_decays_to_min_lr_ratio_at_steps(warmup):
+    sched = learning_rate(cfg_for(lr_schedule="cosine", warmup_steps=warmup, min_lr_ratio=0.05))
+
+    def expected(s):  # linear from lr/warmup to lr, then lr * (r + (1 - r) * (1 + cos(pi p)) / 2)
+        if s < warmup:
+            start = LR / warmup
+            return start + (LR - start) * s / warmup
+        p = min(s - warmup, STEPS - warmup) / (STEPS - warmup)
+        return LR * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    for s in [0, 1, 50, 99, 100, 101, 400, 999, 1000, 5000]:
+        assert lr_at(sched, s) == pytest.approx(expected(s), rel=1e-5), s
+    assert lr_at(sched, STEPS) == pytest.approx(0.05 * LR, rel=1e-5)
+
+
+def test_step_decay_and_constant_with_warmup():
+    sched = learning_rate(cfg_for(lr_schedule="step", warmup_steps=10, lr_decay_every=100, lr_decay_factor=0.5,
+                                  min_lr_ratio=0.2))
+    for s, want in [(0, LR / 10), (4, LR / 2), (9, LR), (109, LR), (110, LR / 2), (210, LR / 4), (5000, LR / 5)]:
+        assert lr_at(sched, s) == pytest.approx(want, rel=1e-6), s
+    const = learning_rate(cfg_for(lr_schedule="constant", warmup_steps=4))
+    assert [round(lr_at(const, s) / LR, 6) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    # the old recipe: a plain float, as before
+    assert learning_rate(cfg_for(lr_schedule="constant", warmup_steps=0)) == LR
+
+
+def test_step_schedule_survives_keras_serialisation():
+    import keras
+
+    sched = WarmupStepDecay(LR, 10, 100, 0.5, 0.1)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(sched))
+    assert [float(again(s)) for s in (0, 50, 300)] == [float(sched(s)) for s in (0, 50, 300)]
+
+
+def test_ema_follows_the_numpy_recurrence_with_its_warmup():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    ema = EMA(model, 0.99)
+    rng = np.random.default_rng(0)
+    ref = [w.astype(np.float64) for w in model.get_weights()]
+    for t in range(1, 40):
+        model.set_weights([w + rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+        ema.update()
+        d = min(0.99, (1 + t) / (10 + t))
+        assert decay_at(0.99, t) == d
+        ref = [d * r + (1 - d) * w for r, w in zip(ref, model.get_weights())]
+    for got, want in zip(ema.weights(), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert ema.updates == 39 and decay_at(0.99, 10_000) == 0.99
+
+
+def test_data_init_scales_the_residual_and_skip_1x1s_and_sets_the_logits_bias(tmp_path):
+    import keras
+
+    from waveforms.model.spec import spec
+
+    data = tone_dataset(tmp_path / "ds")
+    cfg = TrainConfig(data=str(data), preset="tiny", window=64)
+    keras.utils.set_random_seed(3)
+    plain = prepare(cfg)
+    keras.utils.set_random_seed(3)
+    setup = prepare(cfg)
+    note = initialise(setup, "data")
+    sp = spec(setup.wavenet.config)
+    layers = len(sp.residuals)
+    for res in sp.residuals:
+        for w in (res.skip, res.residual):
+            if w is not None:
+                np.testing.assert_allclose(setup.wavenet.keras_model.get_layer(w.name).kernel.numpy(),
+                                           plain.wavenet.keras_model.get_layer(w.name).kernel.numpy() / math.sqrt(layers),
+                                           rtol=1e-6)
+    np.testing.assert_array_equal(setup.wavenet.keras_model.get_layer(sp.input_conv.name).kernel.numpy(),
+                                  plain.wavenet.keras_model.get_layer(sp.input_conv.name).kernel.numpy())
+    # the logits bias: log of (count + 1) / total over the training tracks, minus its mean
+    ds = Dataset.open(str(data))
+    counts = np.ones(256)
+    for t in ds.split("train"):
+        counts += np.bincount(ds.read_track(t), minlength=256)
+    logp = np.log(counts / counts.sum())
+    bias = setup.wavenet.keras_model.get_layer(sp.logits.name).bias.numpy()
+    np.testing.assert_allclose(bias, logp - logp.mean(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(code_log_frequencies(setup), logp, rtol=1e-9)
+    assert note["marginal_entropy"] == pytest.approx(-(np.exp(logp) * logp).sum())
+    assert initialise(plain, "keras") == {"init": "keras"}
+
+
+def tiny(tmp_path, data, name="model", **kw):
+    base = dict(data=str(data), model_dir=str(tmp_path / name), preset="tiny", steps=40, batch_size=4, window=64,
+                learning_rate=0.01, warmup_steps=5, log_every=10, val_every=20, checkpoint_every=20, seed=4)
+    return TrainConfig(**{**base, **kw})
+
+
+def raw_and_ema(data, model_dir):
+    """The last checkpoint's training weights and moving average."""
+    setup = prepare(TrainConfig(data=str(data), model_dir=str(model_dir), preset="tiny", window=64))
+    model = compile_model(setup.wavenet.training_model(), setup.cfg)
+    checkpoint.restore(model_dir, model)
+    return model.get_weights(), checkpoint.load_ema(model_dir)
+
+
+def test_a_default_run_leaves_playable_previews_named_in_the_metrics(tmp_path):
+    import tensorflow as tf
+
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    assert run(tiny(tmp_path, data)) == 0
+    out = tmp_path / "model"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    named = {r["step"]: r["preview"] for r in rows if "preview" in r}
+    assert named == {20: "previews/step_000020.wav", 40: "previews/step_000040.wav"}  # at each validation
+    assert all("val_loss" in r for r in rows if "preview" in r)
+    for rel in named.values():
+        with wave.open(str(out / rel)) as w:
+            assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 8000, 16000)
+            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert len(np.unique(pcm)) > 10  # sampled audio, not a constant
+    tags = set()
+    for f in (out / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags.update(v.tag for v in event.summary.value)
+    assert any(t.startswith("preview") for t in tags)
+    # the saved model is the moving average of the weights, not the last training weights
+    raw, ema = raw_and_ema(data, out)
+    saved = load(out).keras_model.get_weights()
+    for a, b in zip(saved, ema):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(raw, ema))
+    assert json.loads((out / "model.json").read_text())["training"]["ema_decay"] == 0.999
+
+
+def test_previews_and_the_moving_average_do_not_change_the_training_trajectory(tmp_path):
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    run(tiny(tmp_path, data, "with"))
+    run(tiny(tmp_path, data, "without", preview_every=-1, ema_decay=0.0))
+    assert not (tmp_path / "without" / "previews").exists()
+    (raw_a, _), (raw_b, ema_b) = raw_and_ema(data, tmp_path / "with"), raw_and_ema(data, tmp_path / "without")
+    assert ema_b is None
+    for a, b in zip(raw_a, raw_b):
+        np.testing.assert_array_equal(a, b)
+    losses = [[json.loads(x).get("loss") for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("with", "without")]
+    assert losses[0] == losses[1]
+    # without the average, the saved model is the last training weights
+    for a, b in zip(load(tmp_path / "without").keras_model.get_weights(), raw_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_preview_every_sets_its_own_period_and_fresh_removes_old_previews(tmp_path):
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    run(tiny(tmp_path, data, steps=30, preview_every=15, preview_seconds=0.25))
+    out = tmp_path / "model"
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000015.wav", "step_000030.wav"]
+    with wave.open(str(out / "previews" / "step_000015.wav")) as w:
+        assert w.getnframes() == 2000
+    run(tiny(tmp_path, data, steps=10, preview_every=-1, fresh=True))
+    assert not (out / "previews").exists()

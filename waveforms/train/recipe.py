@@ -1,0 +1,127 @@
+"""The training recipe: learning-rate schedule (warmup, then cosine or step decay) and initialisation.
+
+The schedule is a function of the optimizer's step counter, which checkpoints
+carry, so a resumed run follows it exactly. ``cosine`` uses Keras's own
+``CosineDecay`` (its warmup included), so engines that serialise the optimizer
+need nothing of ours to rebuild it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from waveforms.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("constant", "cosine", "step")
+LOGIT_FREQ_SAMPLES = 4_000_000  # training codes read to estimate the code frequencies
+
+
+def learning_rate(cfg: TrainConfig, total_steps: int | None = None) -> Any:
+    """A float (constant, no warmup) or a Keras schedule of the optimizer step."""
+    import keras
+
+    total = max(1, total_steps or cfg.steps)
+    warmup = min(cfg.warmup_steps, total - 1)
+    if cfg.lr_schedule == "cosine":
+        start = cfg.learning_rate / warmup if warmup else cfg.learning_rate
+        return keras.optimizers.schedules.CosineDecay(
+            start, decay_steps=max(1, total - warmup), alpha=cfg.min_lr_ratio,
+            warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+    if cfg.lr_schedule == "constant" and warmup == 0:
+        return cfg.learning_rate
+    return WarmupStepDecay(cfg.learning_rate, warmup, cfg.lr_decay_every if cfg.lr_schedule == "step" else 0,
+                           cfg.lr_decay_factor, cfg.min_lr_ratio)
+
+
+def lr_at(schedule: Any, step: int) -> float:
+    """The learning rate a schedule (or float) gives at ``step``."""
+    return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+def _register(cls):
+    import keras
+
+    return keras.saving.register_keras_serializable("waveforms")(cls)
+
+
+def _schedule_base():
+    import keras
+
+    return keras.optimizers.schedules.LearningRateSchedule
+
+
+class WarmupStepDecay(_schedule_base()):  # type: ignore[misc]
+    """Linear warmup to ``peak`` over ``warmup`` steps, then ×``factor`` every ``every`` steps (0: never),
+    never below ``min_ratio`` × ``peak``."""
+
+    def __init__(self, peak: float, warmup: int, every: int, factor: float, min_ratio: float):
+        self.peak, self.warmup, self.every, self.factor, self.min_ratio = peak, warmup, every, factor, min_ratio
+
+    def __call__(self, step):
+        from keras import ops
+
+        s = ops.cast(step, "float32")
+        ramp = ops.minimum(1.0, (s + 1.0) / float(max(1, self.warmup))) if self.warmup else 1.0
+        mult = 1.0
+        if self.every > 0:
+            k = ops.floor(ops.maximum(s - float(self.warmup), 0.0) / float(self.every))
+            mult = ops.maximum(ops.power(float(self.factor), k), float(self.min_ratio))
+        return self.peak * ramp * mult
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup": self.warmup, "every": self.every, "factor": self.factor,
+                "min_ratio": self.min_ratio}
+
+
+WarmupStepDecay = _register(WarmupStepDecay)
+
+
+def code_log_frequencies(setup, max_samples: int = LOGIT_FREQ_SAMPLES) -> np.ndarray:
+    """Log of each code's frequency in (the first ``max_samples`` of) the training regions, add-one smoothed."""
+    q = setup.wavenet.config.quantization
+    counts = np.ones(q, dtype=np.float64)
+    left = max_samples
+    for r in setup.train_regions:
+        if left <= 0:
+            break
+        n = min(r.size, left)
+        codes = setup.ds.read_window(r.track, r.start, n)
+        counts += np.bincount(codes, minlength=q)[:q]
+        left -= n
+    freq = counts / counts.sum()
+    return np.log(freq)
+
+
+def initialise(setup, how: str) -> dict[str, Any]:
+    """Re-initialise the (untrained) WaveNet of ``setup`` in place; returns a note for the logs.
+
+    ``data``: residual and skip 1x1 kernels scaled by 1/sqrt(layers), so the
+    residual stream and the sum of skips start at the scale of one layer, and
+    the logits bias set to the log-frequency of each code in the training data
+    (minus its mean), so the first predictions are the codes' marginal
+    distribution instead of a uniform one. ``keras``: Keras's defaults, untouched.
+    """
+    if how == "keras":
+        return {"init": "keras"}
+    from waveforms.model.spec import spec
+
+    model, config = setup.wavenet.keras_model, setup.wavenet.config
+    sp = spec(config)
+    scale = 1.0 / math.sqrt(len(sp.residuals))
+    for res in sp.residuals:
+        for w in (res.skip, res.residual):
+            if w is not None:
+                kernel = model.get_layer(w.name).kernel
+                kernel.assign(kernel.numpy() * scale)
+    logfreq = code_log_frequencies(setup)
+    bias = model.get_layer(sp.logits.name).bias
+    bias.assign((logfreq - logfreq.mean()).astype(bias.dtype))
+    entropy = float(-(np.exp(logfreq) * logfreq).sum())
+    log.info("init: residual and skip 1x1s scaled by %.3f; logits bias = code log-frequencies "
+             "(marginal entropy %.3f nats)", scale, entropy)
+    return {"init": "data", "marginal_entropy": entropy}
