@@ -41,6 +41,7 @@ Done in $((end - start)) s.
   generated audio : $OUT/generated.wav
   trained model   : $OUT/model (model.keras, model.json)
   loss curve      : $OUT/model/loss.png (values in $OUT/model/metrics.jsonl)
+  previews        : $OUT/model/previews/step_*.wav (what the model made at each validation)
   evaluation      : $OUT/model/evaluation.json, evaluation.png (bits per sample, fd_mel, memorisation)
   dataset         : $OUT/dataset (manifest.jsonl, shards/)
   scraped MP3s    : $OUT/raw (manifest.jsonl)
