@@ -40,9 +40,19 @@ def rows(model_dir):
 @pytest.mark.slow  # elephas training on Spark with a parameter server: a minute or two each on 2 cores
 @pytest.mark.parametrize("mode,server,frequency", [("synchronous", "http", "epoch"), ("asynchronous", "http", "epoch"),
                                                    ("hogwild", "socket", "batch")])
-def test_each_mode_learns_and_writes_a_loadable_artifact(spark, data, tmp_path, mode, server, frequency):
+def test_each_mode_learns_and_writes_a_loadable_artifact(spark, data, tmp_path, monkeypatch, mode, server, frequency):
     out = tmp_path / "model"
-    assert run(cfg_for(data, out, mode=mode, parameter_server=server, frequency=frequency)) == 0
+    offsets = []
+    real = engine.make_spark_model
+
+    def recording(model, cfg, port, schedule_offset=0):
+        offsets.append(schedule_offset)
+        return real(model, cfg, port, schedule_offset)
+
+    monkeypatch.setattr(engine, "make_spark_model", recording)
+    assert run(cfg_for(data, out, mode=mode, parameter_server=server, frequency=frequency,
+                       lr_schedule="cosine")) == 0
+    assert offsets == [0, 8, 16]  # each epoch's workers resume the schedule after 32 / 4 updates per epoch
     epochs = rows(out)
     assert [r["epoch"] for r in epochs] == [0, 1, 2, 3]
     assert epochs[0]["val_loss"] > 5.0  # untrained: about ln 256

@@ -110,19 +110,82 @@ def stop_parameter_server(spark_model) -> None:
         server.stop()
 
 
-def make_spark_model(model, cfg: TrainConfig, port: int):
+class CachingSparkModel:
+    """Mixin for elephas's models: workers from :mod:`waveforms.train.elephas_worker`, which keep
+    their compiled model between epochs; the master network is not recompiled (its traced
+    validation function stays valid); and the optimizer shipped to the workers has its schedule
+    offset by ``schedule_offset`` updates (the updates each worker has made in earlier epochs)."""
+
+    schedule_offset = 0
+
+    def _worker_args(self):
+        from waveforms.train.elephas_worker import shifted_optimizer_config
+
+        optimizer = shifted_optimizer_config(self.master_optimizer, self.schedule_offset)
+        inner = getattr(self.master_optimizer, "inner_optimizer", self.master_optimizer)
+        schedule = type(getattr(inner, "_learning_rate", None))  # pickled by reference: workers import its module
+        custom = {**self.custom_objects, schedule.__name__: schedule}
+        return self._master_network.to_json(), optimizer, self.master_loss, self.master_metrics, custom
+
+
+def _synchronous_fit(self, rdd, **kwargs):
+    from elephas.utils import average_and_subtract
+
+    from waveforms.train.elephas_worker import CachedSparkWorker
+
+    model_json, optimizer, loss, metrics, custom = self._worker_args()
+    epochs = kwargs.get("epochs", 1)
+    train_config = {**kwargs, "epochs": 1}
+    parameters = rdd.context.broadcast(self._master_network.get_weights())
+    try:
+        for _ in range(epochs):
+            worker = CachedSparkWorker(model_json, parameters, train_config, optimizer, loss, metrics, custom)
+            outcomes = rdd.mapPartitions(worker.train).collect()
+            self.training_histories.extend(history for _, history in outcomes)
+            new = average_and_subtract(parameters.value, [deltas for deltas, _ in outcomes])
+            parameters.destroy()
+            parameters = rdd.context.broadcast(new)
+        self._master_network.set_weights(parameters.value)
+    finally:
+        parameters.destroy()
+
+
+def _asynchronous_fit(self, rdd, **kwargs):
+    from waveforms.train.elephas_worker import CachedAsynchronousSparkWorker
+
+    model_json, optimizer, loss, metrics, custom = self._worker_args()
+    with self.run_parameter_server():
+        parameters = rdd.context.broadcast(self._master_network.get_weights())
+        try:
+            worker = CachedAsynchronousSparkWorker(model_json, parameters, self.client, dict(kwargs), self.frequency,
+                                                   optimizer, loss, metrics, custom)
+            rdd.mapPartitions(worker.train).collect()
+            self._master_network.set_weights(self.client.get_parameters())
+        finally:
+            parameters.destroy()
+
+
+def make_spark_model(model, cfg: TrainConfig, port: int, schedule_offset: int = 0):
     from elephas.spark_model import AsynchronousSparkModel, SparkModel
 
     common = dict(custom_objects=custom_objects(), batch_size=cfg.batch_size)
     if cfg.elephas.mode == "synchronous":
-        return SparkModel(model, **common)
-    return AsynchronousSparkModel(model, mode=cfg.elephas.mode, frequency=cfg.elephas.frequency,
-                                  parameter_server_mode=cfg.elephas.parameter_server, port=port, **common)
+        cls = type("SynchronousModel", (CachingSparkModel, SparkModel), {"_fit": _synchronous_fit})
+        spark_model = cls(model, **common)
+    else:
+        cls = type("AsynchronousModel", (CachingSparkModel, AsynchronousSparkModel), {"_fit": _asynchronous_fit})
+        spark_model = cls(model, mode=cfg.elephas.mode, frequency=cfg.elephas.frequency,
+                          parameter_server_mode=cfg.elephas.parameter_server, port=port, **common)
+    spark_model.schedule_offset = schedule_offset
+    return spark_model
 
 
-def fit_epoch(model, rdd, cfg: TrainConfig, port: int) -> list[dict[str, Any]]:
-    """One elephas fit over ``rdd``; the parameter server is stopped however it ends. Returns histories."""
-    spark_model = make_spark_model(model, cfg, port)
+def fit_epoch(model, rdd, cfg: TrainConfig, port: int, schedule_offset: int = 0) -> list[dict[str, Any]]:
+    """One elephas fit over ``rdd``; the parameter server is stopped however it ends. Returns histories.
+
+    ``schedule_offset``: the updates each worker made in earlier epochs (where its schedule resumes).
+    """
+    spark_model = make_spark_model(model, cfg, port, schedule_offset)
     try:
         spark_model.fit(rdd, epochs=1, batch_size=cfg.batch_size, verbose=0)
     finally:
@@ -152,7 +215,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     keras.utils.set_random_seed(cfg.seed)
     setup = prepare(cfg)
     rf = setup.receptive_field
-    updates = cfg.elephas.epochs * -(-cfg.elephas.windows_per_worker // cfg.batch_size)  # steps of one worker
+    worker_steps = -(-cfg.elephas.windows_per_worker // cfg.batch_size)  # one worker's updates per epoch
+    updates = cfg.elephas.epochs * worker_steps  # the schedule spans the whole run
     model = compile_model(setup.wavenet.training_model(), cfg, total_steps=updates)
     out.remove(METRICS, TENSORBOARD)  # elephas runs always start over
     metrics = MetricsLog(out)
@@ -188,7 +252,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     try:
         for epoch in range(1, cfg.elephas.epochs + 1):
             t = time.perf_counter()
-            histories = fit_epoch(model, window_rdd(sc, cfg, rf, epoch), cfg, port)
+            histories = fit_epoch(model, window_rdd(sc, cfg, rf, epoch), cfg, port, (epoch - 1) * worker_steps)
             seconds = time.perf_counter() - t
             worker_losses = [h["loss"][-1] for h in histories if h.get("loss")]
             loss = float(np.mean(worker_losses)) if worker_losses else mean_loss(model, train_probe)
