@@ -173,3 +173,48 @@ def test_cli_prime_from_an_audio_file(tmp_path):
     assert (unprimed != direct).any()
     assert main(["generate", "--model", str(tmp_path / "model"), "--output", str(out), "--prime",
                  str(tmp_path / "missing.mp3")]) == 1
+
+
+def test_a_prime_is_decoded_with_the_transform_settings_of_the_model_s_dataset(tmp_path):
+    """A model trained on a dataset made with rms normalisation and a custom silence threshold
+    decodes a prime to exactly the codes the transform writes for that file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_helpers import tone_dataset
+
+    from waveforms.config import TrainConfig, TransformConfig
+    from waveforms.generate import load_prime
+    from waveforms.model import load
+    from waveforms.train import run
+    from waveforms.transform.audio import AudioSettings, file_to_codes
+    from waveforms.transform.job import process_partition
+
+    prime_file = tmp_path / "prime.mp3"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=330:sample_rate=44100:duration=2", "-af", "volume=0.5", str(prime_file)],
+                   check=True)
+    transform = TransformConfig(sample_rate=8000, normalise="rms", target_rms_db=-12.0, silence_threshold_db=-35.0)
+    settings = AudioSettings.from_config(transform)
+    rows = list(process_partition([{"id": "p", "uri": str(prime_file)}], settings, str(tmp_path / "ds2"), "r", 0, 0))
+    row = next(r for r in rows if r["kind"] == "track")
+    with open(tmp_path / "ds2" / row["shard"], "rb") as fh:
+        fh.seek(row["offset"])
+        expected = np.frombuffer(fh.read(row["num_samples"]), np.uint8)
+
+    data = tone_dataset(tmp_path / "ds")  # 8 kHz; its dataset.json says how it was made
+    (data / "dataset.json").write_text(json.dumps({"dataset_id": "test-ds", "settings": settings.to_dict()}))
+    model_dir = tmp_path / "model"
+    assert run(TrainConfig(data=str(data), model_dir=str(model_dir), preset="tiny", steps=2, batch_size=2,
+                           window=32)) == 0
+    wavenet = load(model_dir)
+    assert wavenet.meta["transform"]["normalise"] == "rms"
+    assert wavenet.meta["transform"]["silence_threshold_db"] == -35.0
+    prime = load_prime(str(prime_file), wavenet)
+    np.testing.assert_array_equal(prime, expected)
+    defaults = file_to_codes(str(prime_file), 8000)  # peak normalisation: other codes
+    assert len(defaults) != len(prime) or (defaults != prime).any()
+    del wavenet.meta["transform"]  # a model from before model.json held them: the defaults, as before
+    np.testing.assert_array_equal(load_prime(str(prime_file), wavenet), defaults)

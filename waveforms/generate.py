@@ -106,14 +106,30 @@ def stream_paths(output: str, streams: int) -> list[str]:
             for k in range(streams)]
 
 
+def prime_settings(wavenet):
+    """How primes are decoded: the model's dataset's transform settings (model.json's ``transform``).
+
+    Models trained before model.json held them get the transform defaults. Either way the rate
+    and mu are the model's, and no length minimum applies.
+    """
+    from waveforms.transform.audio import AudioSettings
+
+    stored = wavenet.meta.get("transform") or {}
+    known = {k: v for k, v in stored.items() if k in AudioSettings.__dataclass_fields__}
+    if not stored:
+        log.info("model.json names no transform settings: the prime is decoded with the transform defaults")
+    return AudioSettings.from_config(**{**known, "sample_rate": wavenet.sample_rate, "mu": wavenet.mu,
+                                        "min_seconds": 0.0})
+
+
 def load_prime(path: str, wavenet) -> np.ndarray:
-    """An audio file as mu-law codes at the model's rate, processed like training data."""
+    """An audio file as mu-law codes at the model's rate, processed like its training data."""
     from waveforms.transform.audio import file_to_codes
 
     if not storage.exists(path):
         raise UserError(f"prime file not found: {path}")
     with storage.local_copy(path) as local:
-        return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu)
+        return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu, settings=prime_settings(wavenet))
 
 
 def memorisation_checks(cfg: cfgmod.GenerateConfig, wavenet, codes: np.ndarray, names: list[str]) -> dict:

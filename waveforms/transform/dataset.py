@@ -84,6 +84,16 @@ class Dataset:
     def dataset_id(self) -> str:
         return str(self.tracks[0].get("dataset_id", ""))
 
+    def transform_settings(self) -> dict[str, Any]:
+        """The transform settings that made these codes (``dataset.json``'s), or {} when it has none."""
+        import json
+
+        uri = storage.join(self.root, SUMMARY)
+        if not storage.exists(uri):
+            return {}
+        summary = json.loads(storage.read_text(uri))
+        return dict(summary.get("settings") or {})
+
     def split(self, name: str) -> list[dict[str, Any]]:
         return [t for t in self.tracks if t.get("split", "train") == name]
 
