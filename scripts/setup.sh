@@ -51,12 +51,17 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
-# Without an NVIDIA GPU, TensorFlow's CPU build: the same API without the CUDA
-# plugins, whose registration prints pages of C++ log lines at every import.
-# (elephas names `tensorflow`, so the CPU build replaces it after the install.)
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
-  tf=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tensorflow"))' 2>/dev/null || true)
-  if [ -n "$tf" ]; then
+# TensorFlow's build for this machine, at the version pip resolved (elephas names `tensorflow`):
+# with an NVIDIA GPU (`nvidia-smi -L` lists one), tensorflow[and-cuda], whose pip-installed CUDA and
+# cuDNN libraries TensorFlow finds by itself; without one, the CPU build, the same API without the
+# CUDA plugins, whose registration prints pages of C++ log lines at every import.
+tf=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tensorflow"))' 2>/dev/null || true)
+if [ -n "$tf" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU: tensorflow[and-cuda]==$tf"
+    .venv/bin/python -m pip install -q "tensorflow[and-cuda]==$tf"
+    .venv/bin/python -c 'import tensorflow as tf; gpus = tf.config.list_physical_devices("GPU"); print("setup: TensorFlow sees", gpus or "no GPU (check the NVIDIA driver)")' 2>/dev/null || true
+  else
     echo "setup: no NVIDIA GPU: tensorflow-cpu==$tf"
     .venv/bin/python -m pip uninstall -q -y tensorflow
     .venv/bin/python -m pip install -q --force-reinstall --no-deps "tensorflow-cpu==$tf"  # rewrite the files the uninstall removed

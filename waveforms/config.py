@@ -168,6 +168,8 @@ class TrainConfig:
     fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
     condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (local engine)")
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
+    mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
+                                            "(faster on GPUs with tensor cores; the saved model is float32)")
     engine: str = opt("local", choices=("local", "elephas"), flag="--engine",
                       help="local: Keras in this process; elephas: data-parallel on Spark")
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")

@@ -61,6 +61,9 @@ def prepare(cfg: TrainConfig) -> Setup:
     if genres:
         overrides["num_genres"] = len(genres)
     wavenet = build(cfg.preset, **overrides)
+    from waveforms.train.precision import describe_devices
+
+    log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
     length = wavenet.receptive_field + cfg.window
     train_regions, val_regions, how = regions(ds, length, genres)
     log.info("dataset %s: %d tracks, %d training regions; validation: %s", cfg.data, len(ds.tracks),
@@ -83,10 +86,15 @@ def optimizer(cfg: TrainConfig, total_steps: int | None = None):
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None):
+    """``model`` compiled; with ``mixed_precision`` a mixed_float16 copy with float32 logits (use the result)."""
     import keras
 
-    model.compile(optimizer=optimizer(cfg, total_steps),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    opt = optimizer(cfg, total_steps)
+    if cfg.mixed_precision:
+        from waveforms.train.precision import mixed_optimizer, mixed_precision_model
+
+        model, opt = mixed_precision_model(model), mixed_optimizer(opt)
+    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 
@@ -122,6 +130,7 @@ def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: M
     wavenet.meta.update({
         "dataset_id": setup.ds.dataset_id,
         "dataset": cfg.data,
+        "transform": setup.ds.transform_settings(),  # primes are decoded like the training data
         "genres": setup.genres,
         "preset": cfg.preset,
         "training": summary,
