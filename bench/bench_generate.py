@@ -1,13 +1,19 @@
-"""Generation speed: cached (fast) vs naive sampling, per preset and stream count.
+"""Generation speed: cached (fast) vs naive sampling, per preset and stream count; and start-up time.
 
 Prints a markdown table of samples/s and × real time at each preset's 16 kHz.
-Usage: python bench/bench_generate.py [--seconds S] [--naive-samples N]
+With --startup, instead: time to the first sample in fresh processes sharing one
+new numba cache folder (the first compiles the kernels, the second loads them),
+separately from the steady rate.
+Usage: python bench/bench_generate.py [--seconds S] [--naive-samples N] [--startup]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,12 +34,43 @@ def rate(fn, samples: int) -> float:
     return samples / (time.perf_counter() - start)
 
 
+def startup_child(preset: str, seconds: float) -> None:
+    """In a fresh process: seconds to the first sample (kernels compiled or loaded), then the steady rate."""
+    w = build(preset)
+    rng = np.random.default_rng(0)
+    w.keras_model.set_weights([rng.normal(0, 0.05, a.shape).astype("float32") for a in w.keras_model.get_weights()])
+    start = time.perf_counter()
+    generate(w, 1, seed=0)
+    first = time.perf_counter() - start
+    n = int(seconds * w.sample_rate)
+    print(json.dumps({"first_sample_s": first, "samples_per_s": rate(lambda: generate(w, n, seed=0), n)}))
+
+
+def startup(presets: list[str], seconds: float) -> None:
+    print("| preset | process | numba cache | time to first sample (s) | steady samples/s (1 stream) |")
+    print("|---|---|---|---|---|")
+    for preset in presets:
+        with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            for which, state in (("first", "cold (compiles)"), ("second", "warm (loads)")):
+                out = subprocess.run([sys.executable, __file__, "--child", preset, "--seconds", str(seconds)],
+                                     env=env, capture_output=True, text=True, check=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"| {preset} | {which} | {state} | {r['first_sample_s']:.2f} | {r['samples_per_s']:,.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=2.0, help="audio seconds per stream for the fast path")
     ap.add_argument("--naive-samples", type=int, default=40)
     ap.add_argument("--presets", default="small,default,large")
+    ap.add_argument("--startup", action="store_true", help="time to first sample, cold and warm numba cache")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return startup_child(args.child, args.seconds)
+    if args.startup:
+        return startup(args.presets.split(","), args.seconds)
     rows = []
     for preset in args.presets.split(","):
         w = build(preset)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
-import numpy as np
-from threadpoolctl import threadpool_limits
+from waveforms import jitcache
 
-from waveforms.model.spec import Residual, read, spec
+jitcache.configure()  # before numba loads: a writable kernel cache
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from waveforms.model.spec import Residual, read, spec  # noqa: E402
 
 F32 = np.float32
 BLOCK_MIN = 8  # from this many streams, step them in blocks with one matrix product per layer
