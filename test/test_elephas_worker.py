@@ -55,3 +55,14 @@ def test_a_worker_builds_its_model_once_and_starts_each_epoch_afresh_at_the_run_
 def test_a_constant_learning_rate_ships_unchanged():
     config = ew.shifted_optimizer_config(keras.optimizers.Adam(learning_rate=0.01), 50)
     assert config["config"]["learning_rate"] == pytest.approx(0.01)
+
+
+def test_a_mixed_precision_master_ships_a_loss_scaled_optimizer_whose_schedule_is_shifted():
+    master = compiled_master(mixed_precision=True)
+    config = ew.shifted_optimizer_config(master.optimizer, 7)
+    model = ew.worker_model(master.to_json(), config, master.loss, [], {**custom_objects(),
+                            type(master.optimizer.inner_optimizer._learning_rate).__name__:
+                            type(master.optimizer.inner_optimizer._learning_rate)})
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert lr_at(model.optimizer, 0) == pytest.approx(lr_at(master.optimizer, 7))
+    assert model.layers[-1].dtype_policy.name == "float32" and model.layers[3].dtype_policy.name == "mixed_float16"
