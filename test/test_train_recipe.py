@@ -8,7 +8,7 @@ import pytest
 
 from train_helpers import tone_dataset
 from waveforms.config import TrainConfig
-from waveforms.model import build, load
+from waveforms.model import load
 from waveforms.train import checkpoint, run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
@@ -111,8 +111,9 @@ def test_data_init_scales_the_residual_and_skip_1x1s_and_sets_the_logits_bias(tm
 
 
 def tiny(tmp_path, data, name="model", **kw):
-    base = dict(data=str(data), model_dir=str(tmp_path / name), preset="tiny", steps=40, batch_size=4, window=64,
-                learning_rate=0.01, warmup_steps=5, log_every=10, val_every=20, checkpoint_every=20, seed=4)
+    base = {"data": str(data), "model_dir": str(tmp_path / name), "preset": "tiny", "steps": 40, "batch_size": 4,
+            "window": 64, "learning_rate": 0.01, "warmup_steps": 5, "log_every": 10, "val_every": 20,
+            "checkpoint_every": 20, "seed": 4}
     return TrainConfig(**{**base, **kw})
 
 

@@ -193,6 +193,9 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
         "preview_seconds_spent": preview.seconds_spent,
     }
     save_artifact(setup, model, summary, metrics, weights=final_weights())
+    if preview.seconds_spent:
+        log.info("previews took %.1f s, %.1f%% of this run's %.0f s", preview.seconds_spent,
+                 100 * preview.seconds_spent / max(time.perf_counter() - t0, 1e-9), time.perf_counter() - t0)
     log.info("model written to %s (loss %.4f after %d steps)", cfg.model_dir, state.get("loss") or float("nan"),
              state["step"])
     return summary

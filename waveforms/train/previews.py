@@ -43,7 +43,7 @@ class Previewer:
     def __init__(self, wavenet, out: OutputDir, metrics: MetricsLog, seconds: float, seed: int,
                  genre: int | None = None):
         self.wavenet, self.out, self.metrics = wavenet, out, metrics
-        self.n = max(1, int(round(seconds * wavenet.sample_rate)))
+        self.n = max(1, round(seconds * wavenet.sample_rate))
         self.seed, self.genre = seed, genre
         self.seconds_spent = 0.0
 
