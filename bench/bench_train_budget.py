@@ -12,6 +12,7 @@ Rows (``--recipe``, repeatable; default: old and new):
   new      today's defaults
   no-warmup-decay, clip-1, no-ema, keras-init, lr-1e-3
            the new defaults with one change undone (the ablation)
+  lr-4e-3  the new defaults with twice the peak learning rate
 
 Cosine and step schedules decay over ``steps``: with ``--steps 0`` (the
 default) the first row's step count in the budget, × 0.95, is used for every
@@ -51,6 +52,7 @@ RECIPES = {
     "no-ema": ("new, no EMA", ["ema_decay=0"]),
     "keras-init": ("new, Keras init", ["init=keras"]),
     "lr-1e-3": ("new, lr 1e-3", ["learning_rate=0.001"]),
+    "lr-4e-3": ("new, lr 4e-3", ["learning_rate=0.004"]),
 }
 
 
