@@ -1,13 +1,28 @@
-"""Training throughput: the local engine vs elephas on Spark local[N] in each mode.
+"""Training throughput against the machine's own matrix-multiply rate, and the engines compared.
 
-Same model (``default`` preset unless --preset), window and batch for every
-engine. Throughput is predicted samples per second (batch × window per step):
-for the local engine over the steps after a warm-up, for elephas over the last
-epoch (the first one also pays for starting the executors' TensorFlow). Each
-run is a fresh process; a sampler reads /proc to record the peak RSS of the
-driver (the training process) and the largest executor-side Python process.
+For each preset (``small`` and ``default`` unless --presets) a fresh process
+trains with the local engine (the real loop: prefetched windows,
+``train_on_batch``, metrics) and reports predicted samples per second
+(batch × window per step, over the steps after a warm-up), the useful
+GFLOP/s they stand for (6 FLOPs per trainable parameter per predicted
+sample: forward and backward) and the ratio of that to the float32 GEMM rate
+numpy reaches in the same process with the same thread count (2048×2048
+matmuls, best of several, measured before and after training). The
+training-model step alone (``train_on_batch`` on one fixed batch, best of
+several) is reported too.
 
-Usage: python bench/bench_train.py [--preset default] [--window 2000] [--batch-size 4]
+``--models causal,valid`` also times the earlier training model (the padded
+causal model with its first RF - 1 outputs cropped) in the same run, for a
+before/after on the same machine state.
+
+``--engines local,synchronous,asynchronous,hogwild`` compares the local
+engine with elephas on Spark local[N] in each mode (one preset): throughput
+and the peak RSS of the driver and of the largest executor-side Python
+process, sampled from /proc. For elephas the throughput is that of the last
+epoch (the first one also pays for starting the executors' TensorFlow).
+
+Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--batch-size 4]
+       [--models valid|causal,valid] [--engines local,synchronous,asynchronous,hogwild]
 """
 from __future__ import annotations
 
@@ -79,53 +94,112 @@ def measure(cmd: list[str]) -> tuple[dict, dict[str, int]]:
     return json.loads(out.strip().splitlines()[-1]), peaks
 
 
+def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 7) -> float:
+    """numpy float32 ``n×n @ n×n`` on ``threads`` BLAS threads: best of ``repeats``, in GFLOP/s."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((n, n), dtype=np.float32) for _ in range(2))
+    best = float("inf")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        a @ b
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def training_threads() -> int:
+    """The intra-op thread count TensorFlow trains with (all cores unless configured)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def use_model(kind: str) -> None:
+    """Make ``WaveNet.training_model`` build the ``valid`` (current) or ``causal`` (earlier) training model."""
+    from waveforms.model import WaveNet
+    from waveforms.model.wavenet import build_keras
+
+    if kind == "causal":
+        def causal(self):
+            model = build_keras(self.config, crop=self.receptive_field - 1)
+            model.set_weights(self.keras_model.get_weights())
+            return model
+
+        WaveNet.training_model = causal
+    elif kind != "valid":
+        raise SystemExit(f"unknown model {kind!r}: valid or causal")
+
+
+def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[float, int]:
+    """Predicted samples/s of ``train_on_batch`` alone (best of ``repeats``) and the trainable parameters."""
+    import numpy as np
+
+    from waveforms.config import TrainConfig
+    from waveforms.model import build
+    from waveforms.train.common import compile_model
+
+    wavenet = build(preset)
+    model = compile_model(wavenet.training_model(), TrainConfig(preset=preset))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, wavenet.receptive_field - 1 + window)).astype(np.int32)
+    y = rng.integers(0, 256, (batch, window)).astype(np.int32)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        best = min(best, time.perf_counter() - t)
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    return batch * window / best, params
+
+
 def one(args) -> None:
     """Child process: train once and print a JSON result."""
     from train_helpers import tone_dataset
     from waveforms.config import ElephasConfig, TrainConfig
     from waveforms.train import run
 
+    use_model(args.model)
+    threads = training_threads()
+    gemm = [sgemm_gflops(threads)]
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data = tone_dataset(tmp / "ds", n_tracks=4, seconds=20.0, sample_rate=16000)
     common = dict(data=str(data), model_dir=str(tmp / "model"), preset=args.preset, batch_size=args.batch_size,
                   window=args.window, seed=0)
     if args.one == "local":
+        # one metrics row after the warm-up and one at the end: logging every step would time the logging too
         steps = args.warmup + args.steps
-        run(TrainConfig(**common, steps=steps, log_every=1, val_every=10**9, checkpoint_every=10**9))
+        run(TrainConfig(**common, steps=steps, log_every=args.warmup, val_every=10**9, checkpoint_every=10**9))
         rows = [json.loads(line) for line in (tmp / "model" / "metrics.jsonl").read_text().splitlines()]
-        timed = rows[args.warmup:]
-        seconds = sum(args.batch_size * args.window / r["samples_per_s"] for r in timed)
-        rate = len(timed) * args.batch_size * args.window / seconds
+        timed = [(b["step"] - a["step"], b["samples_per_s"]) for a, b in zip(rows, rows[1:])]
+        seconds = sum(n * args.batch_size * args.window / r for n, r in timed)
+        rate = sum(n for n, _ in timed) * args.batch_size * args.window / seconds
     else:
         elephas = ElephasConfig(mode=args.one, master=f"local[{args.workers}]", workers=args.workers, epochs=2,
                                 windows_per_worker=args.windows_per_worker)
         run(TrainConfig(**common, engine="elephas", elephas=elephas, val_batches=1))
         rows = [json.loads(line) for line in (tmp / "model" / "metrics.jsonl").read_text().splitlines()]
         rate = rows[-1]["samples_per_s"]
-    print(json.dumps({"samples_per_s": rate}))
+    result = {"samples_per_s": rate}
+    if args.one == "local":
+        gemm.append(sgemm_gflops(threads))
+        result["step_samples_per_s"], result["params"] = step_rate(args.preset, args.batch_size, args.window)
+        gemm.append(sgemm_gflops(threads))
+        result.update(sgemm_gflops=max(gemm), threads=threads)
+    print(json.dumps(result))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="default")
-    ap.add_argument("--window", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10, help="timed local steps")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--windows-per-worker", type=int, default=16)
-    ap.add_argument("--engines", default="local,synchronous,asynchronous,hogwild")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.one:
-        one(args)
-        return
-    passthrough = [f"--preset={args.preset}", f"--window={args.window}", f"--batch-size={args.batch_size}",
-                   f"--steps={args.steps}", f"--warmup={args.warmup}", f"--workers={args.workers}",
-                   f"--windows-per-worker={args.windows_per_worker}"]
+def engines_table(args, passthrough: list[str]) -> None:
     results = []
     for engine in args.engines.split(","):
-        result, peaks = measure([sys.executable, __file__, f"--one={engine}", *passthrough])
+        result, peaks = measure([sys.executable, __file__, f"--one={engine}", f"--preset={args.preset}",
+                                 *passthrough])
         results.append((engine, result["samples_per_s"], peaks))
     local_rate = next((r for e, r, _ in results if e == "local"), None)
     print(f"preset {args.preset}, window {args.window}, batch {args.batch_size}, "
@@ -141,6 +215,55 @@ def main() -> None:
         mib = {k: (f"{v / 1024:,.0f}" if v else "-") for k, v in peaks.items()}
         print(f"| {name} | {mode} | {rate:,.0f} | {ratio} | {mib['driver']} | {mib['executor python']} | "
               f"{mib['jvm']} |")
+
+
+def throughput_table(args, passthrough: list[str]) -> None:
+    rows = []
+    for preset in args.presets.split(","):
+        for model in args.models.split(","):
+            result, _ = measure([sys.executable, __file__, "--one=local", f"--preset={preset}", f"--model={model}",
+                                 *passthrough])
+            rows.append((preset, model, result))
+    threads = rows[0][2]["threads"] if rows else 0
+    print(f"window {args.window}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
+          f"{os.cpu_count()} cores, {threads} training and BLAS threads; useful FLOPs = 6 × parameters × samples")
+    print()
+    print("| preset | training model | parameters | predicted samples/s | useful GFLOP/s | sgemm GFLOP/s | "
+          "ratio to sgemm | step alone: samples/s | step alone: ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for preset, model, r in rows:
+        useful = 6 * r["params"] * r["samples_per_s"] / 1e9
+        step_useful = 6 * r["params"] * r["step_samples_per_s"] / 1e9
+        print(f"| {preset} | {model} | {r['params']:,} | {r['samples_per_s']:,.0f} | {useful:.1f} | "
+              f"{r['sgemm_gflops']:.0f} | {useful / r['sgemm_gflops']:.2f} | {r['step_samples_per_s']:,.0f} | "
+              f"{step_useful / r['sgemm_gflops']:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="small,default", help="presets for the throughput table")
+    ap.add_argument("--models", default="valid", help="training models: valid (current), causal (earlier)")
+    ap.add_argument("--preset", default="default", help="the preset of the engine comparison (--engines)")
+    ap.add_argument("--model", default="valid", help=argparse.SUPPRESS)
+    ap.add_argument("--window", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=30, help="timed local steps (a multiple of --warmup)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--windows-per-worker", type=int, default=16)
+    ap.add_argument("--engines", default="", help="compare engines, e.g. local,synchronous,asynchronous,hogwild")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        one(args)
+        return
+    passthrough = [f"--window={args.window}", f"--batch-size={args.batch_size}", f"--steps={args.steps}",
+                   f"--warmup={args.warmup}", f"--workers={args.workers}",
+                   f"--windows-per-worker={args.windows_per_worker}"]
+    if args.engines:
+        engines_table(args, passthrough)
+    else:
+        throughput_table(args, passthrough)
 
 
 if __name__ == "__main__":
