@@ -26,7 +26,7 @@ from waveforms.train import checkpoint
 
 pytestmark = pytest.mark.slow
 
-CKPT_FILES = (checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.STATE)
+CKPT_FILES = (checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.EMA, checkpoint.STATE)  # EMA: on by default
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def test_train_writes_model_checkpoints_and_metrics_to_s3(bucket, data, tmp_path
 
     found = names("run/model")
     ckpt = {f"checkpoints/ckpt-00000012/{f}" for f in CKPT_FILES}
-    assert {"model.json", "model.keras", "metrics.jsonl", "config.json", "loss.png", "checkpoints/latest"} | ckpt <= found
+    assert {"model.json", "model.keras", "metrics.jsonl", "config.json", "loss.png", "checkpoints/latest",
+            "previews/step_000012.wav"} | ckpt <= found
     assert {n for n in found if n.startswith("checkpoints/")} == ckpt | {"checkpoints/latest"}  # step 8 pruned
     assert any(n.startswith("tensorboard/events.") for n in found)
     assert not [n for n in found if ".part" in n or ".tmp" in n]
