@@ -4,8 +4,10 @@ The driver parallelises only ``(partition, epoch)`` descriptors; each executor
 opens the dataset and reads its own random windows (ranged reads), so no
 training data passes through the driver. Each epoch is one ``fit`` of a new
 ``SparkModel`` (synchronous) or ``AsynchronousSparkModel`` (asynchronous,
-hogwild) around the same master network; the parameter server always stops,
-whatever happens to the tasks. The master network is saved with Keras.
+hogwild) around the same master network, with workers that keep their
+compiled model between epochs (:mod:`waveforms.train.elephas_worker`) and a
+learning-rate schedule that resumes where the run is; the parameter server
+always stops, whatever happens to the tasks. The master network is saved with Keras.
 """
 from __future__ import annotations
 
