@@ -12,7 +12,10 @@ Rows (``--recipe``, repeatable; default: old and new):
   new      today's defaults
   no-warmup-decay, clip-1, no-ema, keras-init, lr-1e-3
            the new defaults with one change undone (the ablation)
-  lr-4e-3  the new defaults with twice the peak learning rate
+  lr-2e-3, lr-4e-3
+           the new defaults with another peak learning rate
+``--set KEY=VALUE`` (repeatable) applies to every row before the row's own
+overrides (which win).
 
 Cosine and step schedules decay over ``steps``: with ``--steps 0`` (the
 default) the first row's step count in the budget, × 0.95, is used for every
@@ -52,6 +55,7 @@ RECIPES = {
     "no-ema": ("new, no EMA", ["ema_decay=0"]),
     "keras-init": ("new, Keras init", ["init=keras"]),
     "lr-1e-3": ("new, lr 1e-3", ["learning_rate=0.001"]),
+    "lr-2e-3": ("new, lr 2e-3", ["learning_rate=0.002"]),
     "lr-4e-3": ("new, lr 4e-3", ["learning_rate=0.004"]),
 }
 
@@ -117,6 +121,8 @@ def main() -> None:
     ap.add_argument("--windows-per-worker", type=int, default=96, help="elephas: windows per worker and epoch")
     ap.add_argument("--recipe", action="append", choices=list(RECIPES), help="rows (repeatable; default old, new)")
     ap.add_argument("--engine", default="local", choices=list(ENGINES))
+    ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                    help="a train config override for every row (a row's own overrides win)")
     ap.add_argument("--keep", default="", help="copy each row's model folder under this folder")
     args = ap.parse_args()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -128,7 +134,8 @@ def main() -> None:
     for key in args.recipe or ["old", "new"]:
         label, overrides = RECIPES[key]
         with tempfile.TemporaryDirectory() as model_dir:
-            r = train(args, data, model_dir, overrides, ENGINES[args.engine], steps or 100_000_000, env)
+            r = train(args, data, model_dir, [*args.sets, *overrides], ENGINES[args.engine], steps or 100_000_000,
+                      env)
             if args.keep:
                 shutil.copytree(model_dir, Path(args.keep) / key, dirs_exist_ok=True)
         if not steps:
@@ -137,7 +144,8 @@ def main() -> None:
         print(f"{label}: {json.dumps(r)}", file=sys.stderr, flush=True)
     old = next((r["val"] for label, r in rows if label == RECIPES["old"][0]), None)
     print(f"\n{args.engine}, {args.preset} preset, window {args.window}, batch {args.batch_size}, "
-          f"{args.minutes:g}-minute budget per row, {os.cpu_count()} cores\n")
+          f"{args.minutes:g}-minute budget per row{f', {steps} steps' if steps else ''}, {os.cpu_count()} cores"
+          f"{', --set ' + ' '.join(args.sets) if args.sets else ''}\n")
     print("| recipe | steps | wall s | val loss (nats) | val bits/sample | vs old (nats) | previews (share of time) "
           "| load avg before / after |")
     print("|---|---|---|---|---|---|---|---|")
