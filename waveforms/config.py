@@ -151,11 +151,14 @@ class TrainConfig:
     lr_decay_factor: float = opt(0.5, gt=0, max=1, help="lr_schedule = step: learning-rate factor per decay")
     clip_norm: float = opt(10.0, min=0, help="global gradient-norm clip; 0 = off (1.0 throttles early training)")
     ema_decay: float = opt(0.999, min=0, lt=1,
-                           help="moving average of the weights for validation, previews and the saved model; 0 = off")
+                           help="moving average of the weights for validation, previews and the saved model; 0 = off "
+                                "(local engine)")
     init: str = opt("data", choices=("data", "keras"),
-                    help="data: residual/skip 1x1s scaled by 1/sqrt(layers), logits bias = code log-frequencies")
+                    help="data: residual/skip 1x1s scaled by 1/sqrt(layers), logits bias = code log-frequencies "
+                         "(local engine)")
     preview_every: int = opt(0, min=-1, unit="steps",
-                             help="steps between audio previews (MODEL_DIR/previews/); 0 = at each validation, -1 = off")
+                             help="steps between audio previews (MODEL_DIR/previews/); 0 = at each validation, -1 = off "
+                                  "(local engine)")
     preview_seconds: float = opt(2.0, gt=0, unit="s", help="seconds of audio per preview")
     seed: int = opt(0, min=0, flag="--seed", help="random seed")
     log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (local engine)")
