@@ -140,7 +140,7 @@ def test_windows_are_made_on_the_executors_from_descriptors(spark, data):
 
 
 def test_bad_mode_is_a_clear_error(data, tmp_path):
-    from waveforms.errors import UserError
+    from waveforms.config import ConfigError
 
-    with pytest.raises(UserError, match="unknown mode"):
+    with pytest.raises(ConfigError, match=r"elephas.mode = 'fast' is not allowed; one of synchronous, asynchronous, hogwild"):
         run(cfg_for(data, tmp_path / "m", mode="fast"))

@@ -6,11 +6,12 @@ artifact (model.keras, model.json), metrics.jsonl, TensorBoard logs and loss.png
 """
 from __future__ import annotations
 
-from waveforms.config import TrainConfig
+from waveforms.config import TrainConfig, validate
 
 
 def run(cfg: TrainConfig) -> int:
     """Train as configured; returns the exit code."""
+    validate(cfg)  # the CLI's checks, for configs built in Python too
     if cfg.engine == "elephas":
         from waveforms.train.elephas import train
     else:
