@@ -17,8 +17,6 @@ from waveforms.transform.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "elephas")
-SCHEDULES = ("constant", "cosine", "step")
 
 
 class TrainingDiverged(UserError):
@@ -40,21 +38,9 @@ class Setup:
         return self.wavenet.receptive_field
 
 
-def validate(cfg: TrainConfig) -> None:
-    if cfg.engine not in ENGINES:
-        raise UserError(f"unknown engine {cfg.engine!r}; choose one of {list(ENGINES)}")
-    if cfg.lr_schedule not in SCHEDULES:
-        raise UserError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {list(SCHEDULES)}")
-    for key in ("steps", "batch_size", "window", "log_every", "val_every", "checkpoint_every"):
-        if getattr(cfg, key) <= 0:
-            raise UserError(f"{key} must be > 0")
-    if cfg.learning_rate <= 0:
-        raise UserError("learning_rate must be > 0")
-
-
 def prepare(cfg: TrainConfig) -> Setup:
     """Open the dataset, choose train/val regions and build the (untrained) WaveNet."""
-    validate(cfg)
+    cfgmod.validate(cfg)
     ds = Dataset.open(cfg.data)
     genres = genre_vocabulary(ds) if cfg.condition_on_genre else []
     overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "quantization": ds.mu + 1}

@@ -17,7 +17,6 @@ from waveforms.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("constant", "cosine", "step")
 LOGIT_FREQ_SAMPLES = 4_000_000  # training codes read to estimate the code frequencies
 
 
