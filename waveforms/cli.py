@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before TensorFlow loads: its C++ log (even its E lines, e.g. oneDNN's note on
+    # string tensors) is not the stage's output; -v or a TF_CPP_MIN_LOG_LEVEL of
+    # the user's own brings it back. Python errors are reported either way.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     if args.stage == "aws":
         from waveforms.aws.cli import main as aws_main
 
