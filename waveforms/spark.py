@@ -8,6 +8,7 @@ import sys
 from typing import Mapping
 
 log = logging.getLogger(__name__)
+logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs each connection it opens and closes at INFO
 
 
 def is_local_master(master: str) -> bool:

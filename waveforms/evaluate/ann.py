@@ -6,9 +6,13 @@ per dimension) for large ones; any FAISS factory string may be given instead.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
+
+# faiss logs which CPU build it loaded, and that it has no GPU build, at INFO: not the stage output.
+logging.getLogger("faiss").setLevel(logging.WARNING)
 
 FLAT_UP_TO = 200_000  # vectors: exact search below this (about 1 ms per query at 32 dims)
 
