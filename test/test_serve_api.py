@@ -98,7 +98,10 @@ def test_model_detail_metrics_previews_and_evaluation(base, root):
     assert detail["evaluation"]["fd_mel"] == {"generated": 12.5, "halves": 1.5, "noise": 80.0}
     assert detail["dataset"] == ids(base)[0]  # the model's training data, by its dataset id
     assert get(base, f"/api/models/{model}/metrics").json() == rows
-    assert [p["name"] for p in get(base, f"/api/models/{model}/previews").json()] == ["step-000030.wav"]
+    # training's own previews (one per validation) and the one the fixture added; not the symlink leaving the root
+    made = sorted(p.name for p in (root / "runs/tiny/previews").iterdir() if not p.is_symlink())
+    assert made == ["step-000030.wav", "step_000010.wav", "step_000020.wav", "step_000030.wav"]
+    assert sorted(p["name"] for p in get(base, f"/api/models/{model}/previews").json()) == made
     wav_bytes = get(base, f"/api/models/{model}/previews/step-000030.wav").content
     assert wav_bytes == (root / "runs/tiny/previews/step-000030.wav").read_bytes()
 

@@ -37,7 +37,9 @@ def train_cmd(data, out, master, mode, epochs=3):
     return [sys.executable, "-m", "waveforms", "train", "--data", str(data), "--model-dir", str(out),
             "--preset", "tiny", "--engine", "elephas", "--mode", mode, "--master", master, "--workers", "2",
             "--epochs", str(epochs), "--batch-size", "4", "--window", "64", "--seed", "2",
-            "--set", "elephas.windows_per_worker=32", "--set", "learning_rate=0.01"]
+            "--set", "elephas.windows_per_worker=32", "--set", "learning_rate=0.01",
+            # a fixed, stable recipe: these tests are about the cluster, not the schedule
+            "--set", "lr_schedule=constant", "--set", "warmup_steps=0", "--set", "clip_norm=1.0"]
 
 
 def val_losses(out):
