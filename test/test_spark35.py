@@ -134,7 +134,7 @@ def test_elephas_training_then_generation(master, tone_data, tmp_path, mode):
     run35("-m", "waveforms", "train", "--data", str(tone_data), "--model-dir", str(model), "--preset", "tiny",
           "--engine", "elephas", "--mode", mode, "--master", master, "--workers", "2", "--epochs", "1",
           "--batch-size", "4", "--window", "64", "--seed", "3", "--set", "elephas.windows_per_worker=16",
-          "--set", "learning_rate=0.01")
+          "--set", "learning_rate=0.01", "--set", "clip_norm=1.0")  # a stable recipe: the tier tests Spark
     rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
     assert rows[1]["val_loss"] < rows[0]["val_loss"]

@@ -27,7 +27,8 @@ ELEPHAS_KEYS = set(ElephasConfig.__dataclass_fields__)
 def cfg_for(data, model_dir, **kw):
     """A TrainConfig; keys of ElephasConfig (mode, workers, ...) go to its ``elephas`` section."""
     base = dict(data=str(data), model_dir=str(model_dir), preset="tiny", engine="elephas", master="local[2]",
-                workers=2, epochs=3, batch_size=4, window=64, windows_per_worker=32, learning_rate=0.01, seed=2)
+                workers=2, epochs=3, batch_size=4, window=64, windows_per_worker=32, learning_rate=0.01, seed=2,
+                clip_norm=1.0)  # asynchronous updates with lr 0.01 need the tighter clip to learn reliably
     kw = {**base, **kw}
     elephas = ElephasConfig(**{k: kw.pop(k) for k in list(kw) if k in ELEPHAS_KEYS})
     return TrainConfig(**kw, elephas=elephas)
