@@ -13,7 +13,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # Openly licensed music for the offline demo mirror (Ogg Vorbis files).
-[ -d /usr/share/games/hyperrogue ] || [ -n "$(ls /usr/share/hyperrogue* 2>/dev/null)" ] || need_apt+=(hyperrogue-music)
+[ -n "$(ls /usr/share/hyperrogue/music/*.ogg 2>/dev/null)" ] || need_apt+=(hyperrogue-music)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: apt-get install ${need_apt[*]}"

@@ -136,6 +136,6 @@ def music_dataset(tmp_path_factory) -> Path:
     from evaluate_helpers import MUSIC_DIR, music_input, transform
 
     if not MUSIC_DIR.is_dir():
-        pytest.skip(f"{MUSIC_DIR} not installed (Debian's hyperrogue-music; make setup installs it)")
+        pytest.fail(f"{MUSIC_DIR} not installed (Debian's hyperrogue-music): run make setup", pytrace=False)
     root = tmp_path_factory.mktemp("music")
     return transform(music_input(root / "raw"), root / "dataset", val_fraction=0.3)

@@ -1,13 +1,12 @@
 """The elephas workers' model cache and the schedule offset, in this process (no Spark)."""
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from waveforms.config import TrainConfig  # noqa: E402
-from waveforms.model import build  # noqa: E402
-from waveforms.train import elephas_worker as ew  # noqa: E402
-from waveforms.train.common import compile_model  # noqa: E402
+from waveforms.config import TrainConfig
+from waveforms.model import build
+from waveforms.train import elephas_worker as ew
+from waveforms.train.common import compile_model
 from waveforms.train.elephas import custom_objects  # noqa: E402
 
 

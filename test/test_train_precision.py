@@ -1,23 +1,19 @@
 """mixed_precision = true on a CPU: float16 compute, float32 logits, loss and weights; the artifact is float32."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_helpers import tone_dataset  # noqa: E402
-
-from waveforms.config import TrainConfig  # noqa: E402
-from waveforms.generate import generate  # noqa: E402
-from waveforms.model import build, load  # noqa: E402
+from train_helpers import tone_dataset
+from waveforms.config import TrainConfig
+from waveforms.generate import generate
+from waveforms.model import build, load
 from waveforms.train import run  # noqa: E402
 from waveforms.train.common import compile_model  # noqa: E402
 
 
 def test_the_mixed_training_model_computes_in_float16_with_float32_logits_and_the_same_outputs():
-    keras = pytest.importorskip("keras")
+    import keras
+
     full = build("tiny")
     plain = compile_model(full.training_model(), TrainConfig(preset="tiny"))
     mixed = compile_model(full.training_model(), TrainConfig(preset="tiny", mixed_precision=True))
