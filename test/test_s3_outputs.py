@@ -6,17 +6,14 @@ and sampling are deterministic, so the two must agree exactly.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import wave
 
 import numpy as np
 import pytest
 from aws_helpers import BUCKET, client, keys
-from train_helpers import tone, tone_dataset, train_argv
+from train_helpers import sigkill_when, tone, tone_dataset, train_argv
 
 from waveforms import storage
 from waveforms.cli import main
@@ -157,19 +154,7 @@ def test_sigkill_then_rerun_resumes_from_the_last_uploaded_checkpoint(bucket, da
     whole = tmp_path / "whole"
     subprocess.run(cli(*train_argv(data, whole, *RESUME_FLAGS)), check=True, capture_output=True, timeout=300)
     argv = cli(*train_argv(data, uri, *RESUME_FLAGS))
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if polled_step(uri) >= 40:
-                break
-            assert proc.poll() is None, "training finished before it could be killed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(argv, lambda: polled_step(uri) >= 40)
 
     found = names("resume/model")
     assert "model.json" not in found and "model.keras" not in found

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from train_helpers import tone_dataset, train_argv
+from train_helpers import sigkill_when, tone_dataset, train_argv
 from waveforms.model import load
 from waveforms.train import checkpoint
 
@@ -60,19 +60,7 @@ def uninterrupted(data, tmp_path_factory):
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data, uninterrupted, tmp_path):
     out = tmp_path / "model"
     argv = cli(*train_argv(data, out, *FLAGS))
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if saved_step(out) >= 40:
-                break
-            assert proc.poll() is None, "training finished before it could be killed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(argv, lambda: saved_step(out) >= 40)
     assert not (out / "model.keras").exists()
     killed_at = checkpoint.load_state(out)["step"]
     assert 40 <= killed_at < STEPS

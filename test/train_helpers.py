@@ -56,3 +56,23 @@ def train_argv(data: Path, model_dir: Path, *extra: str) -> list[str]:
     """CLI flags for a quick tiny-preset run."""
     return ["train", "--data", str(data), "--model-dir", str(model_dir), "--preset", "tiny",
             "--batch-size", "4", "--window", "64", "--set", "learning_rate=0.01", *extra]
+
+
+def sigkill_when(argv: list[str], reached, timeout_s: float = 240) -> None:
+    """Run ``argv`` and SIGKILL it as soon as ``reached()`` is true; fails if it ends first."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout_s
+        while not reached():
+            assert proc.poll() is None, "training finished before it could be killed"
+            assert time.time() < deadline, "the run never reached the point to kill it at"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
