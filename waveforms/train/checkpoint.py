@@ -71,13 +71,61 @@ def optimizer_arrays(optimizer) -> list[np.ndarray]:
 
 
 def set_optimizer_arrays(optimizer, model, arrays: list[np.ndarray]) -> None:
+    """Restore the optimizer's variables from ``arrays`` (as :func:`optimizer_arrays` wrote them).
+
+    Adam's variables are the step counter, a learning-rate scalar when the
+    rate is a constant (none under a schedule), then the two moments of each
+    weight. A checkpoint made under the other kind of rate still resumes: the
+    counter and the moments carry over, the learning rate is the config's.
+    """
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    variables = optimizer.variables
+    variables = list(optimizer.variables)
     if len(variables) != len(arrays):
-        raise CheckpointError(f"optimizer state has {len(arrays)} arrays, the optimizer {len(variables)}")
+        saved = [a for a in arrays[1:] if np.ndim(a)]
+        slots = [v for v in variables[1:] if len(v.shape)]
+        if len(saved) != len(slots) or any(tuple(a.shape) != tuple(v.shape) for a, v in zip(saved, slots)):
+            raise CheckpointError(f"optimizer state has {len(arrays)} arrays, the optimizer {len(variables)}")
+        variables, arrays = [variables[0], *slots], [arrays[0], *saved]
     for var, value in zip(variables, arrays):
         var.assign(value)
+
+
+def legacy_weight_arrays(path: Path) -> list[np.ndarray]:
+    """The weights in a file written by the earlier training model, in the order its layers were made.
+
+    That model's layers were plain Keras layers named by class and creation
+    count (``conv1d``, ``conv1d_1``, ...); today's training model has the same
+    weights, in the same order, under layer names of their own.
+    """
+    import h5py
+
+    def made(name: str) -> tuple[str, int]:
+        base, _, count = name.rpartition("_")
+        return (base, int(count)) if base and count.isdigit() else (name, 0)
+
+    with h5py.File(path, "r") as fh:
+        layers = fh["layers"]
+        named = sorted((made(n), n) for n in layers if "vars" in layers[n] and len(layers[n]["vars"]))
+        if len({kind for (kind, _), _ in named}) > 1:
+            raise ValueError("layers of several kinds: their order is unknown")
+        return [np.asarray(layers[n]["vars"][str(i)]) for _, n in named for i in range(len(layers[n]["vars"]))]
+
+
+def _load_weights(model, path: Path) -> None:
+    try:
+        model.load_weights(path)
+        return
+    except ValueError as exc:
+        try:
+            arrays = legacy_weight_arrays(path)
+        except (OSError, KeyError, ValueError):
+            raise exc from None
+        shapes = [tuple(w.shape) for w in model.weights]
+        if [a.shape for a in arrays] != shapes:
+            raise exc from None
+    model.set_weights(arrays)
+    log.info("%s was written by the earlier training model: its weights are restored in layer order", path)
 
 
 def files(state: dict[str, Any] | None) -> tuple[str, ...]:
@@ -180,7 +228,7 @@ def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     try:
-        model.load_weights(path / WEIGHTS)
+        _load_weights(model, path / WEIGHTS)
         arrays = _read_npz(path / OPTIMIZER)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); rerun with --fresh") from exc
