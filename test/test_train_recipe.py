@@ -12,7 +12,8 @@ from waveforms.model import load
 from waveforms.train import checkpoint, run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
-from waveforms.train.recipe import WarmupStepDecay, code_log_frequencies, initialise, learning_rate, lr_at
+from waveforms.train.recipe import (BUDGET_MARGIN, WarmupStepDecay, budget_steps, code_log_frequencies, initialise,
+                                    learning_rate, lr_at)
 from waveforms.transform.dataset import Dataset
 
 LR, STEPS = 2e-3, 1000
@@ -47,6 +48,18 @@ def test_step_decay_and_constant_with_warmup():
     assert [round(lr_at(const, s) / LR, 6) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     # the old recipe: a plain float, as before
     assert learning_rate(cfg_for(lr_schedule="constant", warmup_steps=0)) == LR
+
+
+def test_budget_steps_fit_the_cosine_to_the_time_left_once_past_the_warmup_and_a_tenth_of_the_budget():
+    cfg = cfg_for(lr_schedule="cosine", warmup_steps=100, max_minutes=10.0, steps=10**9)
+    # 10 steps/s measured from step 20 at 4 s; at step 160, 60 s in, 540 s remain
+    assert budget_steps(cfg, 160, 60.0, (20, 4.0)) == 160 + int(BUDGET_MARGIN * 540 * 140 / 56)
+    assert budget_steps(cfg, 160, 59.0, (20, 4.0)) is None  # before a tenth of the budget
+    assert budget_steps(cfg_for(lr_schedule="cosine", warmup_steps=200, max_minutes=10.0), 160, 60.0, (20, 4.0)) is None
+    assert budget_steps(cfg_for(lr_schedule="cosine", max_minutes=10.0, steps=1000), 160, 60.0, (20, 4.0)) == 1000
+    assert budget_steps(cfg_for(lr_schedule="step", max_minutes=10.0), 160, 60.0, (20, 4.0)) is None
+    assert budget_steps(cfg_for(lr_schedule="cosine"), 160, 60.0, (20, 4.0)) is None  # no budget
+    assert budget_steps(cfg, 160, 599.9, (20, 4.0)) == 161  # never shorter than the next step
 
 
 def test_step_schedule_survives_keras_serialisation():
@@ -110,9 +123,12 @@ def test_data_init_scales_the_residual_and_skip_1x1s_and_sets_the_logits_bias(tm
     assert initialise(plain, "keras") == {"init": "keras"}
 
 
+LR_TINY = 0.01
+
+
 def tiny(tmp_path, data, name="model", **kw):
     base = {"data": str(data), "model_dir": str(tmp_path / name), "preset": "tiny", "steps": 40, "batch_size": 4,
-            "window": 64, "learning_rate": 0.01, "warmup_steps": 5, "log_every": 10, "val_every": 20,
+            "window": 64, "learning_rate": LR_TINY, "warmup_steps": 5, "log_every": 10, "val_every": 20,
             "checkpoint_every": 20, "seed": 4}
     return TrainConfig(**{**base, **kw})
 
@@ -180,3 +196,20 @@ def test_preview_every_sets_its_own_period_and_fresh_removes_old_previews(tmp_pa
         assert w.getnframes() == 2000
     run(tiny(tmp_path, data, steps=10, preview_every=-1, fresh=True))
     assert not (out / "previews").exists()
+
+
+def test_a_budget_run_fits_its_cosine_to_the_budget_and_logs_that_schedule(tmp_path):
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    cfg = tiny(tmp_path, data, steps=10**6, max_minutes=0.25, log_every=5, val_every=10**5, checkpoint_every=10**5,
+               preview_every=-1)
+    assert run(cfg) == 0
+    out = tmp_path / "model"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    state = checkpoint.load_state(out)
+    fitted = state["schedule_steps"]
+    assert state["step"] > 10 and fitted < 10**6  # fitted from the measured rate, well short of `steps`
+    unfitted, refit = learning_rate(cfg), learning_rate(cfg, fitted)
+    # each logged rate follows one schedule: the unfitted one first, the fitted one from the fit on
+    switch = next(i for i, r in enumerate(rows) if r["lr"] != pytest.approx(lr_at(unfitted, r["step"] - 1), rel=1e-5))
+    assert switch > 0
+    assert all(r["lr"] == pytest.approx(lr_at(refit, r["step"] - 1), rel=1e-5) for r in rows[switch:])

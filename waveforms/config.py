@@ -167,7 +167,9 @@ class TrainConfig:
     checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (local engine)")
     early_stopping_patience: int = opt(0, min=0, unit="checks",
                                        help="validation checks without improvement before stopping; 0 = off")
-    max_minutes: float = opt(0.0, min=0, unit="min", help="training wall-time budget, resumes included; 0 = none")
+    max_minutes: float = opt(0.0, min=0, unit="min",
+                             help="training wall-time budget, resumes included; 0 = none; "
+                                  "the local engine fits a cosine schedule to it")
     fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
     condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (local engine)")
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")

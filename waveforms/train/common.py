@@ -61,21 +61,25 @@ def prepare(cfg: TrainConfig) -> Setup:
     return Setup(cfg, ds, wavenet, genres, train_regions, val_regions, {"validation": how})
 
 
-def optimizer(cfg: TrainConfig, total_steps: int | None = None):
-    """Adam with the configured schedule (:func:`waveforms.train.recipe.learning_rate`) and clip."""
+def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
+    """Adam with the configured schedule (:func:`waveforms.train.recipe.learning_rate`) and clip.
+
+    ``driven``: the learning rate is a variable the caller sets before each
+    step (from the same schedule), so the schedule can change during a run.
+    """
     import keras
 
     from waveforms.train.recipe import learning_rate
 
-    return keras.optimizers.Adam(learning_rate=learning_rate(cfg, total_steps),
+    return keras.optimizers.Adam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
                                  global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
-def compile_model(model, cfg: TrainConfig, total_steps: int | None = None):
+def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
     """``model`` compiled; with ``mixed_precision`` a mixed_float16 copy with float32 logits (use the result)."""
     import keras
 
-    opt = optimizer(cfg, total_steps)
+    opt = optimizer(cfg, total_steps, driven)
     if cfg.mixed_precision:
         from waveforms.train.precision import mixed_optimizer, mixed_precision_model
 

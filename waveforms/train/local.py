@@ -89,7 +89,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     seed_everything(cfg.seed)
     setup = prepare(cfg)
     setup.notes.update(recipe.initialise(setup, cfg.init))  # a resumed run's checkpoint replaces these weights
-    model = compile_model(setup.wavenet.training_model(), cfg)
+    model = compile_model(setup.wavenet.training_model(), cfg, driven=True)
     state = start_state(setup, model, out)
     metrics = MetricsLog(out)
     metrics.truncate(state["step"])
@@ -98,7 +98,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     eval_model = compile_model(setup.wavenet.training_model(), cfg) if ema else model
     preview = previews.Previewer(setup.wavenet, out, metrics, cfg.preview_seconds, cfg.seed,
                                  genre=0 if setup.genres else None)
-    schedule = recipe.learning_rate(cfg)
+    schedule = recipe.learning_rate(cfg, state.get("schedule_steps"))
 
     def final_weights() -> list[np.ndarray]:
         return ema.weights() if ema else model.get_weights()
@@ -117,18 +117,21 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
         }, ema=ema.weights() if ema else None)
 
     step, last_loss = state["step"], state.get("loss")
+    first_step = step
     interval: list[float] = []
     t0 = t_interval = time.perf_counter()
     wall0 = state["wall_time"]
     out_of_time = False
+    since: tuple[int, float] | None = None  # (step, wall) once this process's train step is traced
 
-    def over_budget() -> bool:
-        return cfg.max_minutes > 0 and wall0 + (time.perf_counter() - t0) >= cfg.max_minutes * 60
+    def wall() -> float:
+        return wall0 + (time.perf_counter() - t0)
 
     try:
         with Prefetcher(sampler.batch, step) as batches:
             while step < cfg.steps and not state["stopped_early"] and not out_of_time:
                 x, y = next(batches)
+                model.optimizer.learning_rate = recipe.lr_at(schedule, step)
                 loss = scalar(model.train_on_batch(x, y))
                 step += 1
                 if ema:
@@ -136,7 +139,15 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
                 check_finite(loss, step)
                 interval.append(loss)
                 state["step"] = step
-                out_of_time = step < cfg.steps and over_budget()
+                if since is None and step >= first_step + 10:
+                    since = (step, wall())
+                if since and "schedule_steps" not in state:
+                    fitted = recipe.budget_steps(cfg, step, wall(), since)
+                    if fitted:
+                        state["schedule_steps"], schedule = fitted, recipe.learning_rate(cfg, fitted)
+                        log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps",
+                                 cfg.max_minutes, fitted)
+                out_of_time = step < cfg.steps and cfg.max_minutes > 0 and wall() >= cfg.max_minutes * 60
                 if out_of_time:
                     log.info("stopping at step %d: the %.1f-minute budget is spent", step, cfg.max_minutes)
                 done = step == cfg.steps or out_of_time
