@@ -1,0 +1,45 @@
+"""``[aws]``: an EMR run of the pipeline stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from waveforms.config.metadata import opt
+
+PIPELINE = ("scrape", "transform", "train", "generate")
+
+
+@dataclass
+class AwsConfig:
+    """An EMR run: where artefacts go, the cluster, and which stages run as steps.
+
+    Empty locations default to ``s3://BUCKET/PREFIX/{raw,dataset,model,generated}``;
+    the stage tables of the same file configure the stages themselves.
+    """
+
+    region: str = opt("us-east-1", help="AWS region of the cluster and bucket")
+    bucket: str = opt("", help="an S3 bucket you own (required)")
+    prefix: str = opt("waveforms", help="key prefix in the bucket")
+    cluster_name: str = opt("waveforms", help="EMR cluster name")
+    release_label: str = opt("emr-7.13.0", help="EMR release")
+    master_instance_type: str = opt("m5.xlarge", help="EC2 type of the master node")
+    core_instance_type: str = opt("m5.xlarge", help="EC2 type of the core nodes")
+    core_instance_count: int = opt(2, min=0, unit="nodes", help="core nodes")
+    use_spot: bool = opt(False, help="core nodes on the spot market (the master stays on-demand)")
+    log_uri: str = opt("", help="EMR logs; empty = s3://BUCKET/PREFIX/logs/")
+    service_role: str = opt("EMR_DefaultRole", help="EMR service role")
+    job_flow_role: str = opt("EMR_EC2_DefaultRole", help="EC2 instance profile of the nodes")
+    auto_terminate: bool = opt(True, help="terminate after the last step (and on a failed step)")
+    idle_timeout_s: int = opt(3600, min=60, max=7 * 24 * 3600, unit="s", help="EMR auto-termination when idle")
+    stages: list[str] = opt(["transform", "train"], choices=PIPELINE, help="stages run as EMR steps, in order")
+    input: str = opt("", help="raw MP3s (scrape output, transform input); empty = PREFIX/raw")
+    data: str = opt("", help="transformed dataset; empty = PREFIX/dataset")
+    model_dir: str = opt("", help="trained model; empty = PREFIX/model")
+    output: str = opt("", help="generated WAV; empty = PREFIX/generated/generated.wav")
+    python: str = opt("python3.11", help="interpreter the bootstrap builds the venv from")
+    ffmpeg_url: str = opt("https://johnvansickle.com/ffmpeg/releases/ffmpeg-release-amd64-static.tar.xz",
+                          help="static ffmpeg build for Amazon Linux")
+    ffmpeg_sha256: str = opt("", help="checked against the ffmpeg download when set")
+    spark_conf: dict[str, str] = opt({}, help="extra --conf for every step")
+    wheel: str = opt("", help="a prebuilt wheel; empty = build one from this checkout")
+    ec2_key_name: str = opt("", help="EC2 key pair for SSH to the nodes")
+    subnet_id: str = opt("", help="VPC subnet of the cluster")

@@ -1,0 +1,42 @@
+"""The stages: their config classes, keys that are gone, and the keys with CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from waveforms.config.aws import AwsConfig
+from waveforms.config.dataset import ScrapeConfig, TransformConfig
+from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
+from waveforms.config.metadata import fields
+from waveforms.config.serve import ServeConfig
+from waveforms.config.training import ElephasConfig, TrainConfig
+
+STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "aws", "serve")
+
+STAGE_CONFIGS: dict[str, type] = {
+    "scrape": ScrapeConfig,
+    "transform": TransformConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+    "index": IndexConfig,
+    "evaluate": EvaluateConfig,
+    "aws": AwsConfig,
+    "serve": ServeConfig,
+}
+
+# Keys that are gone, per stage, with what to use instead.
+REMOVED: dict[str, dict[str, str]] = {  # by config class name
+    "ScrapeConfig": {
+        "total_limit": "total_limit is gone: limit now counts tracks in total for every source "
+                       "(per_genre_limit caps each genre on fma-site); use limit",
+    },
+    "TrainConfig": {
+        f.name: f"{f.name} is an elephas key: put it in [train.elephas] or use --set elephas.{f.name}=..."
+        for f in dataclasses.fields(ElephasConfig)
+    },
+}
+
+
+def cli_options(stage: str) -> list[tuple[str, str, dataclasses.Field, Any]]:
+    """``(flag, dotted key, field, type)`` for each key of ``stage`` that has a CLI flag."""
+    return [(f.metadata["flag"], key, f, tp) for key, f, tp in fields(STAGE_CONFIGS[stage]) if f.metadata.get("flag")]

@@ -1,0 +1,80 @@
+"""The train stage: ``[train]`` and its ``[train.elephas]`` sub-table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from waveforms.config.metadata import opt
+
+
+@dataclass
+class ElephasConfig:
+    """``[train.elephas]``: keys only the elephas engine reads (``--set elephas.KEY=VALUE``)."""
+
+    mode: str = opt("synchronous", choices=("synchronous", "asynchronous", "hogwild"), flag="--mode",
+                    help="elephas training mode")
+    frequency: str = opt("epoch", choices=("epoch", "batch"), flag="--frequency",
+                         help="how often workers exchange weights with the parameter server")
+    parameter_server: str = opt("http", choices=("http", "socket"), flag="--parameter-server",
+                                help="parameter server protocol (asynchronous, hogwild)")
+    port: int = opt(0, min=0, max=65535, flag="--port", help="parameter server port; 0 = a free one")
+    master: str = opt("local[2]", flag="--master", help="Spark master URL")
+    workers: int = opt(2, min=1, flag="--workers", help="workers (Spark partitions) per epoch")
+    epochs: int = opt(2, min=1, flag="--epochs", help="epochs; each worker reads windows_per_worker fresh windows")
+    windows_per_worker: int = opt(64, min=1, unit="windows", help="windows per worker and epoch (> batch_size)")
+
+
+@dataclass
+class TrainConfig:
+    """The train stage; ``engine`` picks local Keras or elephas on Spark.
+
+    A *step* is one optimizer update on one batch of ``batch_size`` windows, for
+    both engines: ``steps`` counts them for the local engine, and an elephas
+    epoch makes ``workers * ceil(windows_per_worker / batch_size)`` of them.
+    ``log_every``, ``val_every``, ``checkpoint_every`` and the cosine schedule
+    count steps too.
+    """
+
+    data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
+    model_dir: str = opt("data/model", flag="--model-dir", help="where the model, checkpoints and metrics go")
+    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset", help="model size")
+    steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local engine)")
+    batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
+    window: int = opt(4000, min=1, unit="samples", flag="--window",
+                      help="predicted samples per window; the input is receptive field + window")
+    learning_rate: float = opt(4e-3, gt=0, help="Adam learning rate (the peak, reached after the warmup)")
+    lr_schedule: str = opt("cosine", choices=("constant", "cosine", "step"),
+                           help="after the warmup: constant, cosine decay to min_lr_ratio × lr at `steps`, "
+                                "or step decay (× lr_decay_factor every lr_decay_every steps)")
+    warmup_steps: int = opt(100, min=0, unit="steps", help="linear learning-rate warmup from lr / warmup_steps")
+    min_lr_ratio: float = opt(0.05, min=0, max=1, help="floor of the cosine and step decays, as a share of lr")
+    lr_decay_every: int = opt(500, min=1, unit="steps", help="lr_schedule = step: steps between decays")
+    lr_decay_factor: float = opt(0.5, gt=0, max=1, help="lr_schedule = step: learning-rate factor per decay")
+    clip_norm: float = opt(10.0, min=0, help="global gradient-norm clip; 0 = off (1.0 throttles early training)")
+    ema_decay: float = opt(0.999, min=0, lt=1,
+                           help="moving average of the weights for validation, previews and the saved model; 0 = off "
+                                "(local engine)")
+    init: str = opt("data", choices=("data", "keras"),
+                    help="data: residual/skip 1x1s scaled by 1/sqrt(layers), logits bias = code log-frequencies "
+                         "(local engine)")
+    preview_every: int = opt(0, min=-1, unit="steps",
+                             help="steps between audio previews (MODEL_DIR/previews/); 0 = at each validation, -1 = off "
+                                  "(local engine)")
+    preview_seconds: float = opt(2.0, gt=0, unit="s", help="seconds of audio per preview")
+    seed: int = opt(0, min=0, flag="--seed", help="random seed")
+    log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (local engine)")
+    val_every: int = opt(100, min=1, unit="steps", help="steps between validation checks (local engine)")
+    val_batches: int = opt(4, min=1, unit="batches", help="batches per validation check")
+    checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (local engine)")
+    early_stopping_patience: int = opt(0, min=0, unit="checks",
+                                       help="validation checks without improvement before stopping; 0 = off")
+    max_minutes: float = opt(0.0, min=0, unit="min",
+                             help="training wall-time budget, resumes included; 0 = none; "
+                                  "the local engine fits a cosine schedule to it")
+    fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
+    condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (local engine)")
+    evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
+    mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
+                                            "(faster on GPUs with tensor cores; the saved model is float32)")
+    engine: str = opt("local", choices=("local", "elephas"), flag="--engine",
+                      help="local: Keras in this process; elephas: data-parallel on Spark")
+    elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
