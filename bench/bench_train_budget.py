@@ -7,8 +7,10 @@ for BUDGET minutes per row, one row after the other, and prints the final
 validation loss of each (nats and bits per sample) as a markdown table with
 the machine's load average around each run.
 
-Rows (``--recipe``, repeatable; default: old and new):
-  old      the recipe before issue 12, as config overrides: constant lr 1e-3, clip 1.0, no EMA, Keras init
+Rows (``--recipe``, repeatable; default: baseline and new):
+  baseline the code before issue 12 (commit BASELINE, extracted with ``git archive`` under bench/out/)
+           at its own defaults: the padded training model, constant lr 1e-3, clip 1.0, no EMA, Keras init
+  old      that recipe as config overrides of today's code (today's faster training model)
   new      today's defaults
   no-warmup-decay, clip-1, no-ema, keras-init, lr-1e-3
            the new defaults with one change undone (the ablation)
@@ -17,12 +19,19 @@ Rows (``--recipe``, repeatable; default: old and new):
 ``--set KEY=VALUE`` (repeatable) applies to every row before the row's own
 overrides (which win).
 
-Cosine and step schedules decay over ``steps``: with ``--steps 0`` (the
-default) the first row's step count in the budget, × 0.95, is used for every
-later row, so the schedule ends about when the budget does.
+Every row's final model is scored the same way, by today's code: the mean
+NLL over the whole validation split (``waveforms.evaluate.metrics.val_nll``,
+windows of 8000 samples), beside the run's own last validation check.
+``--window`` and ``--batch-size`` apply to every row; without them each row
+runs at its code's defaults.
+
+Each row runs with ``--steps 100000000`` (or ``--steps N``) and
+``max_minutes = BUDGET``: the budget ends it, and a cosine schedule is fitted
+to the budget by the trainer itself (see ``max_minutes`` in the README). For
+the elephas engine, whose schedule is not fitted, pass ``--steps``.
 
 Usage: python bench/bench_train_budget.py [--minutes 10] [--recipe old --recipe new ...]
-       [--data bench/out/hyperrogue-dataset] [--engine local|"elephas synchronous"|...]
+       [--data bench/out/hyperrogue-dataset] [--engine local|"elephas synchronous"|...] [--steps N]
 """
 from __future__ import annotations
 
@@ -46,8 +55,11 @@ ENGINES = {
     "elephas asynchronous": ["--engine", "elephas", "--mode", "asynchronous"],
     "elephas hogwild": ["--engine", "elephas", "--mode", "hogwild", "--parameter-server", "socket"],
 }
+BASELINE = "48e1587"  # main before issue 12
+SCORE_WINDOW = 8000
 OLD = ["learning_rate=0.001", "lr_schedule=constant", "warmup_steps=0", "clip_norm=1.0", "ema_decay=0", "init=keras"]
 RECIPES = {
+    "baseline": (f"baseline: the code before issue 12 ({BASELINE}) at its defaults", []),
     "old": ("old: constant lr 1e-3, clip 1.0, no EMA, Keras init", OLD),
     "new": ("new defaults", []),
     "no-warmup-decay": ("new, constant lr (no warmup, no decay)", ["lr_schedule=constant", "warmup_steps=0"]),
@@ -65,7 +77,7 @@ def music_dir() -> Path:
         if any(Path(d).rglob("*.ogg")):
             return Path(d)
     try:
-        files = subprocess.run(["dpkg", "-L", "hyperrogue-music"], capture_output=True, text=True).stdout.split()
+        files = subprocess.run(["dpkg", "-L", "hyperrogue-music"], capture_output=True, text=True, check=False).stdout.split()
         oggs = [Path(f) for f in files if f.endswith(".ogg")]
         if oggs:
             return oggs[0].parent
@@ -85,25 +97,51 @@ def build_dataset(env: dict[str, str]) -> Path:
     return DATASET
 
 
+def baseline_source() -> Path:
+    """The package as it was at BASELINE, extracted once under bench/out/ (run from there, it shadows ours)."""
+    src = OUT / f"baseline-{BASELINE}"
+    if not (src / "waveforms" / "__main__.py").exists():
+        tmp = OUT / f"baseline-{BASELINE}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE, "waveforms"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        shutil.rmtree(src, ignore_errors=True)
+        tmp.rename(src)
+    return src
+
+
+def score(data: Path, model_dir: str) -> float:
+    """Mean NLL (nats) of the saved model over the whole validation split, by today's code."""
+    from waveforms.evaluate.metrics import val_nll
+    from waveforms.model import load
+    from waveforms.transform.dataset import Dataset
+
+    return val_nll(load(model_dir), Dataset.open(str(data)), SCORE_WINDOW, batch_size=8)["val_nats"]
+
+
 def train(args, data: Path, model_dir: str, overrides: list[str], engine: list[str], steps: int,
-          env: dict[str, str]) -> dict:
-    cmd = [sys.executable, "-m", "waveforms", "train", "--data", str(data), "--model-dir", model_dir,
-           "--preset", args.preset, "--window", str(args.window), "--batch-size", str(args.batch_size),
-           "--steps", str(steps), "--epochs", "100000", "--master", "local[2]", "--workers", "2",
-           "--set", f"max_minutes={args.minutes}", "--set", f"val_batches={args.val_batches}",
-           "--set", f"val_every={args.val_every}", "--set", f"checkpoint_every={args.val_every}",
-           "--set", f"elephas.windows_per_worker={args.windows_per_worker}", *engine]
+          env: dict[str, str], baseline: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "waveforms", "train", "--data", str(data.resolve()), "--model-dir", model_dir,
+           "--preset", args.preset, "--steps", str(steps), "--epochs", "100000", "--master", "local[2]",
+           "--workers", "2", "--set", f"max_minutes={args.minutes}", "--set", f"val_batches={args.val_batches}",
+           "--set", f"val_every={args.val_every}", "--set", f"checkpoint_every={args.val_every}", *engine]
+    cmd += ["--window", str(args.window)] if args.window else []
+    cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    cmd += [] if baseline else ["--set", f"elephas.windows_per_worker={args.windows_per_worker}"]
     for o in overrides:
         cmd += ["--set", o]
     load0 = os.getloadavg()[0]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=baseline_source() if baseline else ROOT)
     load1 = os.getloadavg()[0]
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
     metrics = [json.loads(x) for x in (Path(model_dir) / "metrics.jsonl").read_text().splitlines()]
     last_val = [m for m in metrics if "val_loss" in m][-1]
     preview_s = sum(m.get("preview_s", 0.0) for m in metrics)
-    return {"steps": metrics[-1]["step"], "wall": metrics[-1]["wall_time"], "val": last_val["val_loss"],
+    return {"steps": metrics[-1]["step"], "wall": metrics[-1]["wall_time"], "run_val": last_val["val_loss"],
+            "val": score(data, model_dir),
             "preview_share": preview_s / max(metrics[-1]["wall_time"], 1e-9),
             "previews": sum(1 for m in metrics if "preview" in m), "load": (load0, load1)}
 
@@ -113,13 +151,13 @@ def main() -> None:
     ap.add_argument("--data", default="", help="a transformed dataset (default: the hyperrogue soundtrack)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--window", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=0, help="steps for every row; 0 = from the first row's budget")
+    ap.add_argument("--window", type=int, default=0, help="every row's window; 0 = each code's default")
+    ap.add_argument("--batch-size", type=int, default=0, help="every row's batch size; 0 = each code's default")
+    ap.add_argument("--steps", type=int, default=100_000_000, help="steps for every row (the budget ends it first)")
     ap.add_argument("--val-batches", type=int, default=16)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--windows-per-worker", type=int, default=96, help="elephas: windows per worker and epoch")
-    ap.add_argument("--recipe", action="append", choices=list(RECIPES), help="rows (repeatable; default old, new)")
+    ap.add_argument("--recipe", action="append", choices=list(RECIPES), help="rows (repeatable; default baseline, new)")
     ap.add_argument("--engine", default="local", choices=list(ENGINES))
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                     help="a train config override for every row (a row's own overrides win)")
@@ -131,29 +169,28 @@ def main() -> None:
         raise SystemExit(f"no dataset at {data}")
     steps = args.steps
     rows = []
-    for key in args.recipe or ["old", "new"]:
+    for key in args.recipe or ["baseline", "new"]:
         label, overrides = RECIPES[key]
         with tempfile.TemporaryDirectory() as model_dir:
-            r = train(args, data, model_dir, [*args.sets, *overrides], ENGINES[args.engine], steps or 100_000_000,
-                      env)
+            r = train(args, data, model_dir, [*args.sets, *overrides], ENGINES[args.engine], steps, env,
+                      baseline=key == "baseline")
             if args.keep:
                 shutil.copytree(model_dir, Path(args.keep) / key, dirs_exist_ok=True)
-        if not steps:
-            steps = max(1, int(r["steps"] * 0.95))
         rows.append((label, r))
         print(f"{label}: {json.dumps(r)}", file=sys.stderr, flush=True)
-    old = next((r["val"] for label, r in rows if label == RECIPES["old"][0]), None)
-    print(f"\n{args.engine}, {args.preset} preset, window {args.window}, batch {args.batch_size}, "
-          f"{args.minutes:g}-minute budget per row{f', {steps} steps' if steps else ''}, {os.cpu_count()} cores"
+    first = rows[0][1]["val"]
+    window = f"window {args.window}" if args.window else "each code's default window"
+    batch = f"batch {args.batch_size}" if args.batch_size else "default batch"
+    print(f"\n{args.engine}, {args.preset} preset, {window}, {batch}, "
+          f"{args.minutes:g}-minute budget per row{f', {steps} steps' if steps < 100_000_000 else ''}, {os.cpu_count()} cores"
           f"{', --set ' + ' '.join(args.sets) if args.sets else ''}\n")
-    print("| recipe | steps | wall s | val loss (nats) | val bits/sample | vs old (nats) | previews (share of time) "
-          "| load avg before / after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| recipe | steps | wall s | val split NLL (nats) | bits/sample | vs {rows[0][0].split(':')[0]} (nats) "
+          "| run's last val check (nats) | previews (share of time) | load avg before / after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, r in rows:
-        delta = f"{r['val'] - old:+.3f}" if old is not None else "-"
         prev = f"{r['previews']} ({100 * r['preview_share']:.1f}%)" if r["previews"] else "-"
         print(f"| {label} | {r['steps']} | {r['wall']:.0f} | {r['val']:.3f} | {r['val'] / math.log(2):.3f} "
-              f"| {delta} | {prev} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
+              f"| {r['val'] - first:+.3f} | {r['run_val']:.3f} | {prev} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def test_busy_server_answers_429_and_a_disconnect_stops_generation(base):
     "/api/models/..%2fdataset", "/api/models/{model}/previews/..%2F..%2Fmodel.json",
     "/api/models/{model}/previews/leak.wav", "/api/models/{model}/previews/%2Fetc%2Fpasswd",
     "/api/datasets/{ds}/tracks/..%2F..%2Fmanifest.jsonl/audio.wav", "/api/generated/..%2Fgenerated%2Fseed3.wav/audio.wav",
-    "/static/..%2F..%2Fconfig.py", "/api/models/generate.wav?prime=..%2F..%2Fx",
+    "/static/..%2F..%2Fcli.py", "/api/models/generate.wav?prime=..%2F..%2Fx",
 ])
 def test_traversal_is_404(base, path):
     ds, model = ids(base)
