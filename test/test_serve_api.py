@@ -234,6 +234,26 @@ def test_bad_and_huge_uploads_are_clear_4xx(base, uploads, tmp_path):
     assert not [p for p in uploads.iterdir() if p.name.startswith("upload-")]
 
 
+def test_only_the_newest_max_primes_uploads_are_kept(root, sine_mp3, tmp_path):
+    uploads = tmp_path / "uploads"
+    cfg = ServeConfig(roots=[str(root)], upload_dir=str(uploads), max_primes=2)
+    with running(cfg) as url:
+        _, model = ids(url)
+        made = []
+        for i, freq in enumerate((330.0, 440.0, 550.0)):
+            with open(sine_mp3(tmp_path / f"p{i}.mp3", freq, 0.25), "rb") as fh:
+                r = requests.post(f"{url}/api/primes?model={model}", files={"file": (f"p{i}.mp3", fh)}, timeout=60)
+            assert r.status_code == 201, r.text
+            made.append(r.json()["id"])
+        first, *kept = made
+        assert sorted(p.name for p in (uploads / "primes").iterdir()) == sorted(
+            f"{pid}{ext}" for pid in kept for ext in (".u8", ".json"))
+        assert get(url, f"/api/models/{model}/generate.wav?seconds=0.05&seed=1&prime={first}").status_code == 404
+        for pid in kept:
+            r = get(url, f"/api/models/{model}/generate.wav?seconds=0.05&seed=1&prime={pid}")
+            assert r.status_code == 200 and r.content[:4] == b"RIFF"
+
+
 def test_token_is_required_on_every_request(root, tmp_path):
     cfg = ServeConfig(roots=[str(root)], token="s3cret", upload_dir=str(tmp_path))
     with running(cfg) as url:

@@ -17,6 +17,7 @@ class ServeConfig:
     upload_dir: str = opt("", help="where uploaded primes go; empty = a folder in the system temp dir")
     max_upload_mb: float = opt(20.0, gt=0, unit="MiB", help="largest prime upload accepted")
     max_prime_seconds: float = opt(10.0, gt=0, unit="s", help="an uploaded prime keeps at most its last S seconds")
+    max_primes: int = opt(100, min=1, unit="primes", help="uploaded primes kept; beyond this the oldest are removed")
     max_generations: int = opt(0, min=0, flag="--max-generations",
                                help="generations running at once (more get 429); 0 = one per CPU core")
     max_generate_seconds: float = opt(120.0, gt=0, unit="s", help="longest audio one generate request may ask for")

@@ -3,15 +3,17 @@
 The upload is size-capped, checked to be audio by decoding its header (ffprobe),
 decoded with ffmpeg exactly like the model's training data (its dataset's
 transform settings), and stored as codes under the upload folder; the uploaded
-file itself is always removed.
+file itself is always removed. Only the newest ``max_primes`` primes are kept.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from waveforms.serve.state import Studio, read_json, studio
 router = APIRouter(prefix="/api/primes", tags=["primes"])
 PRIME_ID = re.compile(r"[0-9a-f]{32}")
 COPY_CHUNK = 1 << 20
+STRAY_S = 3600  # a leftover without its json (a crash mid-store) older than this is removed
 
 
 @dataclass
@@ -45,9 +48,49 @@ def load(st: Studio, prime_id: str) -> Prime:
         raise HTTPException(404, f"no prime {prime_id!r}")
     codes_path, info_path = _paths(st, prime_id)
     info = read_json(info_path)
-    if info is None or not os.path.isfile(codes_path):
-        raise HTTPException(404, f"no prime {prime_id!r}")
-    return Prime(np.fromfile(codes_path, dtype=np.uint8), int(info["sample_rate"]), int(info["mu"]))
+    try:  # pruning may remove the files at any moment
+        if info is None:
+            raise FileNotFoundError(info_path)
+        codes = np.fromfile(codes_path, dtype=np.uint8)
+    except OSError:
+        raise HTTPException(404, f"no prime {prime_id!r}") from None
+    return Prime(codes, int(info["sample_rate"]), int(info["mu"]))
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write via a temporary name in the same folder, so readers see the whole file or none."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def prune(st: Studio) -> None:
+    """Keep the newest ``max_primes`` primes (json modification time, then name); remove both files of the rest.
+
+    Files without a json (codes or temporary files left by a crash mid-store) go once older than an hour.
+    Another request may prune at the same time, so files already gone are fine.
+    """
+    folder = os.path.join(st.upload_dir, "primes")
+    stamps = {}
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file(follow_symlinks=False):
+                stamps[entry.name] = entry.stat().st_mtime_ns
+    primes = sorted((t, name[:-5]) for name, t in stamps.items() if name.endswith(".json"))
+    doomed = [pid + ext for _, pid in primes[:max(0, len(primes) - st.cfg.max_primes)] for ext in (".json", ".u8")]
+    stored = {pid for _, pid in primes}
+    cutoff = time.time_ns() - STRAY_S * 10**9
+    doomed += [name for name, t in stamps.items()
+               if not name.endswith(".json") and name.removesuffix(".u8") not in stored and t < cutoff]
+    for name in doomed:  # the json first: from then on load() answers 404
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, name))
 
 
 def check_matches(prime: Prime, wavenet) -> None:
@@ -114,11 +157,15 @@ async def upload_prime(request: Request, file: UploadFile, model: str = "",
     codes = codes[-keep:]
     prime_id = uuid.uuid4().hex
     codes_path, info_path = _paths(st, prime_id)
-    codes.tofile(codes_path)
     info = {"id": prime_id, "sample_rate": settings.sample_rate, "mu": settings.mu, "samples": int(len(codes)),
             "seconds": round(len(codes) / settings.sample_rate, 3), "filename": os.path.basename(file.filename or "")}
-    with open(info_path, "w") as fh:
-        json.dump(info, fh)
+
+    def store() -> None:  # the codes, then the json that makes the prime visible, then pruning
+        _write_atomic(codes_path, codes.tobytes())
+        _write_atomic(info_path, json.dumps(info).encode())
+        prune(st)
+
+    await anyio.to_thread.run_sync(store)
     return info
 
 
