@@ -19,7 +19,7 @@ def test_precedence_defaults_file_flags_sets(tmp_path):
     f.write_text('[train]\nsteps = 50\nbatch_size = 3\npreset = "tiny"\n[generate]\nseconds = 9.0\n')
     cfg = config.load("train", f, ["batch_size=5", "clip_norm=0.5"], {"steps": 70, "preset": None})
     assert (cfg.steps, cfg.batch_size, cfg.preset, cfg.clip_norm) == (70, 5, "tiny", 0.5)
-    assert cfg.learning_rate == 4e-3  # the default: neither the file nor a flag sets it
+    assert cfg.learning_rate == config.TrainConfig().learning_rate  # neither the file nor a flag sets it
     assert config.load("generate", f).seconds == 9.0
 
 

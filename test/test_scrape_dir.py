@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -69,3 +70,17 @@ def test_site_to_s3_and_dir_from_s3(s3, tones, music_dir, tmp_path):
     assert rows["000077"]["title"] == "Seventy-Seven" and rows["000077"]["sha256"] == sha256(music_dir / "000077.mp3")
     other = rows["sub_My_Song"]
     assert (tmp_path / "fromS3" / other["path"]).read_bytes() == (music_dir / "sub" / "My Song.mp3").read_bytes()
+
+
+def test_ffmpeg_mp3_encodes_the_whole_source_unless_told_a_length(tmp_path):
+    def duration(path):
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                              str(path)], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    src = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=3"]
+    whole = ffmpeg_mp3(src, tmp_path / "whole.mp3", 0.0)
+    cut = ffmpeg_mp3(src, tmp_path / "cut.mp3", 1.0)
+    assert duration(whole) == pytest.approx(3.0, abs=0.1)  # MP3 frames pad the end by a few ms
+    assert duration(cut) == pytest.approx(1.0, abs=0.1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp3", "whole.mp3"]  # no temporary left

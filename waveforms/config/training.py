@@ -39,9 +39,9 @@ class TrainConfig:
     preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset", help="model size")
     steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local engine)")
     batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
-    window: int = opt(4000, min=1, unit="samples", flag="--window",
+    window: int = opt(2000, min=1, unit="samples", flag="--window",
                       help="predicted samples per window; the input is receptive field + window")
-    learning_rate: float = opt(4e-3, gt=0, help="Adam learning rate (the peak, reached after the warmup)")
+    learning_rate: float = opt(8e-3, gt=0, help="Adam learning rate (the peak, reached after the warmup)")
     lr_schedule: str = opt("cosine", choices=("constant", "cosine", "step"),
                            help="after the warmup: constant, cosine decay to min_lr_ratio × lr at `steps`, "
                                 "or step decay (× lr_decay_factor every lr_decay_every steps)")

@@ -4,7 +4,7 @@
 as an FMA-format site on 127.0.0.1::
 
     python -m waveforms.demo.music --music-dir /usr/share/hyperrogue/music \\
-        --cache CACHE --port 0 --url-file URL_FILE [--seconds 20]
+        --cache CACHE --port 0 --url-file URL_FILE [--seconds S]
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ HYPERROGUE_ARTISTS = {
 
 def ffmpeg_mp3(src_args: list[str], out: Path, seconds: float, tags: dict[str, str] | None = None,
                bitrate: str = "128k") -> Path:
-    """Encode with ffmpeg to ``out`` (written to a temporary name, then renamed)."""
+    """Encode with ffmpeg to ``out`` (written to a temporary name, then renamed); ``seconds`` <= 0: all of it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.mp3")
     meta = [a for k, v in (tags or {}).items() for a in ("-metadata", f"{k}={v}")]
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *src_args, "-t", str(seconds),
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *src_args, *(["-t", str(seconds)] if seconds > 0 else []),
            "-codec:a", "libmp3lame", "-b:a", bitrate, *meta, str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -48,7 +48,7 @@ def sine_mp3(out: Path, freq: float = 440.0, seconds: float = 1.0, rate: int = 2
     return ffmpeg_mp3(src + ["-ac", str(channels)], out, seconds, bitrate="64k")
 
 
-def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float) -> list[MirrorTrack]:
+def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float = 0.0) -> list[MirrorTrack]:
     """Encode the hyperrogue-music Ogg files to MP3 (cached) and describe them as FMA tracks.
 
     Shawn Parrotte's pieces are listed under "Soundtrack", the others under "Ambient";
@@ -64,7 +64,7 @@ def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float) -> list[Mirr
         genres = ["Soundtrack"] if ogg.name.startswith("hr3-") else ["Ambient"]
         if ogg.name.startswith("hr3-") and n % 2:
             genres.append("Ambient")
-        mp3 = cache / f"{ogg.stem}-{seconds:g}s.mp3"
+        mp3 = cache / (f"{ogg.stem}-{seconds:g}s.mp3" if seconds > 0 else f"{ogg.stem}.mp3")
         if not mp3.exists():
             tags = {"title": title, "artist": artist, "album": "HyperRogue", "genre": genres[0],
                     "copyright": f"CC BY-SA 3.0 {CC_BY_SA_3}"}
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m waveforms.demo.music", description=__doc__.splitlines()[0])
     p.add_argument("--music-dir", default="/usr/share/hyperrogue/music", help="folder of hyperrogue-music .ogg files")
     p.add_argument("--cache", default="mirror-cache", help="folder for the encoded MP3s (reused)")
-    p.add_argument("--seconds", type=float, default=20.0, help="seconds of each piece to serve")
+    p.add_argument("--seconds", type=float, default=0.0, help="seconds of each piece to serve; 0 = the whole piece")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a free port")
     p.add_argument("--url-file", help="write the base URL here once listening")
