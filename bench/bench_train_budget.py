@@ -8,13 +8,17 @@ validation loss of each (nats and bits per sample) as a markdown table with
 the machine's load average around each run.
 
 Rows (``--recipe``, repeatable; default: baseline and new):
-  baseline the code before issue 12 (commit BASELINE, extracted with ``git archive`` under bench/out/)
+  baseline the code before the training rewrite (commit BASELINE, extracted with ``git archive`` under bench/out/)
            at its own defaults: the padded training model, constant lr 1e-3, clip 1.0, no EMA, Keras init
   old      that recipe as config overrides of today's code (today's faster training model)
+  old-window-4000
+           the same at the earlier default window (the training model's speed alone)
   new      today's defaults
+  window-4000
+           today's defaults at the earlier default window
   no-warmup-decay, clip-1, no-ema, keras-init, lr-1e-3
            the new defaults with one change undone (the ablation)
-  lr-2e-3, lr-4e-3
+  lr-2e-3, lr-4e-3, lr-1.2e-2
            the new defaults with another peak learning rate
 ``--set KEY=VALUE`` (repeatable) applies to every row before the row's own
 overrides (which win).
@@ -55,13 +59,16 @@ ENGINES = {
     "elephas asynchronous": ["--engine", "elephas", "--mode", "asynchronous"],
     "elephas hogwild": ["--engine", "elephas", "--mode", "hogwild", "--parameter-server", "socket"],
 }
-BASELINE = "48e1587"  # main before issue 12
+BASELINE = "48e1587"  # main before the unpadded training model and the new recipe
 SCORE_WINDOW = 8000
 OLD = ["learning_rate=0.001", "lr_schedule=constant", "warmup_steps=0", "clip_norm=1.0", "ema_decay=0", "init=keras"]
 RECIPES = {
-    "baseline": (f"baseline: the code before issue 12 ({BASELINE}) at its defaults", []),
+    "baseline": (f"baseline: the code at {BASELINE} (before the training rewrite), its defaults", []),
     "old": ("old: constant lr 1e-3, clip 1.0, no EMA, Keras init", OLD),
+    "old-window-4000": ("old recipe, windows of 4000 (today's code: the faster training model alone)",
+                        [*OLD, "window=4000"]),
     "new": ("new defaults", []),
+    "window-4000": ("new, windows of 4000", ["window=4000"]),
     "no-warmup-decay": ("new, constant lr (no warmup, no decay)", ["lr_schedule=constant", "warmup_steps=0"]),
     "clip-1": ("new, clip 1.0", ["clip_norm=1.0"]),
     "no-ema": ("new, no EMA", ["ema_decay=0"]),
@@ -69,6 +76,7 @@ RECIPES = {
     "lr-1e-3": ("new, lr 1e-3", ["learning_rate=0.001"]),
     "lr-2e-3": ("new, lr 2e-3", ["learning_rate=0.002"]),
     "lr-4e-3": ("new, lr 4e-3", ["learning_rate=0.004"]),
+    "lr-1.2e-2": ("new, lr 1.2e-2", ["learning_rate=0.012"]),
 }
 
 
