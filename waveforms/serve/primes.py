@@ -21,6 +21,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 
+from waveforms import storage
 from waveforms.errors import UserError
 from waveforms.serve.state import Studio, read_json, studio
 
@@ -55,19 +56,6 @@ def load(st: Studio, prime_id: str) -> Prime:
     except OSError:
         raise HTTPException(404, f"no prime {prime_id!r}") from None
     return Prime(codes, int(info["sample_rate"]), int(info["mu"]))
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write via a temporary name in the same folder, so readers see the whole file or none."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def prune(st: Studio) -> None:
@@ -161,8 +149,8 @@ async def upload_prime(request: Request, file: UploadFile, model: str = "",
             "seconds": round(len(codes) / settings.sample_rate, 3), "filename": os.path.basename(file.filename or "")}
 
     def store() -> None:  # the codes, then the json that makes the prime visible, then pruning
-        _write_atomic(codes_path, codes.tobytes())
-        _write_atomic(info_path, json.dumps(info).encode())
+        storage.write_bytes(codes_path, codes.tobytes())  # atomically, like every local write
+        storage.write_text(info_path, json.dumps(info))
         prune(st)
 
     await anyio.to_thread.run_sync(store)

@@ -175,7 +175,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
                                      step, state["bad_checks"])
                 if preview_due:
                     row.update(preview(step, final_weights()))
-                row["wall_time"] = state["wall_time"] = wall0 + (time.perf_counter() - t0)
+                row["wall_time"] = state["wall_time"] = wall()
                 state["loss"] = last_loss
                 metrics.append(row)
                 log.info("step %d/%d %s", step, cfg.steps,
