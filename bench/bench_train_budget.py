@@ -124,7 +124,7 @@ def score(data: Path, model_dir: str) -> float:
     """Mean NLL (nats) of the saved model over the whole validation split, by today's code."""
     from waveforms.evaluate.metrics import val_nll
     from waveforms.model import load
-    from waveforms.transform.dataset import Dataset
+    from waveforms.dataset import Dataset
 
     return val_nll(load(model_dir), Dataset.open(str(data)), SCORE_WINDOW, batch_size=8)["val_nats"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from waveforms.evaluate.metrics import GaussianStats, frechet_distance, val_nll, val_windows
 from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
-from waveforms.transform.dataset import Dataset
+from waveforms.dataset import Dataset
 
 SR = 16000
 

@@ -25,7 +25,7 @@ def built(music_dataset, spark_session) -> Path:
 
 
 def test_manifest_lists_training_tracks_and_every_window(built, music_dataset):
-    from waveforms.transform.dataset import Dataset
+    from waveforms.dataset import Dataset
 
     ds = Dataset.open(str(music_dataset))
     manifest = read_manifest(str(built))

@@ -10,8 +10,9 @@ from waveforms.config import TrainConfig
 from waveforms.errors import UserError
 from waveforms.model import build, load
 from waveforms.train import run
-from waveforms.train.windows import WindowSampler, regions, split_window
-from waveforms.transform.dataset import Dataset
+from waveforms.dataset import regions
+from waveforms.train.windows import WindowSampler, split_window
+from waveforms.dataset import Dataset
 
 
 def random_tracks(lengths, seed=0):

@@ -14,7 +14,7 @@ from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
 from waveforms.train.recipe import (BUDGET_MARGIN, WarmupStepDecay, budget_steps, code_log_frequencies, initialise,
                                     learning_rate, lr_at)
-from waveforms.transform.dataset import Dataset
+from waveforms.dataset import Dataset
 
 LR, STEPS = 2e-3, 1000
 

@@ -29,11 +29,11 @@ import numpy as np
 
 from waveforms import config as cfgmod
 from waveforms import storage
+from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
 from waveforms.evaluate.embed import HOP_S, WINDOW_S, Projection, track_features, window_starts
 from waveforms.evaluate.mel import MelParams
-from waveforms.transform.dataset import Dataset
 
 log = logging.getLogger(__name__)
 

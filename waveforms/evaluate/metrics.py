@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from waveforms.transform.dataset import Dataset
+from waveforms.dataset import Dataset, regions
 
 
 # --- Fréchet distance --------------------------------------------------------------------------------------
@@ -86,8 +86,6 @@ def val_windows(ds: Dataset, window: int, receptive_field: int, genres: list[str
     inside the chunk. A shorter last chunk is read right-aligned as a full
     window (context from the chunk before), counting the same positions.
     """
-    from waveforms.train.windows import regions
-
     _, val, _ = regions(ds, window, genres)
     index = {g: i for i, g in enumerate(genres or [])}
     out: list[ValWindow] = []

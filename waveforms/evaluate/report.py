@@ -15,13 +15,13 @@ import numpy as np
 
 from waveforms import config as cfgmod
 from waveforms import mulaw, storage
+from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
 from waveforms.evaluate.index import index_uri
 from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
 from waveforms.storage import OutputDir
-from waveforms.transform.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ def second_frames(codes: np.ndarray, sample_rate: int, mu: int = 255) -> np.ndar
 
 def heldout_stats(ds: Dataset, window: int, cap_s: float = 0.0) -> tuple[GaussianStats, GaussianStats, GaussianStats]:
     """Log-mel statistics of the held-out audio: all of it, and its even and odd seconds (the two halves)."""
-    from waveforms.train.windows import regions
-
     sr, dims = ds.sample_rate, MelParams(ds.sample_rate).n_mels
     every, even, odd = GaussianStats(dims), GaussianStats(dims), GaussianStats(dims)
     seconds = 0

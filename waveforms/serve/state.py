@@ -13,9 +13,9 @@ from fastapi import HTTPException, Request
 
 from waveforms import jsonl, storage
 from waveforms.config import ServeConfig
+from waveforms.dataset import Dataset, DatasetError
 from waveforms.serve.discovery import Catalog, Entry
 from waveforms.serve.generation import Limiter, Models, Results
-from waveforms.transform.dataset import Dataset, DatasetError
 
 
 @dataclass

@@ -9,11 +9,10 @@ from typing import Any
 from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import TrainConfig
+from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
 from waveforms.train.metrics import MetricsLog
-from waveforms.train.windows import Region, genre_vocabulary, regions
-from waveforms.transform.dataset import Dataset
 
 log = logging.getLogger(__name__)
 

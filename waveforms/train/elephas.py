@@ -25,7 +25,8 @@ from waveforms.errors import UserError
 from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
 from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
-from waveforms.train.windows import WindowSampler, regions, split_window
+from waveforms.dataset import regions
+from waveforms.train.windows import WindowSampler, split_window
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the parameter server logs every request
@@ -66,7 +67,7 @@ def custom_objects() -> dict[str, Any]:
 def partition_windows(root: str, receptive_field: int, window: int, n: int, seed: int,
                       descriptor: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Runs on an executor: ``n`` random training windows as ``(input, target)`` pairs."""
-    from waveforms.transform.dataset import Dataset
+    from waveforms.dataset import Dataset
 
     partition, epoch = descriptor
     ds = Dataset.open(root)

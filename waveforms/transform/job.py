@@ -22,7 +22,7 @@ from waveforms import config as cfgmod
 from waveforms import jsonl, storage
 from waveforms.errors import UserError
 from waveforms.tracks import ERRORS, MANIFEST
-from waveforms.transform import dataset as ds
+from waveforms.dataset import format as ds
 from waveforms.transform.audio import AudioError, AudioSettings, decode_to
 from waveforms.transform.sources import list_inputs
 

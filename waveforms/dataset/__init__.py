@@ -1,0 +1,10 @@
+"""The dataset format: what the transform writes and training, index, evaluate and the studio read.
+
+``format`` holds the layout, the manifest and ranged reads; ``regions`` the
+training and validation regions of its tracks.
+"""
+from waveforms.dataset.format import Dataset, DatasetError, read_tracks, split_for
+from waveforms.dataset.regions import HELD_OUT_FRACTION, Region, genre_vocabulary, regions
+
+__all__ = ["Dataset", "DatasetError", "HELD_OUT_FRACTION", "Region", "genre_vocabulary", "read_tracks",
+           "regions", "split_for"]
