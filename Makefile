@@ -6,13 +6,14 @@
 #   make test       the whole suite, slow tests included (clusters, S3 on moto, SIGKILL races, big data)
 #   make test-fast  pytest -m "not slow": the developer loop, a few minutes on 2 cores
 #   make bench      the benchmarks in bench/ (tables, not tests)
+#   make docs       the reference site from docs/ into build/site (MkDocs, --strict: broken links fail)
 #   make clean      remove demo-out/ and pytest's cache
 PY := .venv/bin/python
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/.venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,5 +30,8 @@ test-fast: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+docs: setup
+	.venv/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf demo-out .pytest_cache
+	rm -rf demo-out .pytest_cache build/site

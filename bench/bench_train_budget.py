@@ -31,7 +31,7 @@ runs at its code's defaults.
 
 Each row runs with ``--steps 100000000`` (or ``--steps N``) and
 ``max_minutes = BUDGET``: the budget ends it, and a cosine schedule is fitted
-to the budget by the trainer itself (see ``max_minutes`` in the README). For
+to the budget by the trainer itself (see ``max_minutes`` in docs/training.md). For
 the elephas engine, whose schedule is not fitted, pass ``--steps``.
 
 Usage: python bench/bench_train_budget.py [--minutes 10] [--recipe old --recipe new ...]

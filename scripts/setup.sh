@@ -50,7 +50,7 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,docs]"
 # TensorFlow's build for this machine, at the version pip resolved (elephas names `tensorflow`):
 # with an NVIDIA GPU (`nvidia-smi -L` lists one), tensorflow[and-cuda], whose pip-installed CUDA and
 # cuDNN libraries TensorFlow finds by itself; without one, the CPU build, the same API without the

@@ -64,7 +64,7 @@ def open_page(browser, url: str, page: str) -> None:
 def shot(browser, tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"studio-{name}.png"
     browser.save_screenshot(str(path))
-    if os.environ.get("STUDIO_SCREENSHOTS"):  # refresh the README's pictures
+    if os.environ.get("STUDIO_SCREENSHOTS"):  # refresh the docs' pictures (docs/studio-*.png)
         shutil.copy(path, Path(os.environ["STUDIO_SCREENSHOTS"]) / path.name)
     return path
 

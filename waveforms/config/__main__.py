@@ -1,4 +1,4 @@
-"""``python -m waveforms.config``: print or rewrite the README's key tables."""
+"""``python -m waveforms.config``: print or rewrite the key tables of docs/config.md."""
 import sys
 
 from waveforms.config.readme import main
