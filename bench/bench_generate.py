@@ -1,8 +1,8 @@
 """Generation speed: cached (fast) vs naive sampling, per preset and stream count; and start-up time.
 
 Prints a markdown table of samples/s and × real time at each preset's 16 kHz.
-The row "1 (block)" runs one stream through the block kernel (the many-stream
-path) instead of the one-stream kernel, with the one-stream row as its reference.
+The row "1 (GEMM)" runs one stream with the many-stream path's products (one
+BLAS GEMM per layer) instead of loops, with the one-stream row as its reference.
 With --startup, instead: time to the first sample in fresh processes sharing one
 new numba cache folder (the first compiles the kernels, the second loads them),
 separately from the steady rate.
@@ -87,7 +87,7 @@ def main() -> None:
             naive_generate(w, 2)
             naive = rate(lambda: naive_generate(w, args.naive_samples), args.naive_samples)
         one = 0.0
-        for streams, label, block_min in ((1, "1", fastgen.BLOCK_MIN), (1, "1 (block)", 1), (64, "64", fastgen.BLOCK_MIN)):
+        for streams, label, block_min in ((1, "1", fastgen.BLOCK_MIN), (1, "1 (GEMM)", 1), (64, "64", fastgen.BLOCK_MIN)):
             n = int(args.seconds * sr) if streams == 1 else int(args.seconds * sr / 8)
             default_min, fastgen.BLOCK_MIN = fastgen.BLOCK_MIN, block_min
             try:
