@@ -97,7 +97,7 @@ def main() -> None:
                 fastgen.BLOCK_MIN = default_min
             one = one or fast
             rows.append((preset, w.receptive_field, label, fast, fast / sr, fast / one, naive if label == "1" else None))
-    print("| preset | receptive field | streams | fast samples/s | × real time (16 kHz) | / 1-stream kernel "
+    print("| preset | receptive field | streams | fast samples/s | × real time (16 kHz) | / 1 stream "
           "| naive samples/s | fast / naive |")
     print("|---|---|---|---|---|---|---|---|")
     for preset, rf, label, fast, rt, rel, naive in rows:

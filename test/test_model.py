@@ -121,7 +121,7 @@ def test_config_keys_derive_dilations_and_read_the_older_form():
         "residual_channels": 24, "dilation_channels": 24, "skip_channels": 64, "quantization": 256,
         "sample_rate": 16000, "num_genres": 0, "genre_channels": 16,
     }
-    assert WaveNetConfig.from_dict(older) == PRESETS["small"]
+    assert WaveNetConfig.from_dict(older) == WaveNetConfig(**PRESETS["small"])
     for bad in ({**older, "stacks": 3}, {**older, "dilations": [1, 2, 4, 1, 2]}, {**older, "dilations": []},
                 {"layers": 3}, {"stacks": 0}):
         with pytest.raises(UserError):
