@@ -1,6 +1,8 @@
 """Generation speed: cached (fast) vs naive sampling, per preset and stream count; and start-up time.
 
 Prints a markdown table of samples/s and × real time at each preset's 16 kHz.
+The row "1 (GEMM)" runs one stream with the many-stream path's products (one
+BLAS GEMM per layer) instead of loops, with the one-stream row as its reference.
 With --startup, instead: time to the first sample in fresh processes sharing one
 new numba cache folder (the first compiles the kernels, the second loads them),
 separately from the steady rate.
@@ -24,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from naive import naive_generate  # noqa: E402
 
+from waveforms import fastgen  # noqa: E402
 from waveforms.generate import generate  # noqa: E402
 from waveforms.model import build  # noqa: E402
 
@@ -83,16 +86,24 @@ def main() -> None:
         if args.naive_samples and preset != "large":  # large: minutes per second of audio
             naive_generate(w, 2)
             naive = rate(lambda: naive_generate(w, args.naive_samples), args.naive_samples)
-        for streams in (1, 64):
+        one = 0.0
+        for streams, label, block_min in ((1, "1", fastgen.BLOCK_MIN), (1, "1 (GEMM)", 1), (64, "64", fastgen.BLOCK_MIN)):
             n = int(args.seconds * sr) if streams == 1 else int(args.seconds * sr / 8)
-            fast = rate(lambda: generate(w, n, streams=streams, seed=0), n * streams)
-            rows.append((preset, w.receptive_field, streams, fast, fast / sr, naive if streams == 1 else None))
-    print("| preset | receptive field | streams | fast samples/s | × real time (16 kHz) | naive samples/s | fast / naive |")
-    print("|---|---|---|---|---|---|---|")
-    for preset, rf, streams, fast, rt, naive in rows:
+            default_min, fastgen.BLOCK_MIN = fastgen.BLOCK_MIN, block_min
+            try:
+                generate(w, 100, streams=streams)  # compile and warm up this path
+                fast = rate(lambda: generate(w, n, streams=streams, seed=0), n * streams)
+            finally:
+                fastgen.BLOCK_MIN = default_min
+            one = one or fast
+            rows.append((preset, w.receptive_field, label, fast, fast / sr, fast / one, naive if label == "1" else None))
+    print("| preset | receptive field | streams | fast samples/s | × real time (16 kHz) | / 1 stream "
+          "| naive samples/s | fast / naive |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, rf, label, fast, rt, rel, naive in rows:
         naive_s = f"{naive:,.1f}" if naive else "-"
         ratio = f"{fast / naive:,.0f}×" if naive else "-"
-        print(f"| {preset} | {rf} | {streams} | {fast:,.0f} | {rt:.2f} | {naive_s} | {ratio} |")
+        print(f"| {preset} | {rf} | {label} | {fast:,.0f} | {rt:.2f} | {rel:.2f} | {naive_s} | {ratio} |")
 
 
 if __name__ == "__main__":

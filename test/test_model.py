@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from waveforms.config.dataset import SAMPLE_RATE
 from waveforms.errors import UserError
 from waveforms.model import PRESETS, WaveNetConfig, build, load
 from waveforms.model.spec import read, spec
@@ -119,9 +120,9 @@ def test_config_keys_derive_dilations_and_read_the_older_form():
     older = {  # model.json's config before stacks and layers_per_stack existed
         "dilations": [1, 2, 4, 8, 16, 32, 64, 128] * 2, "kernel_size": 2, "initial_kernel": 2,
         "residual_channels": 24, "dilation_channels": 24, "skip_channels": 64, "quantization": 256,
-        "sample_rate": 16000, "num_genres": 0, "genre_channels": 16,
+        "sample_rate": SAMPLE_RATE, "num_genres": 0, "genre_channels": 16,
     }
-    assert WaveNetConfig.from_dict(older) == PRESETS["small"]
+    assert WaveNetConfig.from_dict(older) == WaveNetConfig(**PRESETS["small"])
     for bad in ({**older, "stacks": 3}, {**older, "dilations": [1, 2, 4, 1, 2]}, {**older, "dilations": []},
                 {"layers": 3}, {"stacks": 0}):
         with pytest.raises(UserError):
@@ -169,7 +170,7 @@ def test_save_load_round_trip(tmp_path):
     w.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["receptive_field"] == w.receptive_field
-    assert meta["sample_rate"] == 16000 and meta["mu"] == 255 and meta["dataset_id"] == "abc"
+    assert meta["sample_rate"] == SAMPLE_RATE and meta["mu"] == 255 and meta["dataset_id"] == "abc"
     assert meta["config"]["dilations"] == [1, 2, 4, 8]
     assert "waveforms_version" in meta and "git_commit" in meta
     w2 = load(tmp_path / "m")

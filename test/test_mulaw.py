@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from waveforms import mulaw
 
@@ -39,3 +40,11 @@ def test_round_trip_error_bound():
 def test_decode_inverts_every_code():
     q = np.arange(256, dtype=np.uint8)
     assert (mulaw.encode(mulaw.decode(q)) == q).all()
+
+
+def test_mulaw_encode_rejects_mu_outside_one_byte():
+    assert mulaw.encode(np.array([-1.0, 0.0, 1.0]), mu=255).tolist() == [0, 128, 255]
+    assert mulaw.encode(np.array([1.0]), mu=1).dtype == np.uint8
+    for mu in (0, 256, 1023, -5):
+        with pytest.raises(ValueError, match=f"mu must be an integer in 1..255.*got {mu}"):
+            mulaw.encode(np.zeros(3), mu=mu)

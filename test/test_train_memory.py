@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from train_helpers import train_argv
+from waveforms.config.dataset import SAMPLE_RATE
 
 # Run the CLI as a child of a fresh interpreter and report that child's peak RSS (KiB).
 PEAK_RSS = """
@@ -30,7 +31,7 @@ def noise_dataset(root, n_tracks, samples_per_track):
         with open(path, "ab") as fh:
             fh.write(rng.integers(0, 256, samples_per_track, dtype=np.uint8).tobytes())
         rows.append({"id": f"n{i}", "shard": shard, "offset": offset, "num_samples": samples_per_track,
-                     "sample_rate": 16000, "mu": 255, "split": "val" if i % 10 == 9 else "train",
+                     "sample_rate": SAMPLE_RATE, "mu": 255, "split": "val" if i % 10 == 9 else "train",
                      "dataset_id": f"noise-{n_tracks}", "genre": ""})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

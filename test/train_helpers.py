@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from waveforms import mulaw
+from waveforms.config.dataset import SAMPLE_RATE
 
 
 def tone(num_samples: int, period: int = 40, amplitude: float = 0.6, phase: int = 0) -> np.ndarray:
@@ -15,7 +16,7 @@ def tone(num_samples: int, period: int = 40, amplitude: float = 0.6, phase: int 
     return mulaw.encode(amplitude * np.sin(2 * np.pi * t / period))
 
 
-def write_dataset(root: str | Path, tracks: list[dict], sample_rate: int = 16000,
+def write_dataset(root: str | Path, tracks: list[dict], sample_rate: int = SAMPLE_RATE,
                   dataset_id: str = "test-ds", shard_size: int = 2) -> Path:
     """Write ``tracks`` ({"id", "codes", optional "split", "genre"}) as shards + manifest.jsonl."""
     root = Path(root)

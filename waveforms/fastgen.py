@@ -2,8 +2,10 @@
 
 Each layer keeps a ring buffer of its last ``(kernel-1)·dilation`` inputs, so a
 new sample costs one pass through the layers (O(layers · channels²)), never a
-forward pass over the receptive field. The loop is compiled with numba; streams
-are independent and run in parallel across cores.
+forward pass over the receptive field. One compiled loop (numba) runs the
+network, :func:`_block`, over a block of streams in lockstep: one stream per
+block (loop products) below ``BLOCK_MIN`` streams, else blocks of streams with
+one GEMM per layer. Streams are independent and blocks run in parallel across cores.
 
 Zero-initialised buffers reproduce Keras's causal zero padding exactly, so the
 next-sample distribution equals the full model's on the same context.
@@ -23,7 +25,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from waveforms.model.spec import Residual, read, spec  # noqa: E402
 
 F32 = np.float32
-BLOCK_MIN = 8  # from this many streams, step them in blocks with one matrix product per layer
+BLOCK_MIN = 8  # from this many streams, step them in blocks with one matrix product (GEMM) per layer
 
 
 @dataclass
@@ -122,70 +124,6 @@ def _gate(f, g):
     return _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * g))
 
 
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _matvec_add(out, x, w):
-    """out += x @ w for x (n,), w (n, m)."""
-    for i in range(w.shape[0]):
-        xi = x[i]
-        if xi != 0.0:
-            for j in range(w.shape[1]):
-                out[j] += xi * w[i, j]
-
-
-@numba.njit(fastmath=True, cache=True)
-def _step(code, s, t, w0, b0, wd, bias, wsr, bsr, w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, logits, x, pre, z, sr, skip, h):
-    """Feed ``code`` at time ``t`` to stream ``s``; leave the next-sample logits in ``logits``."""
-    k0 = w0.shape[0]
-    r = w0.shape[2]
-    n_layers, k, _, two_d = wd.shape
-    d_ch = two_d // 2
-    s_ch = w1.shape[0]
-    for j in range(r):
-        x[j] = b0[j] + w0[k0 - 1, code, j]
-    for m in range(1, k0):
-        past = history[s, m - 1]
-        if past >= 0:
-            for j in range(r):
-                x[j] += w0[k0 - 1 - m, past, j]
-    for m in range(k0 - 2, 0, -1):
-        history[s, m] = history[s, m - 1]
-    history[s, 0] = code
-    for j in range(s_ch):
-        skip[j] = 0.0
-    for layer in range(n_layers):
-        d = dil[layer]
-        off = buf_off[layer]
-        blen = buf_len[layer]
-        for j in range(two_d):
-            pre[j] = bias[s, layer, j]
-        _matvec_add(pre, x, wd[layer, k - 1])
-        for m in range(1, k):
-            idx = (t - m * d) % blen
-            _matvec_add(pre, bufs[off + idx, s], wd[layer, k - 1 - m])
-        slot = t % blen
-        for j in range(r):
-            bufs[off + slot, s, j] = x[j]
-        for j in range(d_ch):
-            z[j] = _gate(pre[j], pre[d_ch + j])
-        for j in range(sr.shape[0]):
-            sr[j] = bsr[layer, j]
-        _matvec_add(sr, z, wsr[layer])
-        for j in range(s_ch):
-            skip[j] += sr[j]
-        for j in range(r):
-            x[j] += sr[s_ch + j]
-    for j in range(s_ch):
-        skip[j] = max(skip[j], 0.0)
-    for j in range(s_ch):
-        h[j] = b1[j]
-    _matvec_add(h, skip, w1)
-    for j in range(s_ch):
-        h[j] = max(h[j], 0.0)
-    for j in range(logits.shape[0]):
-        logits[j] = b2[j]
-    _matvec_add(logits, h, w2)
-
-
 @numba.njit(fastmath=False, cache=True)
 def _sample(logits, temperature, u):
     """Exact sample from softmax(logits / temperature) by inverse CDF; argmax when temperature is 0."""
@@ -209,47 +147,38 @@ def _sample(logits, temperature, u):
     return best
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def _run(forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1, w2, b2,
-         dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
-    """Advance every stream ``n_steps`` inputs.
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _product_add(out, a, w, tmp, loops):
+    """out += a @ w for a (b, n), w (n, m): with ``loops`` row by row, skipping zero inputs; else one GEMM into tmp.
+
+    One stream at a time, the loops beat a BLAS call on these small matrices;
+    over a block of streams, the GEMM wins.
+    """
+    if loops:
+        for u in range(a.shape[0]):
+            for i in range(w.shape[0]):
+                ai = a[u, i]
+                if ai != 0.0:
+                    for j in range(w.shape[1]):
+                        out[u, j] += ai * w[i, j]
+    else:
+        np.dot(a, w, tmp)
+        out += tmp
+
+
+@numba.njit(fastmath=True, cache=True)
+def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
+           w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
+    """Advance streams ``s0:s1`` in lockstep by ``n_steps`` inputs: the network, once, for generation.
 
     Inputs ``i < n_forced`` come from ``forced`` (priming); later ones are
     sampled from the logits of the previous input and stored in ``out``. The
     logits after the last input stay in ``last_logits``; with ``record`` every
-    step's logits also go to ``logits_out``.
+    step's logits also go to ``logits_out``. Each layer's products run as loops
+    for blocks of fewer than ``dot_min`` streams and as one GEMM over the block otherwise.
     """
-    streams = forced.shape[0]
-    r = w0.shape[2]
-    two_d = wd.shape[3]
-    s_ch = w1.shape[0]
-    q = w2.shape[1]
-    for s in numba.prange(streams):
-        x = np.empty(r, dtype=np.float32)
-        pre = np.empty(two_d, dtype=np.float32)
-        z = np.empty(two_d // 2, dtype=np.float32)
-        sr = np.empty(s_ch + r, dtype=np.float32)
-        skip = np.empty(s_ch, dtype=np.float32)
-        h = np.empty(s_ch, dtype=np.float32)
-        logits = last_logits[s]
-        for i in range(n_steps):
-            if i < n_forced:
-                code = forced[s, i]
-            else:
-                code = _sample(logits, temperature, uniforms[s, i - n_forced])
-                out[s, i - n_forced] = code
-            _step(code, s, t0 + i, w0, b0, wd, bias, wsr, bsr, w1, b1, w2, b2, dil, buf_off, buf_len, bufs,
-                  history, logits, x, pre, z, sr, skip, h)
-            if record:
-                for j in range(q):
-                    logits_out[s, i, j] = logits[j]
-
-
-@numba.njit(fastmath=True, cache=True)
-def _block(s0, s1, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1, w2, b2,
-           dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
-    """:func:`_run` for streams ``s0:s1`` in lockstep, each layer one matrix product over the block."""
     b = s1 - s0
+    loops = b < dot_min
     k0, _, r = w0.shape
     n_layers, k, _, two_d = wd.shape
     d_ch = two_d // 2
@@ -257,26 +186,25 @@ def _block(s0, s1, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0,
     q = w2.shape[1]
     x = np.empty((b, r), dtype=np.float32)
     pre = np.empty((b, two_d), dtype=np.float32)
-    tmp = np.empty((b, two_d), dtype=np.float32)
     z = np.empty((b, d_ch), dtype=np.float32)
     sr = np.empty((b, s_ch + r), dtype=np.float32)
     skip = np.empty((b, s_ch), dtype=np.float32)
     h = np.empty((b, s_ch), dtype=np.float32)
-    h2 = np.empty((b, s_ch), dtype=np.float32)
     logits = np.empty((b, q), dtype=np.float32)
+    tmp_pre, tmp_sr = np.empty_like(pre), np.empty_like(sr)  # GEMM outputs (blocks of dot_min streams or more)
+    tmp_h, tmp_logits = np.empty_like(h), np.empty_like(logits)
     logits[:, :] = last_logits[s0:s1]
-    codes = np.empty(b, dtype=np.int64)
     for i in range(n_steps):
         t = t0 + i
         for u in range(b):
             s = s0 + u
             if i < n_forced:
-                codes[u] = forced[s, i]
+                code = forced[s, i]
             else:
-                codes[u] = _sample(logits[u], temperature, uniforms[s, i - n_forced])
-                out[s, i - n_forced] = codes[u]
-            for j in range(r):
-                x[u, j] = b0[j] + w0[k0 - 1, codes[u], j]
+                code = _sample(logits[u], temperature, uniforms[s, i - n_forced])
+                out[s, i - n_forced] = code
+            for j in range(r):  # the first causal conv over one-hot codes: one kernel row per tap
+                x[u, j] = b0[j] + w0[k0 - 1, code, j]
             for m in range(1, k0):
                 past = history[s, m - 1]
                 if past >= 0:
@@ -284,55 +212,59 @@ def _block(s0, s1, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0,
                         x[u, j] += w0[k0 - 1 - m, past, j]
             for m in range(k0 - 2, 0, -1):
                 history[s, m] = history[s, m - 1]
-            history[s, 0] = codes[u]
+            history[s, 0] = code
         skip[:, :] = 0.0
         for layer in range(n_layers):
             d = dil[layer]
             off = buf_off[layer]
             blen = buf_len[layer]
-            np.dot(x, wd[layer, k - 1], pre)
-            for m in range(1, k):
-                idx = (t - m * d) % blen
-                np.dot(bufs[off + idx, s0:s1], wd[layer, k - 1 - m], tmp)
-                pre += tmp
-            bufs[off + t % blen, s0:s1] = x
-            for u in range(b):
+            for u in range(b):  # dilated conv (+ genre bias) over this input and the buffered past ones
                 for j in range(two_d):
-                    pre[u, j] += bias[s0 + u, layer, j]
+                    pre[u, j] = bias[s0 + u, layer, j]
+            _product_add(pre, x, wd[layer, k - 1], tmp_pre, loops)
+            for m in range(1, k):
+                _product_add(pre, bufs[off + (t - m * d) % blen, s0:s1], wd[layer, k - 1 - m], tmp_pre, loops)
+            bufs[off + t % blen, s0:s1] = x
+            for u in range(b):  # gate, then the skip and residual 1x1s side by side
                 for j in range(d_ch):
                     z[u, j] = _gate(pre[u, j], pre[u, d_ch + j])
-            np.dot(z, wsr[layer], sr)
+                for j in range(s_ch + r):
+                    sr[u, j] = bsr[layer, j]
+            _product_add(sr, z, wsr[layer], tmp_sr, loops)
             for u in range(b):
                 for j in range(s_ch):
-                    skip[u, j] += sr[u, j] + bsr[layer, j]
+                    skip[u, j] += sr[u, j]
                 for j in range(r):
-                    x[u, j] += sr[u, s_ch + j] + bsr[layer, s_ch + j]
-        np.maximum(skip, np.float32(0.0), skip)
-        np.dot(skip, w1, h)
+                    x[u, j] += sr[u, s_ch + j]
+        for u in range(b):  # relu, 1x1, relu, 1x1 to logits
+            for j in range(s_ch):
+                skip[u, j] = max(skip[u, j], np.float32(0.0))
+                h[u, j] = b1[j]
+        _product_add(h, skip, w1, tmp_h, loops)
         for u in range(b):
             for j in range(s_ch):
-                h2[u, j] = max(h[u, j] + b1[j], np.float32(0.0))
-        np.dot(h2, w2, logits)
-        for u in range(b):
+                h[u, j] = max(h[u, j], np.float32(0.0))
             for j in range(q):
-                logits[u, j] += b2[j]
-            if record:
+                logits[u, j] = b2[j]
+        _product_add(logits, h, w2, tmp_logits, loops)
+        if record:
+            for u in range(b):
                 for j in range(q):
                     logits_out[s0 + u, i, j] = logits[u, j]
     last_logits[s0:s1] = logits
 
 
 @numba.njit(parallel=True, cache=True)
-def _run_blocks(n_blocks, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
-                w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
+def _run_blocks(n_blocks, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr,
+                w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
     """Split the streams into ``n_blocks`` blocks run in parallel by :func:`_block`."""
     streams = forced.shape[0]
     for blk in numba.prange(n_blocks):
         s0 = blk * streams // n_blocks
         s1 = (blk + 1) * streams // n_blocks
         if s1 > s0:
-            _block(s0, s1, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
-                   w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out)
+            _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr,
+                   w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out)
 
 
 class Sampler:
@@ -359,16 +291,15 @@ class Sampler:
             forced = np.zeros((k, 1), dtype=np.int64)
         out = np.zeros((k, max(n_new, 1)), dtype=np.int64)
         logits_out = np.zeros((k, n_steps, fw.w2.shape[1]) if record else (1, 1, 1), dtype=F32)
-        n_blocks = min(numba.get_num_threads(), max(k // BLOCK_MIN, 1))
-        args = (forced, n_forced, n_steps, st.t, float(temperature), np.ascontiguousarray(uniforms, dtype=np.float64),
-             fw.w0, fw.b0, fw.wd, st.bias, fw.wsr, fw.bsr, fw.w1, fw.b1, fw.w2, fw.b2, fw.dilations, st.buf_off,
-             st.buf_len, st.bufs, st.history, self.last_logits, out, record, logits_out)
-        if k >= BLOCK_MIN:
-            # Each block thread calls BLAS on small matrices: BLAS's own threads would only contend.
-            with threadpool_limits(limits=1, user_api="blas"):
-                _run_blocks(n_blocks, *args)
-        else:
-            _run(*args)
+        # Fewer than BLOCK_MIN streams: one block per stream, in parallel, with loop products;
+        # more: up to one block per thread, each with one GEMM per layer.
+        n_blocks = k if k < BLOCK_MIN else min(numba.get_num_threads(), k // BLOCK_MIN)
+        # Each block thread calls BLAS on small matrices: BLAS's own threads would only contend.
+        with threadpool_limits(limits=1, user_api="blas"):
+            _run_blocks(n_blocks, BLOCK_MIN, forced, n_forced, n_steps, st.t, float(temperature),
+                        np.ascontiguousarray(uniforms, dtype=np.float64), fw.w0, fw.b0, fw.wd, st.bias, fw.wsr, fw.bsr,
+                        fw.w1, fw.b1, fw.w2, fw.b2, fw.dilations, st.buf_off, st.buf_len, st.bufs, st.history,
+                        self.last_logits, out, record, logits_out)
         st.t += n_steps
         self.fed = self.fed or n_steps > 0
         return out[:, :n_new].astype(np.uint8), (logits_out if record else None)

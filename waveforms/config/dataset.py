@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 from waveforms.config.metadata import opt
 
+SAMPLE_RATE = 16000
+"""Hz: the transform's default output rate, and so the rate of every model trained on its datasets."""
+
 ARCHIVES = ("fma_small", "fma_medium", "fma_large", "fma_full")
 
 
@@ -48,7 +51,7 @@ class TransformConfig:
     input: str = opt("data/raw", flag="--input", help="scraped folder, manifest, or s3:// prefix")
     output: str = opt("data/dataset", flag="--output", help="dataset folder or s3:// prefix")
     master: str = opt("local[*]", flag="--master", help="Spark master URL")
-    sample_rate: int = opt(16000, min=1000, max=192000, unit="Hz", flag="--sample-rate", help="output sample rate")
+    sample_rate: int = opt(SAMPLE_RATE, min=1000, max=192000, unit="Hz", flag="--sample-rate", help="output sample rate")
     mu: int = opt(255, min=1, max=255, help="mu-law parameter; codes are 0..mu, one byte per sample")
     normalise: str = opt("peak", choices=("peak", "rms", "none"), flag="--normalise",
                          help="loudness normalisation after trimming")

@@ -36,7 +36,21 @@ class TrainConfig:
 
     data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
     model_dir: str = opt("data/model", flag="--model-dir", help="where the model, checkpoints and metrics go")
-    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset", help="model size")
+    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset",
+                      help="model size: a named set of the architecture keys below")
+    # The architecture keys (waveforms.model.presets.ARCHITECTURE_KEYS): 0 = the preset's value.
+    stacks: int = opt(0, min=0, max=16, help="stacks of dilated layers; 0 = from the preset")
+    layers_per_stack: int = opt(0, min=0, max=14, unit="layers",
+                                help="layers per stack, dilations 1, 2, 4, ... 2^(n-1); 0 = from the preset")
+    kernel_size: int = opt(0, min=0, max=8, unit="taps", help="taps of each dilated convolution; 0 = from the preset")
+    residual_channels: int = opt(0, min=0, max=1024, unit="channels",
+                                 help="channels of the residual stream; 0 = from the preset")
+    dilation_channels: int = opt(0, min=0, max=1024, unit="channels",
+                                 help="channels out of each gated unit; 0 = from the preset")
+    skip_channels: int = opt(0, min=0, max=2048, unit="channels",
+                             help="channels of the skip sum and the output head; 0 = from the preset")
+    genre_channels: int = opt(0, min=0, max=256, unit="channels",
+                              help="genre embedding size (condition_on_genre); 0 = from the preset")
     steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local engine)")
     batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
     window: int = opt(2000, min=1, unit="samples", flag="--window",

@@ -8,6 +8,7 @@ folder with a ``model.json`` always has its ``model.keras``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -110,11 +111,10 @@ class WaveNet:
 def build(preset_or_config: str | WaveNetConfig | dict[str, Any], **overrides: Any) -> WaveNet:
     """A new, untrained WaveNet from a preset name or config; ``overrides`` set config fields."""
     cfg = resolve(preset_or_config)
-    for key, value in overrides.items():
-        if not hasattr(cfg, key):
-            raise UserError(f"unknown WaveNet config key {key!r}")
-        setattr(cfg, key, value)
-    return WaveNet(cfg)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cfg)})
+    if unknown:
+        raise UserError(f"unknown WaveNet config key {unknown[0]!r}")
+    return WaveNet(dataclasses.replace(cfg, **overrides))
 
 
 def load(path: str | Path) -> WaveNet:

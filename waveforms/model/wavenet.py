@@ -16,7 +16,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from waveforms.model.presets import WaveNetConfig  # noqa: E402
-from waveforms.model.spec import Weights, spec  # noqa: E402
+from waveforms.model.spec import Residual, Spec, Weights, spec  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="waveforms")
@@ -86,47 +86,6 @@ class TimeBroadcastAdd(layers.Layer):
 
     def compute_output_shape(self, x_shape, v_shape=None):
         return x_shape
-
-
-def _conv(w: Weights, dilation: int = 0) -> layers.Conv1D:
-    """A Conv1D from its spec: causal and dilated with ``dilation`` > 0, else a 1x1 over channels."""
-    if dilation:
-        return layers.Conv1D(w.outputs, w.width, dilation_rate=dilation, padding="causal", name=w.name)
-    return layers.Conv1D(w.outputs, w.width, name=w.name)
-
-
-def build_keras(cfg: WaveNetConfig, crop: int = 0) -> keras.Model:
-    """The full WaveNet of :func:`spec`; ``crop`` > 0 drops that many leading outputs (training model)."""
-    sp = spec(cfg)
-    codes = keras.Input(shape=(None,), dtype="int32", name=sp.codes_input)
-    inputs = [codes]
-    x = OneHot(sp.quantization, name=sp.one_hot)(codes)
-    x = _conv(sp.input_conv, 1)(x)
-    genre_vec = None
-    if sp.genre_input and sp.genre_embedding:
-        genre = keras.Input(shape=(), dtype="int32", name=sp.genre_input)
-        inputs.append(genre)
-        emb = sp.genre_embedding
-        genre_vec = layers.Embedding(emb.kernel[0], emb.outputs, name=emb.name)(genre)
-    skips = []
-    for layer in sp.residuals:
-        h = _conv(layer.dilated, layer.dilation)(x)
-        if genre_vec is not None and layer.cond:
-            cond = layers.Dense(layer.cond.outputs, use_bias=layer.cond.use_bias, name=layer.cond.name)(genre_vec)
-            h = TimeBroadcastAdd(name=layer.cond_add)(h, cond)
-        z = GatedUnit(name=layer.gate)(h)
-        skips.append(_conv(layer.skip)(z))
-        if layer.residual:
-            res = _conv(layer.residual)(z)
-            x = layers.Add(name=layer.merge)([x, res])
-    s = layers.Add(name=sp.sum_skips)(skips) if len(skips) > 1 else skips[0]
-    s = layers.Activation("relu", name=sp.relu_1)(s)
-    s = _conv(sp.head_1)(s)
-    s = layers.Activation("relu", name=sp.relu_2)(s)
-    logits = _conv(sp.logits)(s)
-    if crop:
-        logits = CropLeft(crop, name=sp.crop)(logits)
-    return keras.Model(inputs if len(inputs) > 1 else codes, logits, name=sp.model)
 
 
 # --- The training model: valid convolutions, computing only what the loss reads -------------------------------
@@ -238,6 +197,107 @@ class Pointwise(_KernelBias):
         return (*input_shape[:-1], self.filters)
 
 
+# --- Both graphs from one loop ------------------------------------------------------------------------------
+#
+# :func:`_graph` wires the network of a :class:`~waveforms.model.spec.Spec` once:
+# input conv, genre embedding, per layer the dilated conv, genre bias, gate,
+# skip and residual 1x1s, then the head. What differs between the full (causal,
+# padded) model and the training (valid, unpadded) model is how each conv is
+# made and where the streams are cropped; :class:`_Causal` and :class:`_Valid`
+# say that and nothing else.
+
+
+class _Causal:
+    """The full model's layers: causal, left-padded convolutions, every output computed."""
+
+    def __init__(self, sp: Spec):
+        self.sp = sp
+
+    def codes_conv(self, codes):
+        x = OneHot(self.sp.quantization, name=self.sp.one_hot)(codes)
+        return self.dilated(self.sp.input_conv, 1)(x)
+
+    def dilated(self, w: Weights, dilation: int) -> layers.Layer:
+        return layers.Conv1D(w.outputs, w.width, dilation_rate=dilation, padding="causal", name=w.name)
+
+    def pointwise(self, w: Weights) -> layers.Layer:
+        return layers.Conv1D(w.outputs, w.width, name=w.name)
+
+    def skip_input(self, layer: Residual, z):
+        return z
+
+    def residual_stream(self, layer: Residual, x):
+        return x
+
+
+class _Valid(_Causal):
+    """The training model's layers: unpadded convolutions, each shortening the sequence by ``dilation·(k - 1)``.
+
+    The residual stream is cropped on the left to match each dilated conv's
+    output, and each skip 1x1 runs only on the positions that reach the output.
+    """
+
+    def __init__(self, sp: Spec):
+        super().__init__(sp)
+        self.shrink = [layer.dilation * (layer.dilated.width - 1) for layer in sp.residuals]
+
+    def codes_conv(self, codes):
+        w = self.sp.input_conv
+        return CodeConv(w.outputs, w.width, self.sp.quantization, name=w.name)(codes)
+
+    def dilated(self, w: Weights, dilation: int) -> layers.Layer:
+        return ValidDilatedConv(w.outputs, w.width, dilation, name=w.name)
+
+    def pointwise(self, w: Weights) -> layers.Layer:
+        return Pointwise(w.outputs, name=w.name)
+
+    def skip_input(self, layer: Residual, z):
+        later = sum(self.shrink[layer.index + 1 :])  # how much shorter the final output is than z
+        return CropLeft(later, name=f"skip_crop_{layer.index}")(z) if later else z
+
+    def residual_stream(self, layer: Residual, x):
+        n = self.shrink[layer.index]
+        return CropLeft(n, name=f"residual_crop_{layer.index}")(x) if n else x
+
+
+def _graph(sp: Spec, make: _Causal, name: str, crop: int = 0) -> keras.Model:
+    """The WaveNet of ``sp`` with the convolutions ``make`` builds; ``crop`` > 0 drops that many leading outputs."""
+    codes = keras.Input(shape=(None,), dtype="int32", name=sp.codes_input)
+    inputs = [codes]
+    x = make.codes_conv(codes)
+    genre_vec = None
+    if sp.genre_input and sp.genre_embedding:
+        genre = keras.Input(shape=(), dtype="int32", name=sp.genre_input)
+        inputs.append(genre)
+        emb = sp.genre_embedding
+        genre_vec = layers.Embedding(emb.kernel[0], emb.outputs, name=emb.name)(genre)
+    skips = []
+    for layer in sp.residuals:
+        h = make.dilated(layer.dilated, layer.dilation)(x)
+        if genre_vec is not None and layer.cond:
+            cond = layers.Dense(layer.cond.outputs, use_bias=layer.cond.use_bias, name=layer.cond.name)(genre_vec)
+            h = TimeBroadcastAdd(name=layer.cond_add)(h, cond)
+        z = GatedUnit(name=layer.gate)(h)
+        skips.append(make.pointwise(layer.skip)(make.skip_input(layer, z)))
+        if layer.residual:
+            res = make.pointwise(layer.residual)(z)
+            x = layers.Add(name=layer.merge)([make.residual_stream(layer, x), res])
+    s = layers.Add(name=sp.sum_skips)(skips) if len(skips) > 1 else skips[0]
+    s = layers.Activation("relu", name=sp.relu_1)(s)
+    s = make.pointwise(sp.head_1)(s)
+    s = layers.Activation("relu", name=sp.relu_2)(s)
+    logits = make.pointwise(sp.logits)(s)
+    if crop:
+        logits = CropLeft(crop, name=sp.crop)(logits)
+    return keras.Model(inputs if len(inputs) > 1 else codes, logits, name=name)
+
+
+def build_keras(cfg: WaveNetConfig, crop: int = 0) -> keras.Model:
+    """The full WaveNet of :func:`spec`; ``crop`` > 0 drops that many leading outputs."""
+    sp = spec(cfg)
+    return _graph(sp, _Causal(sp), sp.model, crop)
+
+
 def build_training_keras(cfg: WaveNetConfig) -> keras.Model:
     """The training model: codes ``(batch, RF - 1 + T)`` -> the causal model's last ``T`` logits.
 
@@ -246,34 +306,4 @@ def build_training_keras(cfg: WaveNetConfig) -> keras.Model:
     ``set_weights(get_weights())``.
     """
     sp = spec(cfg)
-    codes = keras.Input(shape=(None,), dtype="int32", name=sp.codes_input)
-    inputs = [codes]
-    w0 = sp.input_conv
-    x = CodeConv(w0.outputs, w0.width, sp.quantization, name=w0.name)(codes)
-    genre_vec = None
-    if sp.genre_input and sp.genre_embedding:
-        genre = keras.Input(shape=(), dtype="int32", name=sp.genre_input)
-        inputs.append(genre)
-        emb = sp.genre_embedding
-        genre_vec = layers.Embedding(emb.kernel[0], emb.outputs, name=emb.name)(genre)
-    shrink = [layer.dilation * (layer.dilated.width - 1) for layer in sp.residuals]
-    skips = []
-    for i, layer in enumerate(sp.residuals):
-        h = ValidDilatedConv(layer.dilated.outputs, layer.dilated.width, layer.dilation, name=layer.dilated.name)(x)
-        if genre_vec is not None and layer.cond:
-            cond = layers.Dense(layer.cond.outputs, use_bias=layer.cond.use_bias, name=layer.cond.name)(genre_vec)
-            h = TimeBroadcastAdd(name=layer.cond_add)(h, cond)
-        z = GatedUnit(name=layer.gate)(h)
-        later = sum(shrink[i + 1 :])  # how much shorter the final output is than z
-        skip_in = CropLeft(later, name=f"skip_crop_{i}")(z) if later else z
-        skips.append(Pointwise(layer.skip.outputs, name=layer.skip.name)(skip_in))
-        if layer.residual:
-            res = Pointwise(layer.residual.outputs, name=layer.residual.name)(z)
-            x = CropLeft(shrink[i], name=f"residual_crop_{i}")(x) if shrink[i] else x
-            x = layers.Add(name=layer.merge)([x, res])
-    s = layers.Add(name=sp.sum_skips)(skips) if len(skips) > 1 else skips[0]
-    s = layers.Activation("relu", name=sp.relu_1)(s)
-    s = Pointwise(sp.head_1.outputs, name=sp.head_1.name)(s)
-    s = layers.Activation("relu", name=sp.relu_2)(s)
-    logits = Pointwise(sp.logits.outputs, name=sp.logits.name)(s)
-    return keras.Model(inputs if len(inputs) > 1 else codes, logits, name=f"{sp.model}_training")
+    return _graph(sp, _Valid(sp), f"{sp.model}_training")

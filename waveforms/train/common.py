@@ -12,6 +12,7 @@ from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
+from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
 from waveforms.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def prepare(cfg: TrainConfig) -> Setup:
     overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "quantization": ds.mu + 1}
     if genres:
         overrides["num_genres"] = len(genres)
-    wavenet = build(cfg.preset, **overrides)
+    wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
     from waveforms.train.precision import describe_devices
 
     log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
