@@ -70,8 +70,9 @@ class Dataset:
     def open(cls, root: str, check: bool = True) -> "Dataset":
         """Read the manifest; with ``check``, also every shard's size (one listing): DatasetError if one is short."""
         uri = storage.join(root, MANIFEST)
+        client = storage.s3_client() if storage.is_s3(root) else None  # one for the manifest and the listing
         try:
-            text = storage.read_text(uri)
+            text = storage.read_text(uri, client)
         except FileNotFoundError as exc:
             raise DatasetError(f"no dataset at {root} ({MANIFEST} not found)") from exc
         except Exception as exc:  # botocore errors on S3
@@ -82,7 +83,7 @@ class Dataset:
         if not tracks:
             raise DatasetError(f"dataset at {root} has no tracks")
         if check:
-            check_shards(root, tracks)
+            check_shards(root, tracks, client)
         return cls(root=root, tracks=tracks)
 
     @property
