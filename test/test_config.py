@@ -236,7 +236,7 @@ def test_module_and_entry_scripts_show_help():
     out = subprocess.run([sys.executable, "-m", "waveforms", "--help"], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert re.search(r"\{scrape,transform,train,generate,index,evaluate,serve,aws\}", out.stdout)
+    assert re.search(r"\{scrape,transform,train,generate,index,evaluate,serve,verify,aws\}", out.stdout)
     out = subprocess.run([sys.executable, "run_model_predictions.py", "--help"], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=120)
     assert out.returncode == 0, out.stderr

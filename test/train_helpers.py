@@ -1,6 +1,7 @@
 """Datasets written directly in the transform stage's format, for the train tests."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,24 +18,33 @@ def tone(num_samples: int, period: int = 40, amplitude: float = 0.6, phase: int 
 
 
 def write_dataset(root: str | Path, tracks: list[dict], sample_rate: int = SAMPLE_RATE,
-                  dataset_id: str = "test-ds", shard_size: int = 2) -> Path:
-    """Write ``tracks`` ({"id", "codes", optional "split", "genre"}) as shards + manifest.jsonl."""
+                  dataset_id: str = "test-ds", shard_size: int = 2, hashes: bool = True) -> Path:
+    """Write ``tracks`` ({"id", "codes", optional "split", "genre"}) as shards + manifest.jsonl.
+
+    ``hashes``: record each shard's size and SHA-256 in its rows, as the transform does
+    (False: a dataset as the transform wrote them before it recorded them).
+    """
     root = Path(root)
     (root / "shards").mkdir(parents=True, exist_ok=True)
     rows = []
     for s in range(0, len(tracks), shard_size):
         shard = f"shards/part-{s // shard_size:05d}.u8"
         offset = 0
-        with open(root / shard, "wb") as fh:
-            for t in tracks[s:s + shard_size]:
-                codes = np.asarray(t["codes"], dtype=np.uint8)
-                fh.write(codes.tobytes())
-                rows.append({
-                    "id": t["id"], "shard": shard, "offset": offset, "num_samples": len(codes),
-                    "sample_rate": sample_rate, "mu": 255, "duration_s": len(codes) / sample_rate,
-                    "split": t.get("split", "train"), "dataset_id": dataset_id, "genre": t.get("genre", ""),
-                })
-                offset += len(codes)
+        data = b""
+        for t in tracks[s:s + shard_size]:
+            codes = np.asarray(t["codes"], dtype=np.uint8)
+            data += codes.tobytes()
+            rows.append({
+                "id": t["id"], "shard": shard, "offset": offset, "num_samples": len(codes),
+                "sample_rate": sample_rate, "mu": 255, "duration_s": len(codes) / sample_rate,
+                "split": t.get("split", "train"), "dataset_id": dataset_id, "genre": t.get("genre", ""),
+            })
+            offset += len(codes)
+        (root / shard).write_bytes(data)
+        if hashes:
+            for row in rows:
+                if row["shard"] == shard:
+                    row.update(shard_size=len(data), shard_sha256=hashlib.sha256(data).hexdigest())
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from waveforms import config as cfgmod
 from waveforms.errors import UserError
 
-CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "serve")
+CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "serve", "verify")
 
 
 def _stage_runner(stage: str) -> Callable[[Any], int]:
@@ -31,6 +31,8 @@ def _stage_runner(stage: str) -> Callable[[Any], int]:
         from waveforms.evaluate.report import run
     elif stage == "serve":
         from waveforms.serve import run
+    elif stage == "verify":
+        from waveforms.verify import run
     else:
         from waveforms.generate import run
     return run
@@ -68,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", required=True)
     for stage in CLI_STAGES:
-        add_stage_flags(sub.add_parser(stage, help=f"run the {stage} stage"), stage)
+        p = sub.add_parser(stage, help=f"run the {stage} stage")
+        add_stage_flags(p, stage)
+        if stage == "verify":
+            p.add_argument("path", nargs="?", metavar="DATA", help="the dataset or model to check (as --data)")
     aws = sub.add_parser("aws", help="run the pipeline on AWS EMR", add_help=False)
     aws.add_argument("aws_args", nargs=argparse.REMAINDER)
     return parser
@@ -76,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def stage_config(stage: str, args: argparse.Namespace) -> Any:
     flags = {key: value for key, value in vars(args).items()
-             if key not in ("config", "set", "stage", "verbose") and value is not None}
+             if key not in ("config", "set", "stage", "verbose", "path") and value is not None}
+    if getattr(args, "path", None):
+        flags["data"] = args.path
     return cfgmod.load(stage, args.config, args.set, flags)
 
 

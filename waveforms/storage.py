@@ -190,6 +190,32 @@ def list_files(uri: str, suffix: str = "", client=None) -> list[str]:
     return sorted(str(p) for p in root.rglob(f"*{suffix}") if p.is_file())
 
 
+def list_sizes(uri: str, client=None) -> dict[str, int]:
+    """Every file below ``uri`` (recursive) with its size in bytes: one listing (S3: one per 1,000 keys)."""
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        paginator = (client or s3_client()).get_paginator("list_objects_v2")
+        return {f"s3://{bucket}/{obj['Key']}": int(obj["Size"])
+                for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])}
+    root = Path(uri)
+    if not root.is_dir():
+        return {}
+    return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def iter_bytes(uri: str, chunk_size: int = 1 << 20, client=None) -> Iterator[bytes]:
+    """The bytes of ``uri`` in chunks, streamed (one GET on S3), for hashing files of any size."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        body = (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"]
+        yield from body.iter_chunks(chunk_size)
+        return
+    with open(uri, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk
+
+
 def delete(uri: str, client=None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)

@@ -5,6 +5,12 @@ computed from the local file: the MD5 for single-part uploads, and for
 multipart uploads the MD5 of the parts' MD5s with boto3's default 8 MiB parts
 (an object uploaded with other part sizes is simply copied again). Nothing is
 deleted at the destination.
+
+After copying, every copied file's size is checked at the destination; a
+dataset's copied shards and a model's copied files are also checked against
+the SHA-256 their manifest or ``model.json`` records, on the local side (the
+destination of a download, the source of an upload). A copy that is not
+whole is a :class:`SyncError` naming each damaged file.
 """
 from __future__ import annotations
 
@@ -127,4 +133,29 @@ def sync(src: str, dst: str, progress: bool = True, client=None) -> SyncResult:
                 storage.upload_file(source, target, client, callback=bar.update)
             result.copied.append(rel)
             result.bytes += size
+    with aws_errors(f"verifying {dst}"):
+        problems = verify_copy(src, dst, todo, client)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise SyncError(f"copied {len(todo)} file(s) to {dst}, but the copy is not whole: "
+                        f"{'; '.join(problems[:5])}{more}")
     return result
+
+
+def verify_copy(src: str, dst: str, copied: list[tuple[str, int]], client) -> list[str]:
+    """What is wrong with the copy: each copied file's size at ``dst``, then, for a dataset or model,
+    the SHA-256 of the copied shards or model files (read on the local side) against its records."""
+    from waveforms import verify
+
+    found = list_s3(dst, client) if storage.is_s3(dst) else list_local(dst)
+    problems = [f"{rel}: {found[rel].size if rel in found else 'no'} bytes at the destination, {size} at the source"
+                for rel, size in copied if rel not in found or found[rel].size != size]
+    local = dst if storage.is_s3(src) else src
+    names = set(found)
+    if "manifest.jsonl" in names and "dataset.json" in names:
+        report = verify.dataset_report(local, only={rel for rel, _ in copied})
+    elif "model.json" in names:
+        report = verify.model_report(local, only={rel for rel, _ in copied})
+    else:
+        return problems
+    return problems + [p if storage.is_s3(src) else f"{p} (at the source, {src})" for p in report.problems]

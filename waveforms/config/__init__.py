@@ -12,7 +12,7 @@ tables (``python -m waveforms.config --readme``) are derived from them.
 from __future__ import annotations
 
 from waveforms.config.aws import PIPELINE, AwsConfig
-from waveforms.config.dataset import ARCHIVES, ScrapeConfig, TransformConfig
+from waveforms.config.dataset import ARCHIVES, ScrapeConfig, TransformConfig, VerifyConfig
 from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
 from waveforms.config.loading import (
     C, ConfigError, _apply, _coerce, _ok, dump_json, load, parse_sets, read_file, to_dict, validate,
@@ -28,7 +28,7 @@ from waveforms.config.training import ElephasConfig, TrainConfig
 __all__ = [
     "STAGES", "PIPELINE", "ARCHIVES", "ConfigError", "opt",
     "ScrapeConfig", "TransformConfig", "ElephasConfig", "TrainConfig", "GenerateConfig", "IndexConfig",
-    "EvaluateConfig", "AwsConfig", "ServeConfig", "STAGE_CONFIGS", "REMOVED", "C",
+    "EvaluateConfig", "AwsConfig", "ServeConfig", "VerifyConfig", "STAGE_CONFIGS", "REMOVED", "C",
     "allowed", "validate", "parse_sets", "read_file", "load", "to_dict", "dump_json", "fields", "cli_options",
     "markdown_table", "README_START", "README_END", "readme_section", "write_readme", "main",
     "_coerce", "_hints", "_is_section", "_apply", "_ok", "_type_name", "_cell",

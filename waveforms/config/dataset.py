@@ -65,3 +65,12 @@ class TransformConfig:
     partitions: int = opt(0, min=0, help="Spark partitions; 0 = one per track, up to 16 per core")
     resampler: str = opt("soxr", choices=("soxr", "swr"), help="ffmpeg resampler")
     spark_conf: dict[str, str] = opt({}, help="extra Spark settings")
+
+
+@dataclass
+class VerifyConfig:
+    """The verify stage: a dataset's or model's files against the sizes and SHA-256 it records."""
+
+    data: str = opt("data/dataset", flag="--data", help="dataset or model folder, or s3:// prefix (or give it as DATA)")
+    hashes: bool = opt(True, help="also read every file and check its SHA-256; false = sizes only (one listing)")
+    workers: int = opt(4, min=1, unit="threads", help="files hashed at once")

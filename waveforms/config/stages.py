@@ -5,13 +5,13 @@ import dataclasses
 from typing import Any
 
 from waveforms.config.aws import AwsConfig
-from waveforms.config.dataset import ScrapeConfig, TransformConfig
+from waveforms.config.dataset import ScrapeConfig, TransformConfig, VerifyConfig
 from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
 from waveforms.config.metadata import fields
 from waveforms.config.serve import ServeConfig
 from waveforms.config.training import ElephasConfig, TrainConfig
 
-STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "aws", "serve")
+STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "aws", "serve", "verify")
 
 STAGE_CONFIGS: dict[str, type] = {
     "scrape": ScrapeConfig,
@@ -22,6 +22,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "aws": AwsConfig,
     "serve": ServeConfig,
+    "verify": VerifyConfig,
 }
 
 # Keys that are gone, per stage, with what to use instead.

@@ -1,7 +1,8 @@
 """The dataset format: what the transform writes and training, index, evaluate and the studio read.
 
 ``format`` holds the layout, the manifest and ranged reads; ``regions`` the
-training and validation regions of its tracks.
+training and validation regions of its tracks; ``integrity`` the size and
+SHA-256 checks of its shards.
 """
 from waveforms.dataset.format import Dataset, DatasetError, read_tracks, split_for
 from waveforms.dataset.regions import HELD_OUT_FRACTION, Region, genre_vocabulary, regions

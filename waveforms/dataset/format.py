@@ -11,22 +11,32 @@ Layout (one folder or ``s3://`` prefix)::
 Each manifest line holds at least ``id``, ``shard`` (path relative to the
 dataset root), ``offset`` and ``num_samples`` (bytes within the shard),
 ``sample_rate``, ``mu``, ``duration_s``, ``split`` (``train``/``val``) and
-``dataset_id``; plus ``genre``, ``licence``, ``source`` and other metadata.
-A window of any track is one ranged read of its shard.
+``dataset_id``; plus ``genre``, ``licence``, ``source`` and other metadata,
+and ``shard_size`` and ``shard_sha256``, the size and SHA-256 of its whole shard
+(see :mod:`waveforms.dataset.integrity`; datasets written before them lack both).
+A window of any track is one ranged read of its shard; opening a dataset checks
+every shard's size with one listing, and a read that returns fewer bytes than
+asked is a :class:`DatasetError` naming the track and shard.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
 from waveforms import jsonl, storage
+from waveforms.dataset import integrity
 from waveforms.errors import UserError
 from waveforms.tracks import MANIFEST
 
+log = logging.getLogger(__name__)
+
 SUMMARY = "dataset.json"
+REPAIR = "copy the dataset again (waveforms aws sync) or transform it again; waveforms verify lists every damaged shard"
+_NOTED: set[str] = set()  # roots whose missing hashes were already noted in this process
 SHARDS = "shards"
 REQUIRED = ("id", "shard", "offset", "num_samples", "sample_rate")
 
@@ -57,10 +67,12 @@ class Dataset:
     tracks: list[dict[str, Any]]
 
     @classmethod
-    def open(cls, root: str) -> "Dataset":
+    def open(cls, root: str, check: bool = True) -> "Dataset":
+        """Read the manifest; with ``check``, also every shard's size (one listing): DatasetError if one is short."""
         uri = storage.join(root, MANIFEST)
+        client = storage.s3_client() if storage.is_s3(root) else None  # one for the manifest and the listing
         try:
-            text = storage.read_text(uri)
+            text = storage.read_text(uri, client)
         except FileNotFoundError as exc:
             raise DatasetError(f"no dataset at {root} ({MANIFEST} not found)") from exc
         except Exception as exc:  # botocore errors on S3
@@ -70,6 +82,8 @@ class Dataset:
         tracks = parse_manifest(text, uri)
         if not tracks:
             raise DatasetError(f"dataset at {root} has no tracks")
+        if check:
+            check_shards(root, tracks, client)
         return cls(root=root, tracks=tracks)
 
     @property
@@ -105,11 +119,44 @@ class Dataset:
         n = int(track["num_samples"])
         if start < 0 or start + length > n:
             raise DatasetError(f"window {start}+{length} outside track {track['id']} ({n} samples)")
-        data = storage.read_range(self.shard_uri(track), int(track["offset"]) + start, length, client)
+        uri, at = self.shard_uri(track), int(track["offset"]) + start
+        where = f"track {track['id']} in shard {track['shard']}"
+        try:
+            data = storage.read_range(uri, at, length, client)
+        except FileNotFoundError as exc:
+            raise DatasetError(f"{where}: the shard is missing ({uri}); {REPAIR}") from exc
+        except Exception as exc:  # botocore's ClientError on S3
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code not in ("NoSuchKey", "404", "InvalidRange", "416"):
+                raise
+            raise DatasetError(f"{where}: cannot read bytes {at}..{at + length} of {uri} ({code}); {REPAIR}") from exc
+        if len(data) != length:
+            raise DatasetError(f"{where}: read {len(data)} of {length} bytes at byte {at} of {uri}: "
+                               f"the shard is cut short; {REPAIR}")
         return np.frombuffer(data, dtype=np.uint8)
 
     def read_track(self, track: dict[str, Any], client=None) -> np.ndarray:
         return self.read_window(track, 0, int(track["num_samples"]), client)
+
+
+def check_shards(root: str, tracks: list[dict[str, Any]], client=None) -> None:
+    """DatasetError naming each shard that is missing or of the wrong size, and a track in it (one listing)."""
+    table, problems = integrity.shards(tracks)
+    try:
+        sizes = integrity.listing(root, table, client)
+    except Exception as exc:  # botocore errors on S3
+        if not storage.is_s3(root):
+            raise
+        raise DatasetError(f"cannot list the shards of {root}: {exc}") from exc
+    problems += integrity.size_problems(table, sizes).values()
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DatasetError(f"dataset at {root} is not whole: {'; '.join(problems[:3])}{more}; {REPAIR}")
+    if integrity.unhashed(table) and root not in _NOTED:
+        _NOTED.add(root)
+        log.warning("dataset at %s records no SHA-256 for %d of its %d shards (written before the transform "
+                    "recorded them): their sizes are checked, their bytes cannot be verified by hash",
+                    root, len(integrity.unhashed(table)), len(table))
 
 
 def read_tracks(path: str) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:

@@ -2,7 +2,8 @@
 
 A model folder holds ``model.keras`` (weights and graph) and ``model.json``
 (format version, WaveNet config, receptive field, sample rate, mu, dataset id,
-genre names, package version and git commit, training summary). The folder may
+genre names, package version and git commit, training summary, and the size and
+SHA-256 of ``model.keras``, checked before it is loaded). The folder may
 be local or ``s3://``; ``model.json`` is always written (uploaded) last, so a
 folder with a ``model.json`` always has its ``model.keras``.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waveforms import __version__, storage
+from waveforms import __version__, checksums, storage
 from waveforms.errors import UserError
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras, build_training_keras
@@ -26,6 +27,7 @@ FORMAT = "waveforms-model"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
+FILES_KEY = "files"  # model.json: {"model.keras": {"size", "sha256"}}, written after model.keras
 
 
 def git_commit() -> str:
@@ -104,7 +106,8 @@ class WaveNet:
         tmp = out.path(f".{MODEL_FILE}.part.keras")
         self.keras_model.save(tmp)
         tmp.replace(out.path(MODEL_FILE))
-        storage.write_text(str(out.path(META_FILE)), json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
+        meta = {**self.metadata(), FILES_KEY: {MODEL_FILE: checksums.record(out.path(MODEL_FILE))}}
+        storage.write_text(str(out.path(META_FILE)), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         out.upload(MODEL_FILE, META_FILE)
 
 
@@ -125,7 +128,10 @@ def load(path: str | Path) -> WaveNet:
             raise UserError(f"no model at {uri} ({META_FILE} not found)")
         with tempfile.TemporaryDirectory(prefix="waveforms-model-") as tmp:
             for name in (META_FILE, MODEL_FILE):  # model.json names a model.keras that is already there
-                storage.download_file(storage.join(uri, name), Path(tmp, name))
+                try:
+                    storage.download_file(storage.join(uri, name), Path(tmp, name))
+                except Exception as exc:  # botocore's ClientError: the object is gone
+                    raise UserError(f"cannot read {storage.join(uri, name)}: {exc}") from exc
             return _load_local(Path(tmp), uri)
     return _load_local(Path(path), str(path))
 
@@ -136,9 +142,26 @@ def _load_local(path: Path, origin: str) -> WaveNet:
     meta_file = path / META_FILE
     if not meta_file.exists():
         raise UserError(f"no model at {origin} ({META_FILE} not found)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as exc:
+        raise UserError(f"{storage.join(origin, META_FILE)} is damaged: not JSON ({exc})") from exc
+    known = isinstance(meta, dict) and meta.get("format") == FORMAT
+    if not known or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise UserError(f"{storage.join(origin, META_FILE)}: not a {FORMAT} v{FORMAT_VERSION} model")
     cfg = WaveNetConfig.from_dict(meta["config"])
-    keras_model = keras.saving.load_model(path / MODEL_FILE, compile=False)
+    model_file = storage.join(origin, MODEL_FILE)
+    problem = checksums.problem(path / MODEL_FILE, records(meta).get(MODEL_FILE, {}), META_FILE)
+    if problem:
+        raise UserError(f"{model_file} is damaged: {problem}; copy or train the model again")
+    try:
+        keras_model = keras.saving.load_model(path / MODEL_FILE, compile=False)
+    except Exception as exc:  # a zip, HDF5 or config error: whatever Keras says, the file is not a model
+        raise UserError(f"{model_file} cannot be loaded as a Keras model: {type(exc).__name__}: {exc}") from exc
     return WaveNet(cfg, keras_model, meta)
+
+
+def records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The size and SHA-256 records ``model.json`` holds, by file name ({} for models saved before them)."""
+    files = meta.get(FILES_KEY)
+    return dict(files) if isinstance(files, dict) else {}

@@ -6,7 +6,8 @@ Layout under ``MODEL_DIR/checkpoints`` (a local folder or an ``s3://`` prefix)::
     ckpt-00000100/       weights.weights.h5, optimizer.npz, [ema.npz,] state.json
 
 ``ema.npz`` (the moving average of the weights, when training keeps one) is
-there when ``state.json`` has ``"ema": true``.
+there when ``state.json`` has ``"ema": true``. ``state.json`` also records the
+size and SHA-256 of the other files (``"files"``), checked before they are loaded.
 
 A checkpoint is written into a temporary folder of the local working copy,
 renamed to its final name, and only then named in ``latest``. For an S3 target
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from waveforms import storage
+from waveforms import checksums, storage
 from waveforms.errors import UserError
 from waveforms.storage import OutputDir
 
@@ -40,6 +41,7 @@ STATE = "state.json"
 EMA = "ema.npz"
 FILES = (WEIGHTS, OPTIMIZER, STATE)  # upload order: state.json last within a checkpoint
 TMP_PREFIX = ".tmp-"
+FILES_KEY = "files"  # state.json: {file: {"size", "sha256"}} of the checkpoint's other files
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used to resume."""
@@ -165,6 +167,7 @@ def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | N
     _write_npz(tmp / OPTIMIZER, optimizer_arrays(model.optimizer))
     if ema is not None:
         _write_npz(tmp / EMA, ema)
+    state[FILES_KEY] = {f: checksums.record(tmp / f) for f in files(state) if f != STATE}
     with open(tmp / STATE, "w") as fh:  # written last: its presence marks the folder complete
         json.dump(state, fh, indent=2, sort_keys=True)
         fh.flush()
@@ -225,6 +228,7 @@ def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
     if state is None:
         return None
     path = root(model_dir) / latest_name(model_dir)
+    check_files(path, state, (WEIGHTS, OPTIMIZER))
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     try:
@@ -242,10 +246,24 @@ def load_ema(model_dir: str | Path | OutputDir) -> list[np.ndarray] | None:
     if not state or not state.get("ema"):
         return None
     path = root(model_dir) / latest_name(model_dir) / EMA
+    check_files(path.parent, state, (EMA,))
     try:
         return _read_npz(path)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path.parent} is unreadable ({exc}); rerun with --fresh") from exc
+
+
+def check_files(path: Path, state: dict[str, Any], names: tuple[str, ...]) -> None:
+    """CheckpointError naming the first of ``names`` in checkpoint ``path`` that differs from its record.
+
+    Checkpoints written before the records were kept (no ``files`` in ``state.json``) are not checked.
+    """
+    recorded = state.get(FILES_KEY) or {}
+    for name in names:
+        if name in recorded:
+            problem = checksums.problem(path / name, recorded[name], STATE)
+            if problem:
+                raise CheckpointError(f"checkpoint file {path / name} is damaged: {problem}; rerun with --fresh")
 
 
 def clear(out: OutputDir) -> None:

@@ -19,10 +19,11 @@ import uuid
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import jsonl, storage
+from waveforms import checksums, jsonl, storage
 from waveforms.errors import UserError
 from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.dataset import format as ds
+from waveforms.dataset import integrity
 from waveforms.transform.audio import AudioError, AudioSettings, decode_to
 from waveforms.transform.sources import list_inputs
 
@@ -85,6 +86,11 @@ def process_partition(
                 rows.append({**meta, **info, "kind": "track", "input": rec["uri"], "input_fingerprint": fingerprint(rec),
                              "shard": name, "offset": offset, "sample_rate": settings.sample_rate, "mu": settings.mu})
                 offset += info["num_samples"]
+        if offset:
+            record = checksums.record(local_shard)  # the shard as written, before it travels
+            for row in rows:
+                if row["kind"] == "track":
+                    row.update({integrity.SIZE_KEY: record["size"], integrity.HASH_KEY: record["sha256"]})
         if client is not None and offset:
             storage.upload_file(local_shard, final, client)
         elif client is None and offset == 0:
@@ -134,12 +140,28 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
 
 
 def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, Any]]:
-    """Rows of a previous dataset at the output made with the same settings (for incremental runs)."""
+    """Rows of a previous dataset at the output made with the same settings (for incremental runs).
+
+    Rows in a shard that is missing or of the wrong size are left out, so their
+    tracks are transformed again; a kept shard with no recorded hash gets one.
+    """
     try:
-        old = ds.Dataset.open(cfg.output)
+        old = ds.Dataset.open(cfg.output, check=False)
     except ds.DatasetError:
         return []
-    return [row for row in old.tracks if row.get("settings_id") == settings_id]
+    rows = [row for row in old.tracks if row.get("settings_id") == settings_id]
+    table, _ = integrity.shards(rows)
+    sizes = integrity.listing(cfg.output, table)
+    damaged = integrity.size_problems(table, sizes)
+    for problem in damaged.values():
+        log.warning("transform: %s: its tracks are transformed again", problem)
+    rows = [row for row in rows if row["shard"] not in damaged]
+    for name in {row["shard"] for row in rows if not row.get(integrity.HASH_KEY)}:
+        digest_ = checksums.sha256(storage.join(cfg.output, name))
+        for row in rows:
+            if row["shard"] == name:
+                row.update({integrity.SIZE_KEY: sizes[name], integrity.HASH_KEY: digest_})
+    return rows
 
 
 def run(cfg: cfgmod.TransformConfig) -> int:
