@@ -25,7 +25,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "waveforms" / "aws" / "bootstrap.
 WHEEL = "s3://bucket/wf/runs/1/code/waveforms-0.1.0-py3-none-any.whl"
 WHEEL_BYTES = b"the waveforms wheel from S3"
 REAL_TOOLS = ("bash", "env", "mktemp", "rm", "cp", "tar", "xz", "install", "sha256sum", "head", "basename", "cat",
-              "chmod", "mkdir", "dirname")
+              "chmod", "mkdir", "dirname", "grep")
+PINNED_TF = next(line.split("==")[1].strip('", ') for line in (SCRIPT.parents[2] / "pyproject.toml").read_text().splitlines()
+                 if line.strip().startswith('"tensorflow=='))
 
 # One program plays every fake tool, by the name it is called as.
 FAKE = r'''#!{python}
@@ -81,6 +83,12 @@ elif name == "curl":
     shutil.copy(os.environ["FAKE_ARCHIVE"], args[args.index("-o") + 1])
 elif name == "ffmpeg":
     print("ffmpeg version fake")
+elif name == "nvidia-smi":  # FAKE_GPUS GPUs
+    for i in range(int(os.environ.get("FAKE_GPUS", "0"))):
+        print(i if "--query-gpu=index" in args else f"GPU {{i}}: NVIDIA A10G (UUID: GPU-{{i}})")
+elif name == "mountpoint":
+    log()
+    sys.exit(1)  # nothing mounted yet
 elif name.startswith("python"):
     if args[:2] == ["-m", "venv"]:
         provide("python", Path(args[2]) / "bin")
@@ -88,6 +96,13 @@ elif name.startswith("python"):
         wheel = [a for a in args[3:] if a.endswith(".whl")]
         if wheel:
             entry["sha256"] = hashlib.sha256(Path(wheel[0]).read_bytes()).hexdigest()
+    elif args[:1] == ["-c"] and "importlib.metadata" in args[1]:
+        print(os.environ["FAKE_TF_VERSION"])  # what the wheel's pin installed
+    elif args[:1] == ["-c"] and "list_physical_devices" in args[1]:
+        gpus = int(os.environ.get("FAKE_TF_GPUS", "0"))
+        print("tensorflow GPUs", gpus)
+        log()
+        sys.exit(0 if gpus else 1)
     elif args[:1] == ["-c"]:
         print("waveforms 0.1.0")
 log()
@@ -131,7 +146,7 @@ def sandbox(tmp_path) -> Sandbox:
                                  str(real_bin)]),
         "HOME": str(tmp_path), "LANG": "C.UTF-8", "TMPDIR": str(tmp_path),
         "FAKE_BIN": str(fake_bin), "FAKE_ROOT": str(root), "FAKE_LOG": str(tmp_path / "calls.jsonl"),
-        "FAKE_WHEEL_BYTES": WHEEL_BYTES.decode(), "FAKE_BASH": str(real_bin / "bash"),
+        "FAKE_WHEEL_BYTES": WHEEL_BYTES.decode(), "FAKE_BASH": str(real_bin / "bash"), "FAKE_TF_VERSION": PINNED_TF,
         "WAVEFORMS_BOOTSTRAP_BIN_DIR": str(root / "usr" / "local" / "bin"),
     }
     return Sandbox(root, env)
@@ -249,3 +264,68 @@ def test_dry_run_prints_the_commands_and_installs_nothing(sandbox):
     assert any("apt-get install" in line and "ffmpeg" in line for line in printed)
     assert any(line.endswith(f"-m venv {venv}") for line in printed)
     assert sandbox.calls == [] and not venv.exists()
+
+
+def with_gpus(sandbox: Sandbox) -> None:
+    for tool in ("nvidia-smi", "mount", "mountpoint"):
+        (Path(sandbox.env["FAKE_BIN"]) / tool).symlink_to(Path(sandbox.env["FAKE_BIN"]) / "fake")
+
+
+def gpu_args(sandbox: Sandbox, mode: str = "auto") -> list[str]:
+    return ["--wheel", WHEEL, "--venv", str(sandbox.root / "venv"), "--gpu", mode,
+            "--gpu-discovery", str(sandbox.root / "opt" / "bin" / "gpu-discovery.sh"),
+            "--cgroup-root", str(sandbox.root / "spark-rapids-cgroup")]
+
+
+def test_a_gpu_node_gets_cgroups_the_discovery_script_and_the_cuda_build_of_tensorflow(sandbox):
+    with_gpus(sandbox)
+    proc = sandbox.run(*gpu_args(sandbox), FAKE_GPUS="4", FAKE_TF_GPUS="4")
+    assert proc.returncode == 0, proc.stderr
+    assert "GPU node: 4 GPU(s)" in proc.stderr
+    cgroup = sandbox.root / "spark-rapids-cgroup" / "devices"
+    assert sandbox.called("mount") == [["-t", "cgroup", "-o", "devices", "cgroupv1-devices", str(cgroup)]]
+    assert cgroup.is_dir() and os.stat(cgroup).st_mode & 0o777 == 0o777
+    venv_python = str(sandbox.root / "venv" / "bin" / "python")
+    installs = [c["args"][3:] for c in sandbox.calls if c["path"] == venv_python and c["args"][:3] == ["-m", "pip", "install"]]
+    assert installs[-1] == ["--quiet", f"tensorflow[and-cuda]=={PINNED_TF}"]  # after the wheel, at its pin
+    assert installs[-2][-1].endswith("waveforms-0.1.0-py3-none-any.whl")
+    assert "tensorflow GPUs 4" in proc.stdout  # the final check asked TensorFlow itself
+
+    discovery = sandbox.root / "opt" / "bin" / "gpu-discovery.sh"
+    assert os.access(discovery, os.X_OK)
+    found = subprocess.run([sandbox.env["FAKE_BASH"], str(discovery)], env={**sandbox.env, "FAKE_GPUS": "4"},
+                           capture_output=True, text=True, timeout=30)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == {"name": "gpu", "addresses": ["0", "1", "2", "3"]}
+
+
+def test_auto_on_a_node_without_gpus_skips_the_gpu_setup(sandbox):
+    """The master of a GPU cluster may be a CPU type: it gets the ordinary install."""
+    proc = sandbox.run(*gpu_args(sandbox))
+    assert proc.returncode == 0, proc.stderr
+    assert "GPU setup: no" in proc.stderr
+    assert not sandbox.called("mount") and not (sandbox.root / "opt" / "bin" / "gpu-discovery.sh").exists()
+    assert not [c for c in sandbox.calls if any("and-cuda" in a for a in c["args"])]
+
+
+def test_a_gpu_node_where_tensorflow_sees_no_gpu_fails_the_bootstrap(sandbox):
+    with_gpus(sandbox)
+    proc = sandbox.run(*gpu_args(sandbox, "on"), FAKE_GPUS="1", FAKE_TF_GPUS="0")
+    assert proc.returncode == 1
+    assert "TensorFlow sees no GPU on this GPU node (nvidia-smi lists 1)" in proc.stderr
+
+
+def test_gpu_dry_run_prints_the_gpu_setup_and_changes_nothing(sandbox):
+    with_gpus(sandbox)
+    proc = sandbox.run(*gpu_args(sandbox, "on"), WAVEFORMS_BOOTSTRAP_DRY_RUN="1", FAKE_GPUS="1")
+    assert proc.returncode == 0, proc.stderr
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert any(" mount -t cgroup -o devices cgroupv1-devices " in line for line in printed)
+    assert any("tensorflow\\[and-cuda\\]==VERSION_PINNED_BY_THE_WHEEL" in line for line in printed)
+    assert not (sandbox.root / "spark-rapids-cgroup").exists() and not sandbox.called("mount")
+
+
+def test_an_unknown_gpu_mode_is_an_error(sandbox):
+    proc = sandbox.run("--wheel", WHEEL, "--gpu", "maybe")
+    assert proc.returncode == 1 and "--gpu must be off, auto or on, got 'maybe'" in proc.stderr
+    assert sandbox.calls == []

@@ -95,6 +95,7 @@ def test_launch_uploads_artifacts_and_creates_the_configured_cluster(aws_env, tm
     train_args = steps[1]["Config"]["Args"]
     assert train_args[train_args.index("train"):] == [
         "train", "--data", f"s3://{BUCKET}/wf/dataset", "--model-dir", f"s3://{BUCKET}/wf/model", "--master", "yarn",
+        "--engine", "allreduce", "--workers", "2",  # the core nodes train: one barrier task on each of the 2
     ]
     everything = json.dumps([steps, actions], default=str) + out + err
     assert SECRET not in everything

@@ -13,7 +13,9 @@ import sys
 import wave
 from pathlib import Path
 
-from aws_helpers import BUCKET, client, keys, write_config
+import pytest
+
+from aws_helpers import BUCKET, TrippingProxy, client, keys, write_config
 
 from waveforms import storage
 from waveforms.aws import cli, plan, step
@@ -144,3 +146,109 @@ def test_step_reports_a_bad_stage_config(aws_env, tmp_path, capsys):
     code = step.main(["--config", f"s3://{BUCKET}/c.toml", "train", "--data", "x"])
     assert code == 2
     assert "steps" in capsys.readouterr().err
+
+
+def train_on_s3(tmp_path: Path) -> tuple[str, str, list[str]]:
+    """A dataset on S3 and a step config that logs and checkpoints every 5 steps."""
+    from train_helpers import tone_dataset
+
+    from waveforms.aws.sync import sync
+
+    client("s3").create_bucket(Bucket=BUCKET)
+    data, model = f"s3://{BUCKET}/wf/dataset", f"s3://{BUCKET}/wf/model"
+    sync(str(tone_dataset(tmp_path / "ds", n_tracks=3)), data, progress=False)
+    storage.write_text(f"s3://{BUCKET}/wf/code/train.toml",
+                       "[train]\nlog_every = 5\ncheckpoint_every = 5\npreview_every = -1\n")
+    return data, model, ["--config", f"s3://{BUCKET}/wf/code/train.toml"]
+
+
+def metric_steps(model: str) -> list[int]:
+    import json
+
+    return [json.loads(line)["step"] for line in storage.read_text(f"{model}/metrics.jsonl").splitlines()]
+
+
+@pytest.mark.slow
+def test_a_train_run_that_fails_midway_runs_again_in_the_step_and_resumes_from_the_checkpoint(
+        aws_env, moto_url, tmp_path, monkeypatch, caplog):
+    """S3 goes away right after the first checkpoint is committed, and comes back once the step sees the failure."""
+    import logging
+
+    from train_helpers import train_argv
+
+    from waveforms.model import load
+    from waveforms.train import checkpoint
+
+    data, model, config = train_on_s3(tmp_path)
+    proxy = TrippingProxy(moto_url, trip=f"PUT /{BUCKET}/wf/model/checkpoints/latest ".encode())
+
+    class RestoreOnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "failed" in record.getMessage():
+                proxy.restore()
+
+    handler = RestoreOnRetry()
+    logging.getLogger("waveforms.aws.step").addHandler(handler)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        with caplog.at_level(logging.INFO):
+            code = step.main([*config, "--attempts", "3", "--retry-wait", "0",
+                              *train_argv(data, model, "--steps", "20", "--fresh")])
+    finally:
+        logging.getLogger("waveforms.aws.step").removeHandler(handler)
+        proxy.close()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    assert code == 0
+    assert proxy.tripped.is_set()
+    assert "attempt 1 of 3 failed" in caplog.text and "attempt 2 of 3 failed" not in caplog.text
+    assert "resuming from step 5" in caplog.text  # the retry did not start over, despite --fresh
+    assert metric_steps(model) == [5, 10, 15, 20]
+    assert checkpoint.latest_name(model) == "ckpt-00000020"
+    assert load(model).meta["training"]["steps"] == 20
+
+
+@pytest.mark.slow
+def test_a_killed_train_step_submitted_again_continues_from_its_checkpoint(aws_env, tmp_path):
+    """The step's own command line, run with spark-submit and SIGKILLed (a lost master, or a step added
+    again after a failure): the same command run again resumes and finishes."""
+    import signal
+    import time
+
+    from train_helpers import train_argv
+
+    from waveforms.train import checkpoint
+
+    data, model, config = train_on_s3(tmp_path)
+    step_file = Path(step.__file__)
+    argv = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]", str(step_file), *config,
+            "--attempts", "2", *train_argv(data, model, "--steps", "40")]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while (checkpoint.load_state(model) or {}).get("step", 0) < 10:
+            assert proc.poll() is None, "the step finished before it could be killed"
+            assert time.time() < deadline, "no checkpoint reached S3"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)  # spark-submit, its JVM and the Python driver
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    killed_at = checkpoint.load_state(model)["step"]
+    assert 10 <= killed_at < 40 and not storage.exists(f"{model}/model.json")
+
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from step {killed_at}" in again.stdout + again.stderr
+    assert metric_steps(model) == list(range(5, 41, 5))
+    assert checkpoint.load_state(model)["step"] == 40
+
+
+def test_a_config_error_is_not_retried(aws_env, tmp_path, capsys):
+    client("s3").create_bucket(Bucket=BUCKET)
+    storage.write_text(f"s3://{BUCKET}/c.toml", "[train]\nsteps = 0\n")
+    code = step.main(["--config", f"s3://{BUCKET}/c.toml", "--attempts", "3", "train", "--data", "x"])
+    assert code == 2
+    assert capsys.readouterr().err.count("config error") == 1

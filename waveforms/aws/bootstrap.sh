@@ -5,6 +5,7 @@
 # Usage: bootstrap.sh --wheel s3://bucket/path/waveforms-X-py3-none-any.whl
 #                     [--python python3.11] [--venv /opt/waveforms/venv]
 #                     [--ffmpeg-url URL] [--ffmpeg-sha256 HEX]
+#                     [--gpu off|auto|on] [--gpu-discovery PATH] [--cgroup-root DIR]
 #
 # Package manager: dnf (Amazon Linux 2023, the EMR 7 image) or apt-get
 # (Debian/Ubuntu); WAVEFORMS_PKG_MANAGER=dnf|apt overrides the detection.
@@ -14,6 +15,13 @@
 # WAVEFORMS_BOOTSTRAP_DRY_RUN=1 prints each command instead of running it;
 # WAVEFORMS_BOOTSTRAP_BIN_DIR (default /usr/local/bin) is where the static
 # ffmpeg goes (tests point it, and --venv, at a sandbox).
+#
+# GPU nodes (--gpu on, or --gpu auto where nvidia-smi lists a GPU; the master
+# of a GPU cluster may have none) also get: the cgroup v1 devices controller
+# mounted under --cgroup-root (EMR 7's YARN GPU isolation needs it), Spark's GPU
+# discovery script at --gpu-discovery, and the CUDA build of TensorFlow
+# (tensorflow[and-cuda] at the version the wheel pinned) in the venv; the
+# script then checks that TensorFlow sees the node's GPUs.
 set -euo pipefail
 
 WHEEL=""
@@ -21,6 +29,9 @@ PYTHON_BIN="python3.11"
 VENV="/opt/waveforms/venv"
 FFMPEG_URL=""
 FFMPEG_SHA256=""
+GPU="off"
+GPU_DISCOVERY="/opt/waveforms/bin/gpu-discovery.sh"
+CGROUP_ROOT="/spark-rapids-cgroup"
 DRY_RUN="${WAVEFORMS_BOOTSTRAP_DRY_RUN:-0}"
 BIN_DIR="${WAVEFORMS_BOOTSTRAP_BIN_DIR:-/usr/local/bin}"
 
@@ -51,12 +62,19 @@ while [ "$#" -gt 0 ]; do
         --venv) VENV="${2:-}"; shift 2 ;;
         --ffmpeg-url) FFMPEG_URL="${2:-}"; shift 2 ;;
         --ffmpeg-sha256) FFMPEG_SHA256="${2:-}"; shift 2 ;;
+        --gpu) GPU="${2:-}"; shift 2 ;;
+        --gpu-discovery) GPU_DISCOVERY="${2:-}"; shift 2 ;;
+        --cgroup-root) CGROUP_ROOT="${2:-}"; shift 2 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 
 [ -n "$WHEEL" ] || die "--wheel s3://.../waveforms-*.whl is required"
 [ -n "$PYTHON_BIN" ] || die "--python must name an interpreter"
+case "$GPU" in
+    off|auto|on) ;;
+    *) die "--gpu must be off, auto or on, got '$GPU'" ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -149,15 +167,91 @@ install_python_packages() {
     run rm -rf "$wheel_dir"
 }
 
+# The number of GPUs nvidia-smi lists on this node (0 without nvidia-smi).
+gpu_count() {
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | grep -c . || true
+    else
+        echo 0
+    fi
+}
+
+# Whether this node gets the GPU setup.
+gpu_node() {
+    case "$GPU" in
+        on) return 0 ;;
+        off) return 1 ;;
+        auto) [ "$(gpu_count)" -gt 0 ] ;;
+    esac
+}
+
+# Spark's GPU discovery script: one address per GPU that nvidia-smi lists.
+write_gpu_discovery() {
+    cat <<'DISCOVERY'
+#!/usr/bin/env bash
+# Spark GPU discovery (spark.executor.resource.gpu.discoveryScript), installed
+# by the waveforms bootstrap: prints {"name": "gpu", "addresses": [...]} with
+# nvidia-smi's index of every GPU on this node.
+set -euo pipefail
+addresses=""
+while read -r index; do
+    [ -n "$index" ] || continue
+    addresses="${addresses:+$addresses, }\"${index// /}\""
+done < <(nvidia-smi --query-gpu=index --format=csv,noheader)
+printf '{"name": "gpu", "addresses": [%s]}\n' "$addresses"
+DISCOVERY
+}
+
+setup_gpu() {
+    local tmp tf_version
+    log "GPU node: $(gpu_count) GPU(s)"
+    as_root mkdir -p "$CGROUP_ROOT/devices"
+    if ! mountpoint -q "$CGROUP_ROOT/devices" 2>/dev/null; then
+        as_root mount -t cgroup -o devices cgroupv1-devices "$CGROUP_ROOT/devices"
+    fi
+    as_root chmod -R a+rwx "$CGROUP_ROOT"
+    tmp="$(make_tmp gpu)"
+    if [ "$DRY_RUN" = "1" ]; then
+        printf '+ write %q (Spark GPU discovery)\n' "$tmp/gpu-discovery.sh"
+    else
+        write_gpu_discovery > "$tmp/gpu-discovery.sh"
+    fi
+    as_root mkdir -p "$(dirname "$GPU_DISCOVERY")"
+    as_root install -m 0755 "$tmp/gpu-discovery.sh" "$GPU_DISCOVERY"
+    run rm -rf "$tmp"
+    if [ "$DRY_RUN" = "1" ]; then
+        tf_version="VERSION_PINNED_BY_THE_WHEEL"
+    else
+        tf_version="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("tensorflow"))')"
+    fi
+    log "installing tensorflow[and-cuda]==$tf_version"
+    as_root "$VENV/bin/python" -m pip install --quiet "tensorflow[and-cuda]==$tf_version"
+}
+
+check_gpu() {
+    "$VENV/bin/python" -c "import tensorflow as tf; n = len(tf.config.list_physical_devices('GPU')); \
+print('tensorflow GPUs', n); raise SystemExit(0 if n else 1)" \
+        || die "TensorFlow sees no GPU on this GPU node (nvidia-smi lists $(gpu_count))"
+}
+
 main() {
-    local pm
+    local pm gpu=0
     pm="$(detect_pkg_manager)"
-    log "package manager: $pm; python: $PYTHON_BIN; venv: $VENV"
+    if gpu_node; then
+        gpu=1
+    fi
+    log "package manager: $pm; python: $PYTHON_BIN; venv: $VENV; GPU setup: $([ "$gpu" = 1 ] && echo yes || echo no)"
     install_system_packages "$pm"
     install_python_packages
+    if [ "$gpu" = 1 ]; then
+        setup_gpu
+    fi
     if [ "$DRY_RUN" != "1" ]; then
         ffmpeg -version | head -n 1
         "$VENV/bin/python" -c "import waveforms; print('waveforms', waveforms.__version__)"
+        if [ "$gpu" = 1 ]; then
+            check_gpu
+        fi
     fi
     log "done"
 }

@@ -24,6 +24,7 @@ import waveforms
 from waveforms import storage
 from waveforms.aws import plan
 from waveforms.aws.session import AwsError, aws_errors, require_bucket, require_credentials, session
+from waveforms.aws.train_plan import TrainPlan
 from waveforms.config import AwsConfig
 
 PACKAGE_DIR = Path(waveforms.__file__).resolve().parent
@@ -42,6 +43,7 @@ class Launch:
     locations: plan.Locations
     request: dict[str, Any]
     uploads: list[tuple[str, str]]
+    train: TrainPlan | None = None
 
 
 def new_run_id() -> str:
@@ -92,7 +94,29 @@ def prepare(cfg: AwsConfig, config_file: str, run_id: str, wheel: str | None = N
         step=str(STEP_SCRIPT),
         config_file=str(config_file),
     )
-    return Launch(run_id, loc, plan.run_job_flow_request(cfg, loc, run_id), uploads)
+    train = plan.train_step_plan(cfg, config_file)
+    return Launch(run_id, loc, plan.run_job_flow_request(cfg, loc, run_id, train), uploads, train)
+
+
+def train_summary(launch: Launch, cfg: AwsConfig) -> dict[str, Any] | None:
+    """The train step at a glance: engine, workers, each task's resources, the Spark settings sent."""
+    train = launch.train
+    if train is None:
+        return None
+    out: dict[str, Any] = {"engine": train.engine}
+    if train.layout is None:
+        out["runs_on"] = "the master node (one process)"
+    else:
+        lay = train.layout
+        out.update({
+            "workers": train.workers,
+            "runs_on": f"{lay.nodes} × {cfg.core_instance_type}: {lay.tasks_per_node} barrier task(s) per node",
+            "per_task": {"cpus": lay.task_cpus, "gpus": lay.gpus_per_task},
+            "per_executor_mb": {"heap": lay.executor_memory_mb, "overhead": lay.executor_overhead_mb},
+        })
+    out["attempts"] = cfg.train_attempts
+    out["spark_conf"] = plan.spark_settings(cfg, "train", train)
+    return out
 
 
 def describe(launch: Launch, cfg: AwsConfig) -> str:
@@ -101,6 +125,8 @@ def describe(launch: Launch, cfg: AwsConfig) -> str:
         "region": cfg.region,
         "s3_uploads": [{"from": src, "to": dst} for src, dst in launch.uploads],
         "emr_run_job_flow": launch.request,
+        "train_step": train_summary(launch, cfg),
+        "on_demand_usd_per_hour": plan.cost_per_hour(cfg),
     }
     return (
         json.dumps(requests, indent=2)

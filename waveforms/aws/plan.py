@@ -11,7 +11,10 @@ Layout under ``s3://BUCKET/PREFIX``::
 
 Each stage is a ``command-runner.jar`` step running ``spark-submit`` of
 ``step.py`` (see :mod:`waveforms.aws.step`), which fetches the config from S3
-and calls ``waveforms <stage> --config LOCAL_COPY`` with ``s3://`` paths.
+and calls ``waveforms <stage> --config LOCAL_COPY`` with ``s3://`` paths. The
+train step also carries the engine, its workers and their Spark resources
+(:mod:`waveforms.aws.train_plan`), and runs up to ``train_attempts`` times,
+each retry resuming from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from typing import Any
 
 from waveforms import config as cfgmod
 from waveforms import storage
+from waveforms.aws import instances, sizing, train_plan
+from waveforms.aws.train_plan import TrainPlan
 from waveforms.config import AwsConfig, ConfigError
 
 PIPELINE = ("scrape", "transform", "train", "generate")
@@ -83,6 +88,8 @@ def validate(cfg: AwsConfig, config_file: str | Path | None = None) -> None:
     if config_file is not None:
         for stage in PIPELINE:  # unknown keys in the stage tables fail here, not on the cluster
             cfgmod.load(stage, config_file)
+    if "train" in cfg.stages:
+        train_plan.plan(cfg, config_file)
 
 
 def locations(cfg: AwsConfig, run_id: str, wheel_name: str, config_name: str) -> Locations:
@@ -103,39 +110,57 @@ def locations(cfg: AwsConfig, run_id: str, wheel_name: str, config_name: str) ->
     )
 
 
-def stage_flags(stage: str, loc: Locations) -> list[str]:
-    """The ``waveforms <stage>`` flags that wire the stages together through S3."""
+def stage_flags(stage: str, loc: Locations, train: TrainPlan | None = None) -> list[str]:
+    """The ``waveforms <stage>`` flags that wire the stages together through S3 (and the train step's engine)."""
     return {
         "scrape": ["--out", loc.raw],
         "transform": ["--input", loc.raw, "--output", loc.dataset, "--master", "yarn"],
-        "train": ["--data", loc.dataset, "--model-dir", loc.model, "--master", "yarn"],
+        "train": ["--data", loc.dataset, "--model-dir", loc.model, "--master", "yarn", *(train.flags if train else [])],
         "generate": ["--model", loc.model, "--output", loc.generated],
     }[stage]
 
 
-def step_args(cfg: AwsConfig, stage: str, loc: Locations) -> list[str]:
-    """``command-runner.jar`` arguments for one stage."""
-    conf = {
+def spark_settings(cfg: AwsConfig, stage: str, train: TrainPlan | None = None) -> dict[str, str]:
+    """Every ``--conf`` of a stage's ``spark-submit``: the venv, the train step's resources, then ``spark_conf``."""
+    return {
         "spark.pyspark.python": VENV_PYTHON,
         "spark.pyspark.driver.python": VENV_PYTHON,
+        **(train.spark_conf() if train and stage == "train" else {}),
         **cfg.spark_conf,
     }
+
+
+def step_args(cfg: AwsConfig, stage: str, loc: Locations, train: TrainPlan | None = None) -> list[str]:
+    """``command-runner.jar`` arguments for one stage."""
+    conf = spark_settings(cfg, stage, train)
     args = ["spark-submit", "--deploy-mode", "client", "--master", "yarn"]
     for key in sorted(conf):
         args += ["--conf", f"{key}={conf[key]}"]
-    return args + [loc.step, "--config", loc.config, stage, *stage_flags(stage, loc)]
+    retry = (["--attempts", str(cfg.train_attempts), "--retry-wait", str(cfg.train_retry_wait_s)]
+             if stage == "train" else [])
+    return args + [loc.step, "--config", loc.config, *retry, stage, *stage_flags(stage, loc, train)]
 
 
-def steps(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
+def steps(cfg: AwsConfig, loc: Locations, train: TrainPlan | None = None) -> list[dict[str, Any]]:
     on_failure = "TERMINATE_CLUSTER" if cfg.auto_terminate else "CANCEL_AND_WAIT"
     return [
         {
             "Name": f"waveforms {stage}",
             "ActionOnFailure": on_failure,
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": step_args(cfg, stage, loc)},
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": step_args(cfg, stage, loc, train)},
         }
         for stage in cfg.stages
     ]
+
+
+def core_gpus(cfg: AwsConfig) -> int:
+    """GPUs per core node (0 without core nodes), from the instance table or ``core_gpus``."""
+    if not cfg.core_instance_count:
+        return 0
+    if cfg.core_gpus >= 0:
+        return cfg.core_gpus
+    known = instances.lookup(cfg.core_instance_type)
+    return known.gpus if known else 0
 
 
 def bootstrap_actions(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
@@ -144,6 +169,8 @@ def bootstrap_actions(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
         args += ["--ffmpeg-url", cfg.ffmpeg_url]
     if cfg.ffmpeg_sha256:
         args += ["--ffmpeg-sha256", cfg.ffmpeg_sha256]
+    if core_gpus(cfg):  # GPU nodes find themselves with nvidia-smi; the master may have none
+        args += ["--gpu", "auto", "--gpu-discovery", sizing.GPU_DISCOVERY, "--cgroup-root", sizing.CGROUP_ROOT]
     return [
         {
             "Name": "waveforms dependencies",
@@ -152,7 +179,7 @@ def bootstrap_actions(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
     ]
 
 
-def instances(cfg: AwsConfig) -> dict[str, Any]:
+def instance_groups(cfg: AwsConfig) -> dict[str, Any]:
     groups: list[dict[str, Any]] = [
         {
             "Name": "master",
@@ -184,16 +211,23 @@ def instances(cfg: AwsConfig) -> dict[str, Any]:
     return out
 
 
-def run_job_flow_request(cfg: AwsConfig, loc: Locations, run_id: str) -> dict[str, Any]:
-    """The ``emr.run_job_flow`` keyword arguments."""
-    return {
+def train_step_plan(cfg: AwsConfig, config_file: str | Path | None = None) -> TrainPlan | None:
+    """The train step's plan, or ``None`` when ``train`` is not among the stages."""
+    return train_plan.plan(cfg, config_file) if "train" in cfg.stages else None
+
+
+def run_job_flow_request(cfg: AwsConfig, loc: Locations, run_id: str,
+                         train: TrainPlan | None = None) -> dict[str, Any]:
+    """The ``emr.run_job_flow`` keyword arguments (``train``: the train step's plan, default from ``cfg`` alone)."""
+    train = train or train_step_plan(cfg)
+    request: dict[str, Any] = {
         "Name": f"{cfg.cluster_name} {run_id}",
         "LogUri": loc.logs,
         "ReleaseLabel": cfg.release_label,
         "Applications": [{"Name": "Spark"}],
-        "Instances": instances(cfg),
+        "Instances": instance_groups(cfg),
         "BootstrapActions": bootstrap_actions(cfg, loc),
-        "Steps": steps(cfg, loc),
+        "Steps": steps(cfg, loc, train),
         "ServiceRole": cfg.service_role,
         "JobFlowRole": cfg.job_flow_role,
         "VisibleToAllUsers": True,
@@ -203,6 +237,19 @@ def run_job_flow_request(cfg: AwsConfig, loc: Locations, run_id: str) -> dict[st
             {"Key": "waveforms:run", "Value": run_id},
         ],
     }
+    configurations = train.configurations() if train else []
+    if configurations:
+        request["Configurations"] = configurations
+    return request
+
+
+def cost_per_hour(cfg: AwsConfig) -> float | None:
+    """On-demand EC2 + EMR dollars per hour of the cluster (``None`` if a type's price is unknown)."""
+    master, core = instances.lookup(cfg.master_instance_type), instances.lookup(cfg.core_instance_type)
+    parts = [master.usd_h if master else None]
+    if cfg.core_instance_count:
+        parts.append(core.usd_h * cfg.core_instance_count if core and core.usd_h is not None else None)
+    return None if None in parts else round(sum(p for p in parts if p is not None), 4)
 
 
 def uploads(loc: Locations, wheel: str, bootstrap: str, step: str, config_file: str) -> list[tuple[str, str]]:

@@ -24,6 +24,9 @@ class AwsConfig:
     master_instance_type: str = opt("m5.xlarge", help="EC2 type of the master node")
     core_instance_type: str = opt("m5.xlarge", help="EC2 type of the core nodes")
     core_instance_count: int = opt(2, min=0, unit="nodes", help="core nodes")
+    core_vcpus: int = opt(0, min=0, help="vCPUs of a core node; 0 = from the launcher's instance table")
+    core_memory_gib: int = opt(0, min=0, unit="GiB", help="memory of a core node; 0 = from the instance table")
+    core_gpus: int = opt(-1, min=-1, help="GPUs of a core node; -1 = from the instance table")
     use_spot: bool = opt(False, help="core nodes on the spot market (the master stays on-demand)")
     log_uri: str = opt("", help="EMR logs; empty = s3://BUCKET/PREFIX/logs/")
     service_role: str = opt("EMR_DefaultRole", help="EMR service role")
@@ -39,7 +42,11 @@ class AwsConfig:
     ffmpeg_url: str = opt("https://johnvansickle.com/ffmpeg/releases/ffmpeg-release-amd64-static.tar.xz",
                           help="static ffmpeg build for Amazon Linux")
     ffmpeg_sha256: str = opt("", help="checked against the ffmpeg download when set")
-    spark_conf: dict[str, str] = opt({}, help="extra --conf for every step")
+    spark_conf: dict[str, str] = opt({}, help="extra --conf for every step (over the launcher's own)")
+    train_attempts: int = opt(3, min=1, max=20, help="runs of the train stage within its step; each retry "
+                                                     "resumes from the last checkpoint")
+    train_retry_wait_s: int = opt(120, min=0, max=3600, unit="s",
+                                  help="wait before a retry (time for lost core nodes to be replaced)")
     wheel: str = opt("", help="a prebuilt wheel; empty = build one from this checkout")
     ec2_key_name: str = opt("", help="EC2 key pair for SSH to the nodes")
     subnet_id: str = opt("", help="VPC subnet of the cluster")

@@ -89,6 +89,6 @@ class TrainConfig:
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
     mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
                                             "(faster on GPUs with tensor cores; the saved model is float32)")
-    engine: str = opt("local", choices=("local", "elephas"), flag="--engine",
+    engine: str = opt("local", choices=("local", "allreduce", "elephas"), flag="--engine",
                       help="local: Keras in this process; elephas: data-parallel on Spark")
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
