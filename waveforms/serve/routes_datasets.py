@@ -45,7 +45,8 @@ def dataset_detail(dataset: str, st: Studio = Depends(studio)) -> dict[str, Any]
                        **errors(422, texts={400: "seconds is over the server's max_audio_seconds",
                                             404: NO_DATASET + "; or no track with this id in it"})})
 def track_audio(dataset: str, track: str, request: Request, start: float = Query(0.0, ge=0, allow_inf_nan=False),
-                seconds: float = Query(10.0, gt=0, allow_inf_nan=False, json_schema_extra=capped_by("max_audio_seconds")),
+                seconds: float = Query(10.0, gt=0, allow_inf_nan=False,
+                                       json_schema_extra=capped_by("max_audio_seconds")),
                 st: Studio = Depends(studio)) -> Response:
     """A span of one track, decoded from the shards: 16-bit PCM WAV (``seconds`` is capped)."""
     entry = st.entry("dataset", dataset)
