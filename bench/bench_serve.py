@@ -1,7 +1,10 @@
 """Studio load benchmark on 127.0.0.1: 200 API reads, then 16 concurrent 10-second generations of a tiny model.
 
 Prints p50/p95 latencies, time to the first audio byte, 5xx count, and the server's threads and
-memory before and after (a separate `waveforms serve` process). Bounded: fixed request counts, timeouts.
+memory before and after (a separate `waveforms serve` process). References measured in the same run:
+the reads against GET /api/status (the cheapest route: the HTTP round trip itself), the generations'
+audio per second against one in-process ``generate()`` of the same model and length.
+Bounded: fixed request counts, timeouts.
 """
 from __future__ import annotations
 
@@ -29,6 +32,19 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def in_process_seconds_per_s(model_dir: Path) -> float:
+    """Seconds of audio per second from one ``generate()`` of SECONDS in this process (after a warm-up)."""
+    from waveforms.generate import generate
+    from waveforms.model import load
+
+    wavenet = load(str(model_dir))
+    n = int(SECONDS * wavenet.sample_rate)
+    generate(wavenet, 100, seed=0)
+    t = time.perf_counter()
+    generate(wavenet, n, seed=1)
+    return SECONDS / (time.perf_counter() - t)
+
+
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     train_model(make_dataset(tmp / "dataset"), tmp / "model", steps=20)
@@ -54,6 +70,11 @@ def main() -> int:
         threads0, rss0 = proc.num_threads(), proc.memory_info().rss
         paths = ["/api/datasets", f"/api/datasets/{ds}", "/api/models", f"/api/models/{model}",
                  f"/api/models/{model}/metrics", f"/api/datasets/{ds}/tracks/t1/audio.wav?seconds=1"]
+        ref = []
+        for _ in range(50):
+            t = time.perf_counter()
+            requests.get(base + "/api/status", timeout=30)
+            ref.append(time.perf_counter() - t)
         codes, lat = [], []
         for i in range(READS):
             t = time.perf_counter()
@@ -78,13 +99,24 @@ def main() -> int:
         threads1, rss1 = proc.num_threads(), proc.memory_info().rss
         five = sum(c >= 500 for c in codes) + sum(g[0] >= 500 for g in gens)
         ttfb = [g[1] for g in gens]
-        print(f"API reads: {READS}, statuses {sorted(set(codes))}, p50 {1000 * pct(lat, 0.5):.1f} ms, "
-              f"p95 {1000 * pct(lat, 0.95):.1f} ms")
-        print(f"generations: {GENERATIONS} x {SECONDS:g} s at once, statuses {sorted({g[0] for g in gens})}, "
-              f"first audio byte p50 {1000 * pct(ttfb, 0.5):.0f} ms, p95 {1000 * pct(ttfb, 0.95):.0f} ms, "
-              f"all done in {wall:.1f} s ({GENERATIONS * SECONDS / wall:.1f} s of audio per s)")
-        print(f"5xx responses: {five}; server threads {threads0} -> {threads1}; "
-              f"RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB")
+        one = in_process_seconds_per_s(tmp / "model")
+        rows = [
+            ("API reads", f"{READS}, statuses {sorted(set(codes))}", ""),
+            ("  p50 / p95 ms", f"{1000 * pct(lat, 0.5):.1f} / {1000 * pct(lat, 0.95):.1f}",
+             f"{pct(lat, 0.5) / pct(ref, 0.5):.1f}x / {pct(lat, 0.95) / pct(ref, 0.95):.1f}x GET /api/status "
+             f"({1000 * pct(ref, 0.5):.1f} / {1000 * pct(ref, 0.95):.1f} ms)"),
+            ("generations", f"{GENERATIONS} x {SECONDS:g} s at once, statuses {sorted({g[0] for g in gens})}", ""),
+            ("  first audio byte p50 / p95 ms", f"{1000 * pct(ttfb, 0.5):.0f} / {1000 * pct(ttfb, 0.95):.0f}", ""),
+            ("  all done", f"{wall:.1f} s, {GENERATIONS * SECONDS / wall:.1f} s of audio per s",
+             f"{GENERATIONS * SECONDS / wall / one:.2f}x one in-process generate() ({one:.1f} s/s)"),
+            ("5xx responses", str(five), ""),
+            ("server threads", f"{threads0} -> {threads1}", ""),
+            ("server RSS MiB", f"{rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f}", ""),
+        ]
+        print(f"| {'measure':32} | {'value':44} | against the in-run reference |")
+        print(f"|{'-' * 34}|{'-' * 46}|{'-' * 30}|")
+        for name, value, ratio in rows:
+            print(f"| {name:32} | {value:44} | {ratio} |")
         return 1 if five else 0
     finally:
         server.terminate()

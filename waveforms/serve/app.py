@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from waveforms import __version__
 from waveforms.config import ServeConfig
-from waveforms.serve import primes, routes_datasets, routes_generate, routes_models
+from waveforms.serve import openapi, primes, routes_datasets, routes_generate, routes_models
 from waveforms.serve.state import Studio
 
 STATIC = Path(__file__).with_name("static")
@@ -26,7 +26,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.middleware("http")
     async def bearer_token(request: Request, call_next):
         if expected and not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
-            return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+            return JSONResponse({"detail": openapi.STATUS_HINT[401]}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
@@ -47,4 +47,5 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    openapi.install(app, cfg)
     return app

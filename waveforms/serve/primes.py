@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 
 from waveforms import storage
 from waveforms.errors import UserError
+from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, studio
 
 router = APIRouter(prefix="/api/primes", tags=["primes"])
@@ -112,12 +113,14 @@ def settings_for(st: Studio, model_entry):
     return AudioSettings.from_config(**known)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=errors(409, 413, 415, texts={
+    400: "the body is not valid multipart/form-data", 404: "no model with this id",
+    422: "no multipart field file, or the upload is empty, undecodable or silent"}))
 async def upload_prime(request: Request, file: UploadFile, model: str = "",
                        st: Studio = Depends(studio)) -> dict:
     """Upload an audio file (multipart field ``file``) for model ``model``; returns the prime's id.
 
-    Over the size cap: 413. Not audio: 415. Undecodable or silent: 422.
+    Not multipart: 400. Over the size cap: 413. Not audio: 415. No file, or undecodable or silent: 422.
     """
     cap = int(st.cfg.max_upload_mb * (1 << 20))
     length = request.headers.get("content-length")

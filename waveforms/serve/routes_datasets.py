@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from waveforms import storage
 from waveforms.serve import wav
+from waveforms.serve.openapi import capped_by, errors, given_or_capped
 from waveforms.serve.state import Studio, read_json, read_rows, studio
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 TRACK_KEYS = ("title", "artist", "genre", "licence", "duration_s", "split", "num_samples")
+NO_DATASET = "no dataset with this id, or its manifest cannot be read"
 
 
 def _summary(st: Studio, entry) -> dict[str, Any]:
@@ -26,7 +28,7 @@ def list_datasets(st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     return [_summary(st, e) for e in st.catalog.list("dataset")]
 
 
-@router.get("/{dataset}")
+@router.get("/{dataset}", responses=errors(texts={404: NO_DATASET}))
 def dataset_detail(dataset: str, st: Studio = Depends(studio)) -> dict[str, Any]:
     """A dataset's summary, its tracks (title, artist, genre, licence, duration, split) and set-aside files."""
     entry = st.entry("dataset", dataset)
@@ -39,11 +41,16 @@ def dataset_detail(dataset: str, st: Studio = Depends(studio)) -> dict[str, Any]
 
 
 @router.get("/{dataset}/tracks/{track}/audio.wav", response_class=Response,
-            responses={200: {"content": {"audio/wav": {}}}})
-def track_audio(dataset: str, track: str, start: float = Query(0.0, ge=0), seconds: float = Query(10.0, gt=0),
+            responses={200: {"content": {"audio/wav": {}}},
+                       **errors(422, texts={400: "seconds is over the server's max_audio_seconds",
+                                            404: NO_DATASET + "; or no track with this id in it"})})
+def track_audio(dataset: str, track: str, request: Request, start: float = Query(0.0, ge=0, allow_inf_nan=False),
+                seconds: float = Query(10.0, gt=0, allow_inf_nan=False,
+                                       json_schema_extra=capped_by("max_audio_seconds")),
                 st: Studio = Depends(studio)) -> Response:
     """A span of one track, decoded from the shards: 16-bit PCM WAV (``seconds`` is capped)."""
     entry = st.entry("dataset", dataset)
+    seconds = given_or_capped(request, "seconds", seconds, st.cfg.max_audio_seconds)
     if seconds > st.cfg.max_audio_seconds:
         raise HTTPException(400, f"seconds must be at most {st.cfg.max_audio_seconds:g} (asked for {seconds:g})")
     ds = st.dataset(entry)
@@ -51,7 +58,7 @@ def track_audio(dataset: str, track: str, start: float = Query(0.0, ge=0), secon
     if row is None:
         raise HTTPException(404, f"no track {track!r} in this dataset")
     rate, n = int(row["sample_rate"]), int(row["num_samples"])
-    first = min(int(round(start * rate)), n)
+    first = n if start * rate >= n else int(round(start * rate))  # a start past the end (even 1e308) is the end
     length = min(int(round(seconds * rate)), n - first)
     codes = ds.read_window(row, first, length)
     return Response(wav.wav_bytes(codes, rate, int(row.get("mu", 255))), media_type="audio/wav",

@@ -12,10 +12,16 @@ from waveforms import storage
 from waveforms.errors import UserError
 from waveforms.serve import primes, wav
 from waveforms.serve.generation import Job
+from waveforms.serve.openapi import capped_by, errors, given_or_capped
 from waveforms.serve.state import Studio, read_json, studio
 
 router = APIRouter(tags=["generate"])
 RETRY_AFTER_S = 5
+SECONDS = Query(2.0, gt=0, allow_inf_nan=False, json_schema_extra=capped_by("max_generate_seconds"))
+TOO_LONG = "seconds is over the server's max_generate_seconds"
+NO_MODEL = "no model with this id"
+NO_GENERATED = "no generated WAV with this id"
+WAV_HEADERS = {"X-Samples": {"description": "samples the WAV holds", "schema": {"type": "integer"}}}
 
 
 def _check(st: Studio, seconds: float) -> None:
@@ -33,16 +39,22 @@ def _settings(name: str, seconds: float, temperature: float, seed: int, genre: s
 
 
 @router.get("/api/models/{model}/generate.wav", response_class=StreamingResponse,
-            responses={200: {"content": {"audio/wav": {}}}, 429: {"description": "too many generations running"}})
-async def generate_wav(model: str, request: Request, seconds: float = Query(2.0, gt=0),
-                       temperature: float = Query(1.0, ge=0), seed: int = Query(0, ge=0), genre: str = "",
-                       prime: str = "", download: bool = False, st: Studio = Depends(studio)) -> Response:
+            responses={200: {"content": {"audio/wav": {}}, "headers": WAV_HEADERS},
+                       **errors(409, 422, 429, texts={
+                           400: TOO_LONG + ", the model is not conditioned on that genre, "
+                                           "or the prime was decoded for another sample rate or mu",
+                           404: NO_MODEL + ", or no prime with this id (the oldest are removed)"})})
+async def generate_wav(model: str, request: Request, seconds: float = SECONDS,
+                       temperature: float = Query(1.0, ge=0, allow_inf_nan=False), seed: int = Query(0, ge=0),
+                       genre: str = "", prime: str = "", download: bool = False,
+                       st: Studio = Depends(studio)) -> Response:
     """New audio from a trained model, streamed as it is made: a WAV header, then PCM chunks.
 
     The header carries the final size (known from ``seconds``), so the stream is byte for byte the file
     ``waveforms generate --seed S`` writes; the same seed gives the same audio.
     """
     entry = st.entry("model", model)
+    seconds = given_or_capped(request, "seconds", seconds, st.cfg.max_generate_seconds)
     _check(st, seconds)
     meta_text = _model_json(entry)
     prime_codes = primes.load(st, prime) if prime else None
@@ -53,6 +65,7 @@ async def generate_wav(model: str, request: Request, seconds: float = Query(2.0,
     key = (entry.id, meta_text, seconds, temperature, seed, genre, prime)
     cached = st.results.get(key)
     if cached is not None:
+        headers["X-Samples"] = str((len(cached) - 44) // 2)
         return Response(cached, media_type="audio/wav", headers=headers)
     if not st.limiter.try_acquire():
         raise HTTPException(429, f"{st.limiter.limit} generations are running; try again shortly",
@@ -92,12 +105,14 @@ async def generate_wav(model: str, request: Request, seconds: float = Query(2.0,
     return StreamingResponse(body(), media_type="audio/wav", headers=headers)
 
 
-@router.get("/api/models/{model}/generate.json")
-def generate_sidecar(model: str, seconds: float = Query(2.0, gt=0), temperature: float = Query(1.0, ge=0),
+@router.get("/api/models/{model}/generate.json", responses=errors(409, 422, texts={400: TOO_LONG, 404: NO_MODEL}))
+def generate_sidecar(model: str, request: Request, seconds: float = SECONDS,
+                     temperature: float = Query(1.0, ge=0, allow_inf_nan=False),
                      seed: int = Query(0, ge=0), genre: str = "", prime: str = "",
                      st: Studio = Depends(studio)) -> dict[str, Any]:
     """The sidecar JSON of a generation with these settings (as ``waveforms generate`` writes beside a WAV)."""
     entry = st.entry("model", model)
+    seconds = given_or_capped(request, "seconds", seconds, st.cfg.max_generate_seconds)
     _check(st, seconds)
     meta = read_json(entry.file("model.json"))
     if meta is None:
@@ -124,13 +139,14 @@ def list_generated(st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     return [{"id": e.id, "name": e.rel, "sidecar": read_json(e.uri + ".json")} for e in st.catalog.list("generated")]
 
 
-@router.get("/api/generated/{item}/audio.wav", response_class=Response, responses={200: {"content": {"audio/wav": {}}}})
+@router.get("/api/generated/{item}/audio.wav", response_class=Response,
+            responses={200: {"content": {"audio/wav": {}}}, **errors(texts={404: NO_GENERATED})})
 def generated_wav(item: str, st: Studio = Depends(studio)) -> Response:
     """A generated WAV file."""
     return Response(storage.read_bytes(st.entry("generated", item).uri), media_type="audio/wav")
 
 
-@router.get("/api/generated/{item}/sidecar.json")
+@router.get("/api/generated/{item}/sidecar.json", responses=errors(texts={404: NO_GENERATED}))
 def generated_sidecar(item: str, st: Studio = Depends(studio)) -> Any:
     """A generated WAV's sidecar JSON."""
     return read_json(st.entry("generated", item).uri + ".json")

@@ -12,12 +12,15 @@ from fastapi.responses import StreamingResponse
 
 from waveforms import storage
 from waveforms.serve.discovery import Entry
+from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, read_rows, studio
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 15.0
 ACTIVE_S = 120.0  # a run without model.json whose metrics changed this recently is "training"
+NO_MODEL_TEXT = {404: "no model with this id"}
+NO_MODEL = errors(texts=NO_MODEL_TEXT)
 
 
 def _mtime(uri: str) -> float | None:
@@ -69,7 +72,7 @@ def list_models(st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     return [_summary(st, e) for e in st.catalog.list("model")]
 
 
-@router.get("/{model}")
+@router.get("/{model}", responses=NO_MODEL)
 def model_detail(model: str, st: Studio = Depends(studio)) -> dict[str, Any]:
     """model.json, a training summary from metrics.jsonl, evaluation.json when present, previews, checkpoints."""
     entry = st.entry("model", model)
@@ -80,14 +83,14 @@ def model_detail(model: str, st: Studio = Depends(studio)) -> dict[str, Any]:
             "checkpoints": st.catalog.files(entry, "checkpoints", "")}
 
 
-@router.get("/{model}/metrics")
+@router.get("/{model}/metrics", responses=NO_MODEL)
 def metrics(model: str, st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl (step, loss, val_loss where measured, samples_per_s, wall_time)."""
     return read_rows(st.entry("model", model).file("metrics.jsonl"))
 
 
 @router.get("/{model}/metrics/stream", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}}, **errors(422, texts=NO_MODEL_TEXT)})
 async def metrics_stream(model: str, request: Request, after: int = Query(0, ge=0),
                          st: Studio = Depends(studio)) -> StreamingResponse:
     """Server-Sent Events: one ``data:`` event per metrics row (from row ``after``), then new rows as they come.
@@ -96,7 +99,7 @@ async def metrics_stream(model: str, request: Request, after: int = Query(0, ge=
     """
     entry = st.entry("model", model)
     last = request.headers.get("last-event-id", "")
-    start = int(last) + 1 if last.isdigit() else after
+    start = int(last) + 1 if last.isascii() and last.isdigit() else after
     uri = entry.file("metrics.jsonl")
 
     async def events():
@@ -118,7 +121,7 @@ async def metrics_stream(model: str, request: Request, after: int = Query(0, ge=
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{model}/previews")
+@router.get("/{model}/previews", responses=NO_MODEL)
 def previews(model: str, st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     """The preview WAVs training wrote (MODEL_DIR/previews/*.wav), with their sidecar JSON when present."""
     entry = st.entry("model", model)
@@ -126,7 +129,9 @@ def previews(model: str, st: Studio = Depends(studio)) -> list[dict[str, Any]]:
     return [{"name": n, "info": read_json(entry.file("previews", n + ".json"))} for n in names]
 
 
-@router.get("/{model}/previews/{name}", response_class=Response, responses={200: {"content": {"audio/wav": {}}}})
+@router.get("/{model}/previews/{name}", response_class=Response,
+            responses={200: {"content": {"audio/wav": {}}},
+                       **errors(texts={404: "no model with this id, or no preview of that name in it"})})
 def preview_wav(model: str, name: str, st: Studio = Depends(studio)) -> Response:
     """One preview WAV, by a name from the previews list (any other name is 404)."""
     entry = st.entry("model", model)
