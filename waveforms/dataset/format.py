@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -107,6 +107,37 @@ class Dataset:
             raise DatasetError(f"window {start}+{length} outside track {track['id']} ({n} samples)")
         data = storage.read_range(self.shard_uri(track), int(track["offset"]) + start, length, client)
         return np.frombuffer(data, dtype=np.uint8)
+
+    def read_windows(self, spans: Sequence[tuple[dict[str, Any], int, int]],
+                     reader: storage.RangeReader | None = None) -> list[np.ndarray]:
+        """The codes of each ``(track, start, length)``, in order: one ranged read each, all in flight
+        at once through ``reader`` (:class:`waveforms.storage.RangeReader`; a one-off one if None).
+
+        A read that returns fewer bytes than asked (a shard shorter than its
+        manifest says) is a :class:`DatasetError` naming the track and shard.
+        """
+        requests = []
+        for track, start, length in spans:
+            n = int(track["num_samples"])
+            if start < 0 or start + length > n:
+                raise DatasetError(f"window {start}+{length} outside track {track['id']} ({n} samples)")
+            requests.append((self.shard_uri(track), int(track["offset"]) + start, length))
+        if reader is None:
+            reader = storage.RangeReader()
+            try:
+                data = reader.read(requests)
+            finally:
+                reader.close()
+        else:
+            data = reader.read(requests)
+        out = []
+        for (track, start, length), got in zip(spans, data):
+            if len(got) != length:
+                raise DatasetError(f"short read: {len(got)} of {length} bytes of track {track['id']} at sample "
+                                   f"{start} from shard {self.shard_uri(track)} (the shard is shorter than the "
+                                   "manifest says)")
+            out.append(np.frombuffer(got, dtype=np.uint8))
+        return out
 
     def read_track(self, track: dict[str, Any], client=None) -> np.ndarray:
         return self.read_window(track, 0, int(track["num_samples"]), client)
