@@ -106,11 +106,17 @@ def read_range(uri: str, offset: int, length: int, client=None) -> bytes:
         return fh.read(length)
 
 
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
 class RangeReader:
     """Many ranged reads in flight at once: a thread pool over one shared boto3 client.
 
     boto3 clients are thread-safe; the client's connection pool is sized to
     ``max_in_flight`` (botocore's default of 10 would cap the concurrency).
+    The client is remade when the environment that configures it changes
+    (``AWS_ENDPOINT_URL``, credentials, region), as a new one would see it.
     Local files are read in the calling thread (a read of a cached page takes
     microseconds, less than handing it to a thread). Results keep the order
     of the requests; the first failing read raises.
@@ -122,18 +128,22 @@ class RangeReader:
         self.max_in_flight = max_in_flight
         self._pool: ThreadPoolExecutor | None = None
         self._client = None
+        self._env: tuple[str | None, ...] = ()
         self._lock = threading.Lock()
 
     def _start(self) -> tuple[ThreadPoolExecutor, Any]:
+        """The pool, and a client made for the environment as it is now (endpoint, credentials, region)."""
+        env = tuple(os.environ.get(name) for name in _CLIENT_ENV)
         with self._lock:
             if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="range-read")
+            if self._client is None or self._env != env:
                 from botocore.config import Config
 
                 import boto3
 
                 config = Config(max_pool_connections=self.max_in_flight)
-                self._client = boto3.session.Session().client("s3", config=config)
-                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="range-read")
+                self._client, self._env = boto3.session.Session().client("s3", config=config), env
             return self._pool, self._client
 
     def read(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:
