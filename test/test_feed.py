@@ -21,6 +21,7 @@ from train_helpers import tone_dataset, write_dataset
 from waveforms import storage
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, DatasetError, regions
+from waveforms.dataset.cache import ShardCache
 from waveforms.train import run
 from waveforms.train.windows import Prefetcher, WindowSampler
 
@@ -119,3 +120,73 @@ def test_training_from_s3_behind_latency_matches_local_disk_with_reads_in_flight
                                [r["val_loss"] for r in disk if "val_loss" in r], rtol=1e-6)
     assert seen["requests"] >= 12 * 4  # every training window went through the proxy
     assert seen["max_in_flight"] > 4  # more than one batch's reads at once
+
+
+def test_shard_cache_fills_on_first_read_and_serves_later_runs_without_requests(s3_data, moto_url, monkeypatch,
+                                                                                tmp_path):
+    local, remote = s3_data
+    folder = tmp_path / "cache"
+    with DelayProxy(moto_url, delay_s=0.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        ds = Dataset.open(remote)
+        spans = [(t, 100, 500) for t in ds.tracks]
+        want = [np.fromfile(local / t["shard"], dtype=np.uint8)[t["offset"] + 100:t["offset"] + 600]
+                for t in ds.tracks]
+        first = ShardCache(remote, ds.dataset_id, folder, max_bytes=10**9)
+        for got, expected in zip(ds.read_windows(spans, storage.RangeReader(8), first), want):
+            np.testing.assert_array_equal(got, expected)
+        first.wait()
+        assert first.misses == len(spans) and first.hits == 0
+        shards = sorted({t["shard"] for t in ds.tracks})
+        for shard in shards:  # whole copies under the dataset id
+            assert (folder / "test-ds" / shard).read_bytes() == (local / shard).read_bytes()
+        first.close()
+
+        later = ShardCache(remote, ds.dataset_id, folder, max_bytes=10**9)  # a later run
+        proxy.reset()
+        for got, expected in zip(ds.read_windows(spans, storage.RangeReader(8), later), want):
+            np.testing.assert_array_equal(got, expected)
+        assert proxy.stats()["requests"] == 0 and later.hits == len(spans)
+
+        # a copy of the wrong size is not read; another dataset id has its own folder
+        (folder / "test-ds" / shards[0]).write_bytes(b"\0" * 10)
+        check = ShardCache(remote, ds.dataset_id, folder, max_bytes=10**9)
+        assert check.lookup(storage.join(remote, shards[0])) is None
+        check.wait()
+        assert (folder / "test-ds" / shards[0]).read_bytes() == (local / shards[0]).read_bytes()
+        other = ShardCache(remote, "another-id", folder, max_bytes=10**9)
+        assert other.lookup(storage.join(remote, shards[0])) is None
+        other.close(), check.close()
+
+
+def test_shard_cache_stays_within_its_size_and_skips_shards_bigger_than_it(s3_data, tmp_path):
+    local, remote = s3_data
+    ds = Dataset.open(remote)
+    sizes = {t["shard"]: (local / t["shard"]).stat().st_size for t in ds.tracks}
+    assert len(sizes) == 2
+    folder = tmp_path / "cache"
+    one = max(sizes.values())  # room for one shard at a time
+    first, second = sorted(sizes)
+
+    def held() -> list[str]:
+        return sorted(p.relative_to(folder / "test-ds").as_posix() for p in folder.rglob("*") if p.is_file())
+
+    run1 = ShardCache(remote, ds.dataset_id, folder, max_bytes=one)
+    assert run1.lookup(storage.join(remote, first)) is None
+    run1.wait()
+    assert run1.lookup(storage.join(remote, first)) is not None and held() == [first]
+    run1.lookup(storage.join(remote, second))  # no room: this run's own shard stays
+    run1.wait()
+    assert held() == [first]
+    run1.close()
+    run2 = ShardCache(remote, ds.dataset_id, folder, max_bytes=one)  # a later run evicts the old shard
+    run2.lookup(storage.join(remote, second))
+    run2.wait()
+    assert held() == [second]
+    run2.close()
+    tiny = ShardCache(remote, ds.dataset_id, tmp_path / "tiny", max_bytes=min(sizes.values()) - 1)
+    for shard in sizes:
+        tiny.lookup(storage.join(remote, shard))
+    tiny.wait()
+    assert not [p for p in (tmp_path / "tiny").rglob("*") if p.is_file()]
+    tiny.close()

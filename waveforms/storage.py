@@ -151,9 +151,10 @@ class RangeReader:
         if not any(is_s3(uri) for uri, _, _ in requests):
             return [read_range(uri, offset, length) for uri, offset, length in requests]
         pool, client = self._start()
-        futures = [pool.submit(read_range, uri, offset, length, client if is_s3(uri) else None)
+        futures = [pool.submit(read_range, uri, offset, length, client) if is_s3(uri) else None
                    for uri, offset, length in requests]
-        return [f.result() for f in futures]
+        return [f.result() if f is not None else read_range(uri, offset, length)
+                for f, (uri, offset, length) in zip(futures, requests)]
 
     def close(self) -> None:
         with self._lock:

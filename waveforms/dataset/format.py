@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from waveforms import jsonl, storage
+from waveforms.dataset.cache import ShardCache
 from waveforms.errors import UserError
 from waveforms.tracks import MANIFEST
 
@@ -109,9 +110,10 @@ class Dataset:
         return np.frombuffer(data, dtype=np.uint8)
 
     def read_windows(self, spans: Sequence[tuple[dict[str, Any], int, int]],
-                     reader: storage.RangeReader | None = None) -> list[np.ndarray]:
+                     reader: storage.RangeReader | None = None, cache: ShardCache | None = None) -> list[np.ndarray]:
         """The codes of each ``(track, start, length)``, in order: one ranged read each, all in flight
-        at once through ``reader`` (:class:`waveforms.storage.RangeReader`; a one-off one if None).
+        at once through ``reader`` (:class:`waveforms.storage.RangeReader`; a one-off one if None),
+        from the local copy of the shard where ``cache`` (:mod:`waveforms.dataset.cache`) holds one.
 
         A read that returns fewer bytes than asked (a shard shorter than its
         manifest says) is a :class:`DatasetError` naming the track and shard.
@@ -121,7 +123,8 @@ class Dataset:
             n = int(track["num_samples"])
             if start < 0 or start + length > n:
                 raise DatasetError(f"window {start}+{length} outside track {track['id']} ({n} samples)")
-            requests.append((self.shard_uri(track), int(track["offset"]) + start, length))
+            uri = self.shard_uri(track)
+            requests.append(((cache and cache.lookup(uri)) or uri, int(track["offset"]) + start, length))
         if reader is None:
             reader = storage.RangeReader()
             try:

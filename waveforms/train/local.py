@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
@@ -102,13 +103,14 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
 
     def final_weights() -> list[np.ndarray]:
         return ema.weights() if ema else model.get_weights()
-    reader = shared_reader(cfg.reads_in_flight)
+    reader, cache = shared_reader(cfg.reads_in_flight), open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
     sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
-                            cfg.seed, with_genre=bool(setup.genres), reader=reader)
+                            cfg.seed, with_genre=bool(setup.genres), reader=reader, cache=cache)
     val_batches: list | None = None
     if setup.val_regions:
         val_sampler = WindowSampler(setup.ds, setup.val_regions, setup.receptive_field, cfg.window,
-                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres), reader=reader)
+                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres), reader=reader,
+                                    cache=cache)
         val_batches = val_sampler.fixed_batches(cfg.val_batches)
 
     def save_checkpoint() -> None:
@@ -189,6 +191,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
             save_checkpoint()
     finally:
         metrics.close()
+        if cache:
+            cache.close()
     summary = {
         "engine": "local",
         "steps": state["step"],

@@ -24,6 +24,7 @@ import numpy as np
 
 from waveforms import storage
 from waveforms.dataset import Dataset, Region
+from waveforms.dataset.cache import ShardCache
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class WindowSampler:
     """
 
     def __init__(self, ds: Dataset, regions_: list[Region], receptive_field: int, window: int, batch_size: int,
-                 seed: int, with_genre: bool = False, reader: storage.RangeReader | None = None):
+                 seed: int, with_genre: bool = False, reader: storage.RangeReader | None = None,
+                 cache: ShardCache | None = None):
         self.ds = ds
         self.regions = regions_
         self.receptive_field = receptive_field
@@ -54,6 +56,7 @@ class WindowSampler:
         self.seed = seed
         self.with_genre = with_genre
         self.reader = reader or shared_reader()
+        self.cache = cache
         sizes = np.array([r.size - self.length + 1 for r in regions_], dtype=np.float64)
         self.probs = sizes / sizes.sum()
 
@@ -71,7 +74,7 @@ class WindowSampler:
         """``n`` windows (n, length) uint8 and their genre ids (n,)."""
         spans, genre = self.spans(rng, n)
         out = np.empty((n, self.length), dtype=np.uint8)
-        for i, codes in enumerate(self.ds.read_windows(spans, self.reader)):
+        for i, codes in enumerate(self.ds.read_windows(spans, self.reader, self.cache)):
             out[i] = codes
         return out, genre
 
