@@ -14,6 +14,9 @@ after the S3 rows; the reference is their mean):
 - *training* per preset: the local engine's step (``train_on_batch`` on the
   prefetched batches) at the default window and batch, samples/s.
 
+Both have a row for S3 at 50 ms through the shard cache, empty at the start of
+the row (shards download in the background while the row runs).
+
 Then the windows/s one GPU would need: an estimate from a GPU's float32
 matmul rate (``--gpu-tflops``; no GPU here) times the share of this machine's
 own numpy GEMM rate that training reaches here (useful FLOPs: 6 per trainable
@@ -114,14 +117,25 @@ def upload(local: Path, prefix: str) -> None:
         storage.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
 
 
-def sampler_for(root: str, receptive_field: int, window: int, batch_size: int, reads_in_flight: int):
+def sampler_for(root: str, receptive_field: int, window: int, batch_size: int, reads_in_flight: int,
+                cache_dir: str | None = None):
     from waveforms.dataset import Dataset, regions
+    from waveforms.dataset.cache import ShardCache
     from waveforms.train.windows import WindowSampler, shared_reader
 
     ds = Dataset.open(root)
     train, _, _ = regions(ds, receptive_field + window)
+    cache = ShardCache(root, ds.dataset_id, cache_dir, 10**10) if cache_dir else None
     return WindowSampler(ds, train, receptive_field, window, batch_size, seed=0,
-                         reader=shared_reader(reads_in_flight))
+                         reader=shared_reader(reads_in_flight), cache=cache)
+
+
+def source_sampler(name: str, delay, local: Path, remote: str, rf: int, args):
+    """The sampler of one row: local disk, or S3 (with a fresh shard cache for the cache row)."""
+    if delay is None:
+        return sampler_for(str(local), rf, args.window, args.batch_size, args.reads_in_flight)
+    cache = tempfile.mkdtemp(prefix="bench-feed-cache-") if "cache" in name else None
+    return sampler_for(remote, rf, args.window, args.batch_size, args.reads_in_flight, cache)
 
 
 def time_feed(sampler, seconds: float) -> tuple[int, float]:
@@ -164,8 +178,10 @@ def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def sources(delays: list[float]) -> list[tuple[str, float | None]]:
-    """Local disk first and last (the reference is their mean), the S3 delays in between."""
-    return [("local", None), *((f"s3 +{d:g} ms", d) for d in delays), ("local (again)", None)]
+    """Local disk first and last (the reference is their mean), the S3 delays in between, then S3 at
+    50 ms with the shard cache (an empty one, filled during the row)."""
+    return [("local", None), *((f"s3 +{d:g} ms", d) for d in delays), ("s3 +50 ms, shard cache", 50.0),
+            ("local (again)", None)]
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -189,8 +205,7 @@ def measure(args, servers: Servers, local: Path, remote: str) -> None:
     for name, delay in sources(args.delays):
         if delay is not None:
             servers.control(f"reset?delay_ms={delay}")
-        s = sampler_for(remote if delay is not None else str(local), rf_small, args.window, args.batch_size,
-                        args.reads_in_flight)
+        s = source_sampler(name, delay, local, remote, rf_small, args)
         n, secs = time_feed(s, args.feed_seconds)
         stats = servers.control("stats") if delay is not None else None
         measured.append((name, n / secs, stats))
@@ -216,8 +231,7 @@ def measure(args, servers: Servers, local: Path, remote: str) -> None:
         for name, delay in sources(args.delays):
             if delay is not None:
                 servers.control(f"reset?delay_ms={delay}")
-            s = sampler_for(remote if delay is not None else str(local), rf, args.window, args.batch_size,
-                            args.reads_in_flight)
+            s = source_sampler(name, delay, local, remote, rf, args)
             secs = time_training(model, s, args.steps, start)
             start += args.steps + 2
             stats = servers.control("stats") if delay is not None else None

@@ -190,3 +190,21 @@ def test_shard_cache_stays_within_its_size_and_skips_shards_bigger_than_it(s3_da
     tiny.wait()
     assert not [p for p in (tmp_path / "tiny").rglob("*") if p.is_file()]
     tiny.close()
+
+
+def test_elephas_executor_windows_from_s3_come_through_the_concurrent_feed(s3_data, moto_url, monkeypatch):
+    from waveforms.train.elephas import partition_windows
+
+    local, remote = s3_data
+    want = list(partition_windows(str(local), 32, 100, 40, 7, (1, 3)))
+    with DelayProxy(moto_url, delay_s=0.03) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        Dataset.open(remote)  # the manifest read is not part of what is counted
+        proxy.reset()
+        got = list(partition_windows(remote, 32, 100, 40, 7, (1, 3), reads_in_flight=8))
+        seen = proxy.stats()
+    assert len(got) == len(want) == 40
+    for (gx, gy), (wx, wy) in zip(got, want):
+        np.testing.assert_array_equal(gx, wx)
+        np.testing.assert_array_equal(gy, wy)
+    assert 1 < seen["max_in_flight"] <= 8  # the executor's 40 reads went up to 8 at a time
