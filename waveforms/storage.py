@@ -3,7 +3,8 @@
 S3 goes through boto3, which honours ``AWS_ENDPOINT_URL`` (AWS, MinIO, a test
 server) and the standard credential chain. Local writes are atomic: data goes to
 a temporary file in the same folder, is flushed, then renamed over the final name.
-An S3 PUT is atomic by itself.
+An S3 PUT is atomic by itself. :class:`RangeReader` keeps many ranged reads in
+flight at once (S3 answers each after tens of milliseconds).
 
 Outputs that are built from many files (a model folder, checkpoints, metrics)
 are written through :class:`OutputDir`: a local working folder that mirrors an
