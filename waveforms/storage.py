@@ -3,7 +3,8 @@
 S3 goes through boto3, which honours ``AWS_ENDPOINT_URL`` (AWS, MinIO, a test
 server) and the standard credential chain. Local writes are atomic: data goes to
 a temporary file in the same folder, is flushed, then renamed over the final name.
-An S3 PUT is atomic by itself.
+An S3 PUT is atomic by itself. :class:`RangeReader` keeps many ranged reads in
+flight at once (S3 answers each after tens of milliseconds).
 
 Outputs that are built from many files (a model folder, checkpoints, metrics)
 are written through :class:`OutputDir`: a local working folder that mirrors an
@@ -16,8 +17,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -102,6 +105,69 @@ def read_range(uri: str, offset: int, length: int, client=None) -> bytes:
     with open(uri, "rb") as fh:
         fh.seek(offset)
         return fh.read(length)
+
+
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+class RangeReader:
+    """Many ranged reads in flight at once: a thread pool over one shared boto3 client.
+
+    boto3 clients are thread-safe; the client's connection pool is sized to
+    ``max_in_flight`` (botocore's default of 10 would cap the concurrency).
+    The client is remade when the environment that configures it changes
+    (``AWS_ENDPOINT_URL``, credentials, region), as a new one would see it.
+    Local files are read in the calling thread (a read of a cached page takes
+    microseconds, less than handing it to a thread). Results keep the order
+    of the requests; the first failing read raises.
+    """
+
+    def __init__(self, max_in_flight: int = 32):
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self._pool: ThreadPoolExecutor | None = None
+        self._client = None
+        self._env: tuple[str | None, ...] = ()
+        self._lock = threading.Lock()
+
+    def _start(self) -> tuple[ThreadPoolExecutor, Any]:
+        """The pool, and a client made for the environment as it is now (endpoint, credentials, region)."""
+        env = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="range-read")
+            if self._client is None or self._env != env:
+                from botocore.config import Config
+
+                import boto3
+
+                config = Config(max_pool_connections=self.max_in_flight)
+                self._client, self._env = boto3.session.Session().client("s3", config=config), env
+            return self._pool, self._client
+
+    def read(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes of each ``(uri, offset, length)``, in order."""
+        if not any(is_s3(uri) for uri, _, _ in requests):
+            return [read_range(uri, offset, length) for uri, offset, length in requests]
+        pool, client = self._start()
+        futures = [pool.submit(read_range, uri, offset, length, client) if is_s3(uri) else None
+                   for uri, offset, length in requests]
+        return [f.result() if f is not None else read_range(uri, offset, length)
+                for f, (uri, offset, length) in zip(futures, requests)]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = self._client = None
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled into Spark tasks: threads and clients stay behind
+        return {"max_in_flight": self.max_in_flight}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_in_flight"])
 
 
 @contextlib.contextmanager

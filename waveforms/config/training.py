@@ -89,6 +89,14 @@ class TrainConfig:
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
     mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
                                             "(faster on GPUs with tensor cores; the saved model is float32)")
+    reads_in_flight: int = opt(32, min=1, max=1024, unit="requests",
+                               help="ranged reads of training windows in flight at once (a round trip to S3 "
+                                    "takes tens of ms); the feed prepares ceil(this / batch_size) batches ahead")
+    shard_cache_gb: float = opt(0.0, min=0, unit="GB",
+                                help="s3:// data: keep up to this much of the dataset's shards on local disk, "
+                                     "filled on first read and reused by later runs; 0 = off")
+    shard_cache_dir: str = opt("", help="folder of the shard cache; empty = $XDG_CACHE_HOME/waveforms/shards "
+                                        "(~/.cache/waveforms/shards)")
     engine: str = opt("local", choices=("local", "allreduce", "elephas"), flag="--engine",
                       help="local: Keras in this process; elephas: data-parallel on Spark")
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")

@@ -23,12 +23,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from waveforms import jsonl, storage
 from waveforms.dataset import integrity
+from waveforms.dataset.cache import ShardCache
 from waveforms.errors import UserError
 from waveforms.tracks import MANIFEST
 
@@ -114,29 +115,72 @@ class Dataset:
     def shard_uri(self, track: dict[str, Any]) -> str:
         return storage.join(self.root, track["shard"])
 
-    def read_window(self, track: dict[str, Any], start: int, length: int, client=None) -> np.ndarray:
-        """``length`` codes of ``track`` from sample ``start`` (one ranged read)."""
+    def _locate(self, track: dict[str, Any], start: int, length: int) -> tuple[str, int, str]:
+        """The shard URI, byte offset and a description of a window (DatasetError when it leaves its track)."""
         n = int(track["num_samples"])
         if start < 0 or start + length > n:
             raise DatasetError(f"window {start}+{length} outside track {track['id']} ({n} samples)")
-        uri, at = self.shard_uri(track), int(track["offset"]) + start
-        where = f"track {track['id']} in shard {track['shard']}"
+        return self.shard_uri(track), int(track["offset"]) + start, f"track {track['id']} in shard {track['shard']}"
+
+    def read_window(self, track: dict[str, Any], start: int, length: int, client=None) -> np.ndarray:
+        """``length`` codes of ``track`` from sample ``start`` (one ranged read)."""
+        uri, at, where = self._locate(track, start, length)
         try:
             data = storage.read_range(uri, at, length, client)
-        except FileNotFoundError as exc:
-            raise DatasetError(f"{where}: the shard is missing ({uri}); {REPAIR}") from exc
-        except Exception as exc:  # botocore's ClientError on S3
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code not in ("NoSuchKey", "404", "InvalidRange", "416"):
+        except Exception as exc:
+            if (err := read_failure(where, uri, at, length, exc)) is exc:
                 raise
-            raise DatasetError(f"{where}: cannot read bytes {at}..{at + length} of {uri} ({code}); {REPAIR}") from exc
-        if len(data) != length:
-            raise DatasetError(f"{where}: read {len(data)} of {length} bytes at byte {at} of {uri}: "
-                               f"the shard is cut short; {REPAIR}")
-        return np.frombuffer(data, dtype=np.uint8)
+            raise err from exc
+        return checked(where, uri, at, length, data)
+
+    def read_windows(self, spans: Sequence[tuple[dict[str, Any], int, int]],
+                     reader: storage.RangeReader | None = None, cache: ShardCache | None = None) -> list[np.ndarray]:
+        """The codes of each ``(track, start, length)``, in order: one ranged read each, all in flight
+        at once through ``reader`` (:class:`waveforms.storage.RangeReader`; a one-off one if None),
+        from the local copy of the shard where ``cache`` (:mod:`waveforms.dataset.cache`) holds one.
+
+        Failures are those of :meth:`read_window`: a missing shard or a read that
+        returns fewer bytes than asked is a :class:`DatasetError` naming the track and shard.
+        """
+        located = [self._locate(track, start, length) for track, start, length in spans]
+        requests = [((cache and cache.lookup(uri)) or uri, at, length)
+                    for (uri, at, _), (_, _, length) in zip(located, spans)]
+        own = reader is None
+        reader = reader or storage.RangeReader()
+        try:
+            data = reader.read(requests)
+        except Exception as exc:
+            missing = getattr(exc, "filename", None)
+            k = next((i for i, (uri, _, _) in enumerate(requests) if uri == missing), 0)
+            if (err := read_failure(located[k][2], located[k][0], located[k][1], spans[k][2], exc)) is exc:
+                raise
+            raise err from exc
+        finally:
+            if own:
+                reader.close()
+        return [checked(where, uri, at, length, got)
+                for (uri, at, where), (_, _, length), got in zip(located, spans, data)]
 
     def read_track(self, track: dict[str, Any], client=None) -> np.ndarray:
         return self.read_window(track, 0, int(track["num_samples"]), client)
+
+
+def read_failure(where: str, uri: str, at: int, length: int, exc: Exception) -> Exception:
+    """The DatasetError for a ranged read that failed because the shard is missing or short; else ``exc``."""
+    if isinstance(exc, FileNotFoundError):
+        return DatasetError(f"{where}: the shard is missing ({uri}); {REPAIR}")
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")  # botocore's ClientError on S3
+    if code in ("NoSuchKey", "404", "InvalidRange", "416"):
+        return DatasetError(f"{where}: cannot read bytes {at}..{at + length} of {uri} ({code}); {REPAIR}")
+    return exc
+
+
+def checked(where: str, uri: str, at: int, length: int, data: bytes) -> np.ndarray:
+    """``data`` as codes, or a DatasetError when the read came back shorter than asked."""
+    if len(data) != length:
+        raise DatasetError(f"{where}: read {len(data)} of {length} bytes at byte {at} of {uri}: "
+                           f"the shard is cut short; {REPAIR}")
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def check_shards(root: str, tracks: list[dict[str, Any]], client=None) -> None:

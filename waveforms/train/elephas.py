@@ -26,7 +26,8 @@ from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
 from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
 from waveforms.dataset import regions
-from waveforms.train.windows import WindowSampler, split_window
+from waveforms.dataset.cache import open_cache
+from waveforms.train.windows import READS_IN_FLIGHT, WindowSampler, shared_reader, split_window
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the parameter server logs every request
@@ -65,15 +66,24 @@ def custom_objects() -> dict[str, Any]:
 
 
 def partition_windows(root: str, receptive_field: int, window: int, n: int, seed: int,
-                      descriptor: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Runs on an executor: ``n`` random training windows as ``(input, target)`` pairs."""
+                      descriptor: tuple[int, int], reads_in_flight: int = READS_IN_FLIGHT,
+                      shard_cache: tuple[str, float] = ("", 0.0)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Runs on an executor: ``n`` random training windows as ``(input, target)`` pairs, read through
+    the same feed as the local engine's (``reads_in_flight`` ranged reads at once; the node's shard
+    cache ``(folder, GB)`` where on)."""
     from waveforms.dataset import Dataset
 
     partition, epoch = descriptor
     ds = Dataset.open(root)
     train, _, _ = regions(ds, receptive_field + window)
-    sampler = WindowSampler(ds, train, receptive_field, window, batch_size=n, seed=seed)
-    w, _ = sampler.windows(np.random.default_rng([seed, TRAIN_STREAM, epoch, partition]), n)
+    cache = open_cache(ds, *shard_cache)
+    sampler = WindowSampler(ds, train, receptive_field, window, batch_size=n, seed=seed,
+                            reader=shared_reader(reads_in_flight), cache=cache)
+    try:
+        w, _ = sampler.windows(np.random.default_rng([seed, TRAIN_STREAM, epoch, partition]), n)
+    finally:
+        if cache:
+            cache.close()  # lets this task's downloads finish: the next epoch's tasks read them
     x, y = split_window(w, receptive_field)
     for xi, yi in zip(x.astype(np.int32), y.astype(np.int32)):
         yield xi, yi
@@ -83,7 +93,8 @@ def window_rdd(sc, cfg: TrainConfig, receptive_field: int, epoch: int):
     """An RDD of ``(x, y)`` windows made on the executors, one partition per worker."""
     descriptors = [(p, epoch) for p in range(cfg.elephas.workers)]
     read = functools.partial(partition_windows, cfg.data, receptive_field, cfg.window, cfg.elephas.windows_per_worker,
-                             cfg.seed)
+                             cfg.seed, reads_in_flight=cfg.reads_in_flight,
+                             shard_cache=(cfg.shard_cache_dir, cfg.shard_cache_gb))
     return sc.parallelize(descriptors, cfg.elephas.workers).flatMap(read)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
@@ -21,7 +22,7 @@ from waveforms.train import checkpoint, previews, recipe
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
 from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
-from waveforms.train.windows import Prefetcher, WindowSampler
+from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,14 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
 
     def final_weights() -> list[np.ndarray]:
         return ema.weights() if ema else model.get_weights()
+    reader, cache = shared_reader(cfg.reads_in_flight), open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
     sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
-                            cfg.seed, with_genre=bool(setup.genres))
+                            cfg.seed, with_genre=bool(setup.genres), reader=reader, cache=cache)
     val_batches: list | None = None
     if setup.val_regions:
         val_sampler = WindowSampler(setup.ds, setup.val_regions, setup.receptive_field, cfg.window,
-                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres))
+                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres), reader=reader,
+                                    cache=cache)
         val_batches = val_sampler.fixed_batches(cfg.val_batches)
 
     def save_checkpoint() -> None:
@@ -128,7 +131,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
         return wall0 + (time.perf_counter() - t0)
 
     try:
-        with Prefetcher(sampler.batch, step) as batches:
+        with Prefetcher(sampler.batch, step, sampler.prefetch_depth()) as batches:
             while step < cfg.steps and not state["stopped_early"] and not out_of_time:
                 x, y = next(batches)
                 model.optimizer.learning_rate = recipe.lr_at(schedule, step)
@@ -188,6 +191,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
             save_checkpoint()
     finally:
         metrics.close()
+        if cache:
+            cache.close()
     summary = {
         "engine": "local",
         "steps": state["step"],
