@@ -23,8 +23,8 @@ from typing import Any
 from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import AwsConfig, ConfigError
+from waveforms.stages import EMR_STEPS as PIPELINE
 
-PIPELINE = ("scrape", "transform", "train", "generate")
 VENV = "/opt/waveforms/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
 BOOTSTRAP_NAME = "bootstrap.sh"

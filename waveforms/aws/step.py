@@ -13,13 +13,15 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from waveforms import cli, storage
+from waveforms.stages import EMR_STEPS
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="step.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file, local or s3://")
-    parser.add_argument("stage", choices=["scrape", "transform", "train", "generate"])
+    parser.add_argument("stage", choices=EMR_STEPS)
     known, rest = parser.parse_known_args(argv)
-    from waveforms import cli, storage
 
     with tempfile.TemporaryDirectory(prefix="waveforms-step-") as tmpdir:
         local_config = Path(tmpdir) / "config.toml"
