@@ -20,6 +20,7 @@ from waveforms import config as cfgmod
 from waveforms import mulaw, storage
 from waveforms.errors import UserError
 from waveforms.storage import OutputDir, atomic_local, write_text
+from waveforms.transform.audio import AudioSettings, file_to_codes
 
 log = logging.getLogger(__name__)
 CHUNK = 4096  # steps per compiled call: the progress bar and partial saves move at this grain
@@ -130,8 +131,6 @@ def prime_settings(wavenet):
     Models trained before model.json held them get the transform defaults. Either way the rate
     and mu are the model's, and no length minimum applies.
     """
-    from waveforms.transform.audio import AudioSettings
-
     stored = wavenet.meta.get("transform") or {}
     known = {k: v for k, v in stored.items() if k in AudioSettings.__dataclass_fields__}
     if not stored:
@@ -142,8 +141,6 @@ def prime_settings(wavenet):
 
 def load_prime(path: str, wavenet) -> np.ndarray:
     """An audio file as mu-law codes at the model's rate, processed like its training data."""
-    from waveforms.transform.audio import file_to_codes
-
     if not storage.exists(path):
         raise UserError(f"prime file not found: {path}")
     with storage.local_copy(path) as local:

@@ -43,8 +43,8 @@ class Models:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            from waveforms.fastgen import FastWeights
-            from waveforms.model import load
+            from waveforms.fastgen import FastWeights  # numba
+            from waveforms.model import load  # TensorFlow
 
             wavenet = load(uri)
             loaded = Loaded(wavenet, FastWeights.from_keras(wavenet.keras_model, wavenet.config))
