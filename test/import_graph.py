@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 PACKAGE = "waveforms"
+# Libraries slow to import or optional: the one reason an internal import may sit inside a function.
+HEAVY = ("tensorflow", "keras", "pyspark", "faiss", "numba", "boto3", "matplotlib", "elephas", "fastapi", "uvicorn")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,48 @@ def package_imports(root: Path) -> list[Import]:
     return [imp for p in files for imp in imports_of(p, root, modules)]
 
 
+def heavy_modules(root: Path) -> set[str]:
+    """Modules whose import loads a :data:`HEAVY` library: directly at module level, or through
+    an internal module they import at module level."""
+    files = sorted((root / PACKAGE).rglob("*.py"))
+    modules = {module_name(p, root) for p in files}
+    heavy: set[str] = set()
+    internal: dict[str, set[str]] = {}
+    for p in files:
+        name = module_name(p, root)
+        tree = ast.parse(p.read_text(), str(p))
+        for node in _module_level(tree):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                roots = []
+            if any(r in HEAVY for r in roots):
+                heavy.add(name)
+        internal[name] = {imp.target for imp in imports_of(p, root, modules) if not imp.in_function}
+    for name in list(internal):  # a package's __init__ runs before any of its modules
+        internal[name] |= {m for m in (name.rsplit(".", 1)[0],) if m in internal and m != name}
+    changed = True
+    while changed:
+        changed = False
+        for name, targets in internal.items():
+            if name not in heavy and targets & heavy:
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def _module_level(tree: ast.AST) -> Iterator[ast.AST]:
+    """Statements that run on import: the module body, into ``if``/``try``/``with`` blocks, not into defs."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            yield from _module_level(node)
+
+
 def part_edges(imports: list[Import]) -> dict[tuple[str, str], list[Import]]:
     """Imports from one part into another, by ``(from part, to part)``; imports within a part are left out."""
     edges: dict[tuple[str, str], list[Import]] = {}
@@ -144,6 +188,10 @@ def main() -> int:
     for (a, b), imps in sorted(edges.items()):
         late = [f"{i.source.removeprefix(PACKAGE + '.')}:{i.line}" for i in imps if i.in_function]
         print(f"  {a:>10} -> {b:<10} {len(imps):3d}" + (f"   in functions: {', '.join(late)}" if late else ""))
+    heavy = heavy_modules(root)
+    light = [i for i in imports if i.in_function and i.target not in heavy]
+    print(f"inside functions: {inner - len(light)} of heavy modules ({', '.join(HEAVY)}), {len(light)} of light ones"
+          + (": " + ", ".join(f"{i.source.removeprefix(PACKAGE + '.')}:{i.line}" for i in light) if light else ""))
     found = cycles(edges)
     for group in found:
         print("cycle between parts: " + " <-> ".join(group))
