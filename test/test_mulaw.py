@@ -39,3 +39,15 @@ def test_round_trip_error_bound():
 def test_decode_inverts_every_code():
     q = np.arange(256, dtype=np.uint8)
     assert (mulaw.encode(mulaw.decode(q)) == q).all()
+
+
+def test_to_pcm16_is_the_decoded_value_scaled_rounded_and_clipped():
+    codes = np.arange(256)
+    y = 2.0 * codes / 255 - 1.0  # the closed form of the inverse, in float64
+    x = np.sign(y) * ((1 + 255) ** np.abs(y) - 1) / 255
+    expected = np.clip(np.round(x * 32767), -32768, 32767)
+    got = mulaw.to_pcm16(codes.astype(np.uint8))
+    assert got.dtype == np.dtype("<i2")
+    assert np.abs(got.astype(np.int64) - expected).max() <= 1  # float32 decode vs float64
+    assert (got[0], got[255]) == (-32767, 32767)
+    assert np.all(np.diff(got.astype(np.int64)) > 0)
