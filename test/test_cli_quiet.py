@@ -28,3 +28,24 @@ def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
         noisy = [line for line in lines if CPP_LOG.search(line)]
         assert noisy == [], noisy
     assert (tmp_path / "g.wav").stat().st_size == 44 + 2 * 80  # 0.01 s at 8 kHz, 16-bit mono
+
+
+# The lines the JVM and Spark print on every start (waveforms.spark.BANNER keeps them out; -v lets them through).
+SPARK_BANNER = ("WARNING: Using incubator modules", "Using Spark's default log4j profile", "setLogLevel",
+                "NativeCodeLoader")
+
+
+def test_a_spark_stage_prints_no_spark_banner_unless_verbose(tmp_path, sine_mp3):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    sine_mp3(raw / "tone.mp3", 440.0, 1.0)
+    args = ["transform", "--input", str(raw), "--master", "local[1]", "--set", "sample_rate=8000"]
+    quiet = _cli(*args, "--output", str(tmp_path / "ds"))
+    assert quiet.returncode == 0, quiet.stderr
+    out = quiet.stdout + quiet.stderr
+    assert f"dataset: {tmp_path / 'ds'} (1 tracks, 1.0 s, 0 set aside)" in out
+    assert [line for line in out.splitlines() if any(b in line for b in SPARK_BANNER)] == []
+    # -v shows what the quiet run kept out, so the lines above are the ones Spark really prints
+    loud = _cli("-v", *args, "--output", str(tmp_path / "ds-v"))
+    assert loud.returncode == 0, loud.stderr
+    assert "WARNING: Using incubator modules" in loud.stderr and "NativeCodeLoader" in loud.stderr

@@ -48,3 +48,15 @@ def test_mulaw_encode_rejects_mu_outside_one_byte():
     for mu in (0, 256, 1023, -5):
         with pytest.raises(ValueError, match=f"mu must be an integer in 1..255.*got {mu}"):
             mulaw.encode(np.zeros(3), mu=mu)
+
+
+def test_to_pcm16_is_the_decoded_value_scaled_rounded_and_clipped():
+    codes = np.arange(256)
+    y = 2.0 * codes / 255 - 1.0  # the closed form of the inverse, in float64
+    x = np.sign(y) * ((1 + 255) ** np.abs(y) - 1) / 255
+    expected = np.clip(np.round(x * 32767), -32768, 32767)
+    got = mulaw.to_pcm16(codes.astype(np.uint8))
+    assert got.dtype == np.dtype("<i2")
+    assert np.abs(got.astype(np.int64) - expected).max() <= 1  # float32 decode vs float64
+    assert (got[0], got[255]) == (-32767, 32767)
+    assert np.all(np.diff(got.astype(np.int64)) > 0)

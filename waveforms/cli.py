@@ -13,29 +13,16 @@ import typing
 from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
+from waveforms import stages
 from waveforms.errors import UserError
 
-CLI_STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "serve", "verify")
+# The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
+CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)
 
 
-def _stage_runner(stage: str) -> Callable[[Any], int]:
-    if stage == "scrape":
-        from waveforms.scrape import run
-    elif stage == "transform":
-        from waveforms.transform import run
-    elif stage == "train":
-        from waveforms.train import run
-    elif stage == "index":
-        from waveforms.evaluate.index import run
-    elif stage == "evaluate":
-        from waveforms.evaluate.report import run
-    elif stage == "serve":
-        from waveforms.serve import run
-    elif stage == "verify":
-        from waveforms.verify import run
-    else:
-        from waveforms.generate import run
-    return run
+def stage_runner(stage: str) -> Callable[[Any], int]:
+    """The registered runner of ``stage``, imported now (stages load TensorFlow or Spark only when they run)."""
+    return stages.resolve(stages.stage(stage).runner)
 
 
 def flag_help(key: str, field: Any) -> str:
@@ -69,28 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="waveforms", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", required=True)
-    for stage in CLI_STAGES:
-        p = sub.add_parser(stage, help=f"run the {stage} stage")
-        add_stage_flags(p, stage)
-        if stage == "verify":
-            p.add_argument("path", nargs="?", metavar="DATA", help="the dataset or model to check (as --data)")
-    aws = sub.add_parser("aws", help="run the pipeline on AWS EMR", add_help=False)
-    aws.add_argument("aws_args", nargs=argparse.REMAINDER)
+    for s in sorted(stages.REGISTRY, key=lambda s: s.own_parser):
+        if s.own_parser:  # the stage parses the rest of the command line itself
+            sub.add_parser(s.name, help=s.help, add_help=False).add_argument("stage_args", nargs=argparse.REMAINDER)
+        else:
+            p = sub.add_parser(s.name, help=s.help, description=s.help)
+            add_stage_flags(p, s.name)
+            if s.positional:
+                p.add_argument("positional", nargs="?", metavar=s.positional.upper(), help=f"as --{s.positional}")
     return parser
 
 
 def stage_config(stage: str, args: argparse.Namespace) -> Any:
     flags = {key: value for key, value in vars(args).items()
-             if key not in ("config", "set", "stage", "verbose", "path") and value is not None}
-    if getattr(args, "path", None):
-        flags["data"] = args.path
+             if key not in ("config", "set", "stage", "verbose", "positional") and value is not None}
+    if getattr(args, "positional", None):
+        flags[stages.stage(stage).positional] = args.positional
     return cfgmod.load(stage, args.config, args.set, flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.stage != "aws":
+    own_parser = stages.stage(args.stage).own_parser
+    if extra and not own_parser:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -100,17 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # string tensors) is not the stage's output; -v or a TF_CPP_MIN_LOG_LEVEL of
     # the user's own brings it back. Python errors are reported either way.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
-    if args.stage == "aws":
-        from waveforms.aws.cli import main as aws_main
-
-        return aws_main(args.aws_args + extra)
+    if own_parser:
+        return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
     try:
         cfg = stage_config(args.stage, args)
     except cfgmod.ConfigError as exc:
         print(f"waveforms {args.stage}: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        return int(_stage_runner(args.stage)(cfg) or 0)
+        return int(stage_runner(args.stage)(cfg) or 0)
     except KeyboardInterrupt:
         print(f"waveforms {args.stage}: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from waveforms import config as cfgmod
 from waveforms import mulaw, storage
 from waveforms.errors import UserError
 from waveforms.storage import OutputDir, atomic_local, write_text
+from waveforms.transform.audio import AudioSettings, file_to_codes
 
 log = logging.getLogger(__name__)
 CHUNK = 4096  # steps per compiled call: the progress bar and partial saves move at this grain
@@ -50,6 +51,26 @@ def genre_ids(wavenet, genre: int | str | None, streams: int) -> np.ndarray | No
     return np.full(streams, int(genre), dtype=np.int64)
 
 
+def start_sampler(weights, wavenet, streams: int, genre: int | str | None = None,
+                  prime: np.ndarray | None = None):
+    """A :class:`waveforms.fastgen.Sampler` over ``streams`` streams, fed the start context (genre checked)."""
+    from waveforms.fastgen import Sampler  # numba: compiled kernels load only when generating
+
+    sampler = Sampler(weights, streams, genre_ids(wavenet, genre, streams))
+    sampler.feed(start_codes(wavenet, prime, streams))
+    return sampler
+
+
+def draw(sampler, rng: np.random.Generator, n: int, streams: int, temperature: float) -> np.ndarray:
+    """The next ``n`` codes of every stream, uint8 ``(streams, n)``.
+
+    One uniform per stream per step, drawn in step order: the same seed gives the same
+    codes however the samples are split into calls.
+    """
+    uniforms = np.ascontiguousarray(rng.random((n, streams)).T)
+    return sampler.sample_with(uniforms, temperature)
+
+
 def generate(
     wavenet,
     n_samples: int,
@@ -66,20 +87,18 @@ def generate(
     Each new sample costs one pass through the layers' cached state.
     ``on_chunk(codes_so_far, n_done)`` is called after every chunk.
     """
-    from waveforms.fastgen import FastWeights, Sampler
+    from waveforms.fastgen import FastWeights  # numba: compiled kernels load only when generating
 
     if temperature < 0:
         raise UserError("temperature must be >= 0")
-    sampler = Sampler(FastWeights.from_keras(wavenet.keras_model, wavenet.config), streams,
-                      genre_ids(wavenet, genre, streams))
-    sampler.feed(start_codes(wavenet, prime, streams))
+    sampler = start_sampler(FastWeights.from_keras(wavenet.keras_model, wavenet.config), wavenet, streams,
+                            genre, prime)
     rng = np.random.default_rng(seed)
     out = np.zeros((streams, n_samples), dtype=np.uint8)
     done = 0
     while done < n_samples:
         n = min(CHUNK, n_samples - done)
-        uniforms = np.ascontiguousarray(rng.random((n, streams)).T)
-        out[:, done:done + n] = sampler.sample_with(uniforms, temperature)
+        out[:, done:done + n] = draw(sampler, rng, n, streams, temperature)
         done += n
         if on_chunk:
             on_chunk(out, done)
@@ -88,7 +107,7 @@ def generate(
 
 def write_wav(path: str | Path, codes: np.ndarray, sample_rate: int, mu: int = 255) -> None:
     """Decode mu-law codes and write 16-bit PCM mono WAV atomically."""
-    pcm = np.clip(np.rint(mulaw.decode(codes, mu) * 32767.0), -32768, 32767).astype("<i2")
+    pcm = mulaw.to_pcm16(codes, mu)
     with atomic_local(path) as fh:
         with wave.open(fh, "wb") as wav:
             wav.setnchannels(1)
@@ -112,8 +131,6 @@ def prime_settings(wavenet):
     Models trained before model.json held them get the transform defaults. Either way the rate
     and mu are the model's, and no length minimum applies.
     """
-    from waveforms.transform.audio import AudioSettings
-
     stored = wavenet.meta.get("transform") or {}
     known = {k: v for k, v in stored.items() if k in AudioSettings.__dataclass_fields__}
     if not stored:
@@ -124,42 +141,44 @@ def prime_settings(wavenet):
 
 def load_prime(path: str, wavenet) -> np.ndarray:
     """An audio file as mu-law codes at the model's rate, processed like its training data."""
-    from waveforms.transform.audio import file_to_codes
-
     if not storage.exists(path):
         raise UserError(f"prime file not found: {path}")
     with storage.local_copy(path) as local:
         return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu, settings=prime_settings(wavenet))
 
 
-def memorisation_checks(cfg: cfgmod.GenerateConfig, wavenet, codes: np.ndarray, names: list[str]) -> dict:
-    """``--evaluate``: each stream's nearest training audio per second, from the model's dataset's index."""
-    from waveforms.evaluate.index import index_uri
-    from waveforms.evaluate.memorisation import LoadedIndex, check
-
-    data = wavenet.meta.get("dataset", "")
-    if not data:
-        raise UserError("--evaluate needs the model's dataset (model.json names none)")
-    loaded = LoadedIndex.open(index_uri(data))
-    return {name: check(loaded, {name: codes[k]}, wavenet.sample_rate, wavenet.mu) for k, name in enumerate(names)}
+def sidecar(model: str, model_meta: dict, sample_rate: int, samples: int, settings: dict, stream: int = 0,
+            **extra) -> dict:
+    """The JSON written beside a generated WAV: the model, its dataset id and commit, the length and the settings."""
+    return {"model": model, "model_dataset_id": model_meta.get("dataset_id", ""),
+            "model_git_commit": model_meta.get("git_commit", ""), "sample_rate": int(sample_rate),
+            "samples": int(samples), "stream": stream, "settings": settings, **extra}
 
 
-def run(cfg: cfgmod.GenerateConfig) -> int:
+Checks = Callable[[cfgmod.GenerateConfig, object, np.ndarray, list[str]], dict[str, dict]]
+
+
+def run(cfg: cfgmod.GenerateConfig, checks: Checks | None = None) -> int:
     """The ``generate`` stage: model folder in, WAV file(s) out, with a sidecar JSON each (local or s3://).
 
     Files are written in the output folder's working copy and uploaded WAV first, sidecar second.
+    ``checks(cfg, wavenet, codes, names)`` adds fields to each stream's sidecar, by file name
+    (``generate --evaluate``'s memorisation check: :func:`waveforms.pipeline.generate`).
     """
     with OutputDir(storage.parent(cfg.output)) as out:
-        return _run(cfg, out)
+        return _run(cfg, out, checks)
 
 
-def _run(cfg: cfgmod.GenerateConfig, out: OutputDir) -> int:
+def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> int:
     from tqdm import tqdm
 
-    from waveforms.model import load
+    from waveforms.model import load  # TensorFlow
 
     if cfg.streams < 1 or cfg.seconds <= 0:
         raise UserError("--streams must be >= 1 and --seconds > 0")
+    if cfg.evaluate and checks is None:
+        raise UserError("--evaluate needs the memorisation check: run generate as waveforms.pipeline.generate "
+                        "(the CLI does)")
     wavenet = load(cfg.model)
     prime = load_prime(cfg.prime, wavenet) if cfg.prime else None
     n = int(round(cfg.seconds * wavenet.sample_rate))
@@ -186,20 +205,12 @@ def _run(cfg: cfgmod.GenerateConfig, out: OutputDir) -> int:
     bar.close()
     elapsed = time.perf_counter() - started
     save(codes, n)
-    meta = {
-        "model": cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve()),
-        "model_dataset_id": wavenet.meta.get("dataset_id", ""),
-        "model_git_commit": wavenet.meta.get("git_commit", ""),
-        "sample_rate": wavenet.sample_rate,
-        "samples": n,
-        "samples_per_s": round(n * cfg.streams / elapsed, 1),
-        "settings": cfgmod.to_dict(cfg),
-    }
-    checks = memorisation_checks(cfg, wavenet, codes, names) if cfg.evaluate else {}
+    model = cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve())
+    extra = checks(cfg, wavenet, codes, names) if checks else {}
     for k, name in enumerate(names):
-        extra = {"memorisation": checks[name]} if name in checks else {}
-        write_text(str(out.path(name)) + ".json",
-                   json.dumps({**meta, "stream": k, **extra}, indent=2, sort_keys=True) + "\n")
+        meta = sidecar(model, wavenet.meta, wavenet.sample_rate, n, cfgmod.to_dict(cfg), k,
+                       samples_per_s=round(n * cfg.streams / elapsed, 1), **extra.get(name, {}))
+        write_text(str(out.path(name)) + ".json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     out.upload(*(name + ".json" for name in names))
     rate = n * cfg.streams / elapsed
     log.info("wrote %s (%.1f s x %d streams, %.0f samples/s, %.2fx real time)", ", ".join(map(str, paths)),

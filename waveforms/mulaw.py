@@ -23,3 +23,8 @@ def decode(q: np.ndarray, mu: int = 255) -> np.ndarray:
     """Inverse of :func:`encode`: codes to floats in [-1, 1]."""
     y = 2.0 * np.asarray(q, dtype=np.float32) / mu - 1.0
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def to_pcm16(q: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Codes to little-endian 16-bit PCM samples: :func:`decode`, scaled by 32767, rounded to nearest, clipped."""
+    return np.clip(np.rint(decode(q, mu) * 32767.0), -32768, 32767).astype("<i2")

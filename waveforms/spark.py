@@ -1,14 +1,32 @@
-"""The one SparkSession factory for every stage and every master."""
+"""The one SparkSession factory for every stage and every master.
+
+Unless debug logging is on (``waveforms -v``), the driver JVM's start-up banner stays out of
+a stage's output: the driver logs errors only (``spark-log4j2.properties``), and the JVM's own
+early stderr lines (``WARNING: Using incubator modules``) are dropped; every other line is passed on.
+"""
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+import re
+import subprocess
 import sys
-from typing import Mapping
+import threading
+from pathlib import Path
+from typing import IO, Mapping
 
 log = logging.getLogger(__name__)
 logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs each connection it opens and closes at INFO
+
+
+LOG4J2 = Path(__file__).with_name("spark-log4j2.properties")
+LOG4J2_OPTION = f"-Dlog4j2.configurationFile=file:{LOG4J2}"
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+# What the JVM and Spark print on every start, whatever happens next.
+BANNER = re.compile(rb"^(WARNING: Using incubator modules: |Using Spark's default log4j profile: "
+                    rb"|Setting default log level to |To adjust logging level use sc\.setLogLevel"
+                    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library)")
 
 
 def is_local_master(master: str) -> bool:
@@ -25,6 +43,11 @@ def prepare_env(master: str) -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if is_local_master(master):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def quiet() -> bool:
+    """Whether Spark's start-up banner is kept out of the output: unless debug logging is on (``-v``)."""
+    return not logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def session_conf(master: str, conf: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -47,13 +70,48 @@ def session_conf(master: str, conf: Mapping[str, str] | None = None) -> dict[str
     return {**defaults, **{k: str(v) for k, v in (conf or {}).items()}}
 
 
+def quiet_conf(settings: Mapping[str, str]) -> dict[str, str]:
+    """``settings`` with the driver's log4j2 file after the user's ``spark.driver.extraJavaOptions``.
+
+    The option counts only where it starts the JVM, so :func:`conflicts` leaves it out.
+    """
+    java = settings.get(JAVA_OPTIONS, "")
+    if "log4j2.configurationFile" in java:
+        return dict(settings)
+    return {**settings, JAVA_OPTIONS: f"{java} {LOG4J2_OPTION}".strip()}
+
+
+def _forward_stderr(stream: IO[bytes]) -> None:
+    """Copy the JVM's stderr to ours line by line, without :data:`BANNER` lines, until it closes."""
+    for line in iter(stream.readline, b""):
+        if not BANNER.match(line):
+            try:
+                os.write(2, line)
+            except OSError:  # our stderr is gone; keep draining so the JVM never blocks on a full pipe
+                pass
+
+
+def _launch_quiet_gateway(master: str, app_name: str, settings: Mapping[str, str]) -> None:
+    """Start the driver JVM with its stderr through :func:`_forward_stderr`, as pyspark would start it otherwise."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    conf = SparkConf().setMaster(master).setAppName(app_name).setAll(list(settings.items()))
+    gateway = launch_gateway(conf, popen_kwargs={"stderr": subprocess.PIPE})
+    threading.Thread(target=_forward_stderr, args=(gateway.proc.stderr,), name="spark-stderr", daemon=True).start()
+    SparkContext(conf=conf, gateway=gateway)
+
+
 def conflicts(sc, master: str, settings: Mapping[str, str]) -> list[str]:
     """How the running context ``sc`` differs from ``master`` and ``settings`` (empty: reusable)."""
     found = [f"master {sc.master} != {master}"] if sc.master != master else []
     running = sc.getConf()
     for key, value in sorted(settings.items()):
-        if running.get(key) != value:
-            found.append(f"{key}={running.get(key)!r} != {value!r}")
+        now = running.get(key)
+        if key == JAVA_OPTIONS and now is not None:
+            now = now.replace(LOG4J2_OPTION, "").strip()
+        if now != value:
+            found.append(f"{key}={now!r} != {value!r}")
     return found
 
 
@@ -102,6 +160,7 @@ def get_session(
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    hush = quiet()
     settings = session_conf(master, conf)
     active = SparkContext._active_spark_context
     if active is not None:
@@ -110,8 +169,12 @@ def get_session(
             log.warning("restarting Spark: the running session (master %s) differs from the one asked for "
                         "(master %s): %s", active.master, master, "; ".join(differences))
             _stop_active(active)
+    # The first context of the process starts the JVM; under spark-submit it is already running.
+    start = quiet_conf(settings) if hush else settings
+    if hush and SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        _launch_quiet_gateway(master, app_name, start)
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in settings.items():
+    for key, value in start.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -138,3 +201,12 @@ def ship_package(sc) -> None:
     import tempfile
 
     sc.addPyFile(package_zip(tempfile.mkdtemp(prefix="waveforms-pkg-")))
+
+
+def stage_context(master: str, app_name: str, conf: Mapping[str, str] | None = None):
+    """The SparkContext a stage runs its tasks on: :func:`get_session`'s, with the package
+    shipped to the executors of a non-local master (whose Python may lack it)."""
+    sc = get_session(master, app_name, conf).sparkContext
+    if not is_local_master(master):
+        ship_package(sc)
+    return sc

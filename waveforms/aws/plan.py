@@ -28,8 +28,8 @@ from waveforms import storage
 from waveforms.aws import instances, sizing, train_plan
 from waveforms.aws.train_plan import TrainPlan
 from waveforms.config import AwsConfig, ConfigError
+from waveforms.stages import EMR_STEPS as PIPELINE
 
-PIPELINE = ("scrape", "transform", "train", "generate")
 VENV = "/opt/waveforms/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
 BOOTSTRAP_NAME = "bootstrap.sh"

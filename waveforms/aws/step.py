@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from waveforms import cli, storage
+from waveforms.stages import EMR_STEPS
+
 log = logging.getLogger("waveforms.aws.step")
 
 NOT_RETRIED = (0, 2, 130)  # success, config error, interrupt
@@ -48,17 +51,15 @@ def run_attempts(run: Callable[[int], int], attempts: int, wait_s: float,
     log.error("giving up after %d attempt(s)", attempts)
     return code
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="step.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file, local or s3://")
     parser.add_argument("--attempts", type=int, default=1, help="runs of the stage at most (retries resume)")
     parser.add_argument("--retry-wait", type=float, default=0.0, help="seconds between runs")
-    parser.add_argument("stage", choices=["scrape", "transform", "train", "generate"])
+    parser.add_argument("stage", choices=EMR_STEPS)
     known, rest = parser.parse_known_args(argv)
     if known.attempts < 1 or known.retry_wait < 0:
         parser.error("--attempts must be >= 1 and --retry-wait >= 0")
-    from waveforms import cli, storage
 
     with tempfile.TemporaryDirectory(prefix="waveforms-step-") as tmpdir:
         local_config = Path(tmpdir) / "config.toml"

@@ -1,9 +1,10 @@
 """Typed configuration for each stage: defaults, TOML files and ``--set key=value``.
 
-A config file is TOML with one table per stage (``[scrape]``, ``[transform]``,
-``[train]`` with its ``[train.elephas]`` sub-table, ``[generate]``, ``[aws]``);
-a stage reads only its own table and rejects keys it does not know. Files list
-only what differs from the defaults.
+A config file is TOML with one table per registered stage (:mod:`waveforms.stages`):
+``[scrape]``, ``[transform]``, ``[train]`` with its ``[train.elephas]`` sub-table,
+``[generate]``, ``[index]``, ``[evaluate]``, ``[aws]`` and ``[serve]``; a stage reads
+only its own table and rejects keys it does not know. Files list only what differs
+from the defaults.
 
 Each field's help, unit, allowed values and CLI flag are declared once, with
 :func:`opt`; :func:`validate`, the CLI (``waveforms.cli``) and the README's key
@@ -14,13 +15,9 @@ from __future__ import annotations
 from waveforms.config.aws import PIPELINE, AwsConfig
 from waveforms.config.dataset import ARCHIVES, ScrapeConfig, TransformConfig, VerifyConfig
 from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
-from waveforms.config.loading import (
-    C, ConfigError, _apply, _coerce, _ok, dump_json, load, parse_sets, read_file, to_dict, validate,
-)
-from waveforms.config.metadata import _hints, _is_section, allowed, fields, opt
-from waveforms.config.readme import (
-    README_END, README_START, _cell, _type_name, main, markdown_table, readme_section, write_readme,
-)
+from waveforms.config.loading import C, ConfigError, dump_json, load, parse_sets, read_file, to_dict, validate
+from waveforms.config.metadata import allowed, fields, opt
+from waveforms.config.readme import README_END, README_START, markdown_table, readme_section, write_readme
 from waveforms.config.serve import ServeConfig
 from waveforms.config.stages import REMOVED, STAGE_CONFIGS, STAGES, cli_options
 from waveforms.config.training import ElephasConfig, TrainConfig
@@ -30,6 +27,5 @@ __all__ = [
     "ScrapeConfig", "TransformConfig", "ElephasConfig", "TrainConfig", "GenerateConfig", "IndexConfig",
     "EvaluateConfig", "AwsConfig", "ServeConfig", "VerifyConfig", "STAGE_CONFIGS", "REMOVED", "C",
     "allowed", "validate", "parse_sets", "read_file", "load", "to_dict", "dump_json", "fields", "cli_options",
-    "markdown_table", "README_START", "README_END", "readme_section", "write_readme", "main",
-    "_coerce", "_hints", "_is_section", "_apply", "_ok", "_type_name", "_cell",
+    "markdown_table", "README_START", "README_END", "readme_section", "write_readme",
 ]

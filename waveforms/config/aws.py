@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from waveforms.config.metadata import opt
+from waveforms.stages import EMR_STEPS
 
-PIPELINE = ("scrape", "transform", "train", "generate")
+PIPELINE = EMR_STEPS  # the stages an EMR cluster may run as steps, in pipeline order
 
 
 @dataclass

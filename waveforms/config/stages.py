@@ -1,29 +1,16 @@
-"""The stages: their config classes, keys that are gone, and the keys with CLI flags."""
+"""The config tables, one per registered stage (:mod:`waveforms.stages`), keys that are gone, and the keys with CLI flags."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from waveforms.config.aws import AwsConfig
-from waveforms.config.dataset import ScrapeConfig, TransformConfig, VerifyConfig
-from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
+from waveforms import stages
 from waveforms.config.metadata import fields
-from waveforms.config.serve import ServeConfig
-from waveforms.config.training import ElephasConfig, TrainConfig
+from waveforms.config.training import ElephasConfig
 
-STAGES = ("scrape", "transform", "train", "generate", "index", "evaluate", "aws", "serve", "verify")
+STAGES: tuple[str, ...] = stages.NAMES  # the tables a config file may hold
 
-STAGE_CONFIGS: dict[str, type] = {
-    "scrape": ScrapeConfig,
-    "transform": TransformConfig,
-    "train": TrainConfig,
-    "generate": GenerateConfig,
-    "index": IndexConfig,
-    "evaluate": EvaluateConfig,
-    "aws": AwsConfig,
-    "serve": ServeConfig,
-    "verify": VerifyConfig,
-}
+STAGE_CONFIGS: dict[str, type] = {s.name: stages.resolve(s.config) for s in stages.REGISTRY}
 
 # Keys that are gone, per stage, with what to use instead.
 REMOVED: dict[str, dict[str, str]] = {  # by config class name

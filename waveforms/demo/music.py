@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from waveforms import storage
 from waveforms.demo.mirror import CC_BY_SA_3, Mirror, MirrorTrack
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     genres = ", ".join(f"{g} ({len(ids)})" for g, ids in sorted(mirror.listings.items()))
     print(f"FMA-format mirror at {mirror.url}: {len(tracks)} tracks; genres {genres}", flush=True)
     if args.url_file:
-        from waveforms import storage
-
         storage.write_text(args.url_file, mirror.url + "\n")
     try:
         mirror._server.serve_forever()

@@ -21,14 +21,13 @@ import json
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import storage
+from waveforms import runs, spark, storage
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
@@ -44,6 +43,7 @@ VERSION = 1
 PERCENTILE = 99.9
 TRACK_KEYS = ("id", "shard", "offset", "num_samples")
 META_KEYS = ("title", "artist", "licence")
+RUN_FILES = ("pca", "index", "map")  # NAME-RUNID.EXT: one of each per run, named by the manifest
 
 
 def index_uri(data: str, output: str = "") -> str:
@@ -136,12 +136,7 @@ class Built:
 
 
 def _spark(cfg):
-    from waveforms.spark import get_session, is_local_master, ship_package
-
-    spark = get_session(cfg.master, "waveforms-index", cfg.spark_conf)
-    if not is_local_master(cfg.master):
-        ship_package(spark.sparkContext)
-    return spark.sparkContext
+    return spark.stage_context(cfg.master, "waveforms-index", cfg.spark_conf)
 
 
 def _partitions(sc, n: int, cfg) -> int:
@@ -178,7 +173,7 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
             log.warning("the index at %s no longer matches the dataset or settings (%s); rebuilding", uri,
                         f"{len(stale)} tracks changed" if stale else "settings changed")
             current = None
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = runs.run_id()
     sc = _spark(cfg)
     files: dict[str, str] = {}
     if current is None:
@@ -233,18 +228,11 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=1) + "\n", client)
-    _remove_unreferenced(uri, set(files.values()) | {MANIFEST, "config.json"}, client)
+    keep = set(files.values()) | {MANIFEST, "config.json"}  # earlier runs' files, after the commit
+    runs.delete_unreferenced(uri, lambda rel: rel in keep or rel.split("-", 1)[0] not in RUN_FILES, client)
     storage.write_text(storage.join(uri, "config.json"), cfgmod.dump_json(cfg, "index"), client)
     log.info("index %s: %d vectors of %d tracks (%d added)", uri, index.ntotal, len(all_tracks), len(new))
     return Built(manifest, uri)
-
-
-def _remove_unreferenced(uri: str, keep: set[str], client) -> None:
-    """Delete files of earlier runs (after the commit: a reader of the new manifest never needs them)."""
-    for f in storage.list_files(uri, client=client):
-        name = storage.basename(f)
-        if name not in keep and name.split("-", 1)[0] in ("pca", "index", "map"):
-            storage.delete(f, client)
 
 
 def run(cfg: cfgmod.IndexConfig) -> int:

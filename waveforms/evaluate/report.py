@@ -21,6 +21,7 @@ from waveforms.evaluate import memorisation
 from waveforms.evaluate.index import index_uri
 from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
+from waveforms.generate import generate, load_prime, write_wav
 from waveforms.storage import OutputDir
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ def clip_stats(clips: dict[str, np.ndarray], sample_rate: int, mu: int) -> Gauss
 
 def load_clips(cfg: cfgmod.EvaluateConfig, wavenet, out: OutputDir) -> dict[str, np.ndarray]:
     """The audio judged: ``--audio`` files decoded like training data, or clips generated (and saved)."""
-    from waveforms.generate import generate, load_prime, write_wav
-
     if cfg.audio:
         return {storage.basename(p): load_prime(p, wavenet) for p in cfg.audio}
     n = int(round(cfg.seconds * wavenet.sample_rate))
@@ -101,7 +100,7 @@ def memorisation_section(index: str, clips: dict[str, np.ndarray], sample_rate: 
 
 def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
     """Compute every field of evaluation.json (and write the generated clips into ``out``)."""
-    from waveforms.model import load
+    from waveforms.model import load  # TensorFlow
 
     wavenet = load(cfg.model)
     data = cfg.data or wavenet.meta.get("dataset", "")
@@ -177,17 +176,3 @@ def run(cfg: cfgmod.EvaluateConfig) -> int:
           f"bits/sample; fd_mel generated {f['generated']:.2f} (halves {f['halves']:.2f}, noise {f['noise']:.2f}); "
           f"memorised seconds {m['match_fraction']}")
     return 0
-
-
-def after_training(model_dir: str, data: str) -> dict[str, Any]:
-    """Evaluate a freshly trained model and add ``val_bits_per_sample`` and ``fd_mel`` to its model.json."""
-    cfg = cfgmod.load("evaluate", flags={"model": model_dir, "data": data})
-    with OutputDir(model_dir) as out:
-        result = evaluate(cfg, out)
-        write(result, out)
-        meta_path = storage.join(model_dir, "model.json")
-        meta = json.loads(storage.read_text(meta_path))
-        meta["evaluation"] = {"val_bits_per_sample": result["val_bits_per_sample"], "val_nats": result["val_nats"],
-                              "fd_mel": result["fd_mel"], "file": JSON_FILE}
-        storage.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return result

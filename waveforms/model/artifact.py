@@ -111,6 +111,14 @@ class WaveNet:
         out.upload(MODEL_FILE, META_FILE)
 
 
+def update_metadata(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Set ``fields`` in the model.json of the model folder ``path`` (local or s3://), rewritten atomically."""
+    uri = storage.join(str(path), META_FILE)
+    meta = {**json.loads(storage.read_text(uri)), **fields}
+    storage.write_text(uri, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
 def build(preset_or_config: str | WaveNetConfig | dict[str, Any], **overrides: Any) -> WaveNet:
     """A new, untrained WaveNet from a preset name or config; ``overrides`` set config fields."""
     cfg = resolve(preset_or_config)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from waveforms.config import ScrapeConfig, validate
 from waveforms.errors import UserError
+from waveforms.scrape import dir_source, fma_dataset, fma_site
+from waveforms.scrape.http import FetchError, Http, HttpSettings, check_url
+from waveforms.scrape.job import Job
 
 def make_http(cfg: ScrapeConfig):
-    from waveforms.scrape.http import Http, HttpSettings
-
     return Http(
         HttpSettings(
             user_agent=cfg.user_agent,
@@ -27,31 +28,21 @@ def run(cfg: ScrapeConfig) -> int:
     """Run the configured source; see the module docstring for the exit code."""
     validate(cfg)  # the same checks as the CLI's, for configs built in Python
     if cfg.source != "dir":
-        from waveforms.scrape.http import FetchError, check_url
-
         flag, url = ("--base-url", cfg.base_url) if cfg.source == "fma-site" else ("--mirror", cfg.mirror)
         try:
             check_url(url)
         except FetchError as exc:
             raise UserError(f"{flag}: {exc.detail}") from exc
-    from waveforms.scrape.job import Job
-
     job = Job(cfg, cfg.source)
     try:
         if cfg.source == "dir":
-            from waveforms.scrape import dir_source
-
             dir_source.run(cfg, job)
         else:
             http = make_http(cfg)
             try:
                 if cfg.source == "fma-site":
-                    from waveforms.scrape import fma_site
-
                     fma_site.run(cfg, job, http)
                 else:
-                    from waveforms.scrape import fma_dataset
-
                     fma_dataset.run(cfg, job, http)
             finally:
                 http.close()

@@ -29,7 +29,7 @@ def run(cfg: ServeConfig) -> int:
     """Serve until interrupted."""
     import uvicorn
 
-    from waveforms.serve.app import create_app
+    from waveforms.serve.app import create_app  # FastAPI and uvicorn, loaded when the studio starts
 
     check(cfg)
     app = create_app(cfg)

@@ -2,9 +2,9 @@
 
 A :class:`Job` steps the fast generator's cached state one chunk at a time, so a
 response can send each chunk as soon as it exists and stop when the client goes
-away. Random numbers are drawn exactly as :func:`waveforms.generate.generate`
-draws them (one uniform per step, in order), so the same seed gives the same
-samples as ``waveforms generate --seed S`` whatever the chunk sizes.
+away. It starts and draws with :func:`waveforms.generate.start_sampler` and
+:func:`waveforms.generate.draw`, as ``waveforms generate`` does, so the same seed
+gives the same samples as ``waveforms generate --seed S`` whatever the chunk sizes.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ class Models:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            from waveforms.fastgen import FastWeights
-            from waveforms.model import load
+            from waveforms.fastgen import FastWeights  # numba
+            from waveforms.model import load  # TensorFlow
 
             wavenet = load(uri)
             loaded = Loaded(wavenet, FastWeights.from_keras(wavenet.keras_model, wavenet.config))
@@ -82,14 +82,10 @@ class Job:
 
     def __init__(self, loaded: Loaded, n_samples: int, *, temperature: float, seed: int,
                  genre: str | None = None, prime: np.ndarray | None = None):
-        from waveforms.fastgen import Sampler
-
-        wavenet = loaded.wavenet
         self.n = int(n_samples)
         self.done = 0
         self.temperature = float(temperature)
-        self.sampler = Sampler(loaded.weights, 1, gen.genre_ids(wavenet, genre, 1))
-        self.sampler.feed(gen.start_codes(wavenet, prime, 1))
+        self.sampler = gen.start_sampler(loaded.weights, loaded.wavenet, 1, genre, prime)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -101,8 +97,7 @@ class Job:
         size = min(FIRST_CHUNK if self.done == 0 else CHUNK, self.n - self.done)
         if size <= 0:
             return np.zeros(0, np.uint8)
-        uniforms = np.ascontiguousarray(self.rng.random((size, 1)).T)
-        codes = self.sampler.sample_with(uniforms, self.temperature)[0]
+        codes = gen.draw(self.sampler, self.rng, size, 1, self.temperature)[0]
         self.done += size
         return codes
 

@@ -25,6 +25,7 @@ from waveforms import storage
 from waveforms.errors import UserError
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, studio
+from waveforms.transform.audio import AudioSettings, file_to_codes
 
 router = APIRouter(prefix="/api/primes", tags=["primes"])
 PRIME_ID = re.compile(r"[0-9a-f]{32}")
@@ -101,8 +102,6 @@ def probe_audio(path: str) -> bool:
 
 def settings_for(st: Studio, model_entry):
     """The transform settings of the model's dataset when it is served, else the defaults at the model's rate."""
-    from waveforms.transform.audio import AudioSettings
-
     meta = read_json(model_entry.file("model.json"))
     if meta is None:
         raise HTTPException(409, "this model has no model.json yet (still training)")
@@ -161,8 +160,6 @@ async def upload_prime(request: Request, file: UploadFile, model: str = "",
 
 
 def _decode(path: str, settings) -> np.ndarray:
-    from waveforms.transform.audio import file_to_codes
-
     try:
         return file_to_codes(path, settings.sample_rate, settings.mu, settings)
     except UserError as exc:

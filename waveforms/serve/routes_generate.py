@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.errors import UserError
+from waveforms.generate import sidecar
 from waveforms.serve import primes, wav
 from waveforms.serve.generation import Job
 from waveforms.serve.openapi import capped_by, errors, given_or_capped
@@ -119,10 +120,7 @@ def generate_sidecar(model: str, request: Request, seconds: float = SECONDS,
         raise HTTPException(409, "this model has no model.json yet (still training)")
     name = entry.rel.rpartition("/")[2] if entry.rel != "." else "model"
     rate = int(meta["sample_rate"])
-    return {"model": name, "model_dataset_id": meta.get("dataset_id", ""),
-            "model_git_commit": meta.get("git_commit", ""), "sample_rate": rate,
-            "samples": int(round(seconds * rate)), "stream": 0,
-            "settings": _settings(name, seconds, temperature, seed, genre, prime)}
+    return sidecar(name, meta, rate, int(round(seconds * rate)), _settings(name, seconds, temperature, seed, genre, prime))
 
 
 def _model_json(entry) -> str:

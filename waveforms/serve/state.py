@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -16,6 +17,8 @@ from waveforms.config import ServeConfig
 from waveforms.dataset import Dataset, DatasetError
 from waveforms.serve.discovery import Catalog, Entry
 from waveforms.serve.generation import Limiter, Models, Results
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,21 +85,36 @@ def studio(request: Request) -> Studio:
     return request.app.state.studio
 
 
+def _absent(exc: BaseException) -> bool:
+    """Whether ``exc`` says only that the file does not exist (locally or on S3)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    response = getattr(exc, "response", None)  # botocore's ClientError
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    return str(code) in ("NoSuchKey", "404")
+
+
+def _skipped(uri: str, exc: BaseException) -> None:
+    """Log a file the studio leaves out: absent at debug level, anything else as a warning."""
+    if _absent(exc):
+        log.debug("skipped %s: absent", uri)
+    else:
+        log.warning("skipped %s: %s: %s", uri, type(exc).__name__, exc)
+
+
 def read_json(uri: str) -> Any | None:
-    """A JSON file's contents, or None when it is absent or unreadable."""
+    """A JSON file's contents, or None when it is absent or unreadable (logged: :func:`_skipped`)."""
     try:
         return json.loads(storage.read_text(uri))
-    except Exception:  # absent, half-written, or an S3 error: the studio shows what it can
+    except Exception as exc:  # absent, unreadable, or an S3 error: the studio shows what it can
+        _skipped(uri, exc)
         return None
 
 
 def read_rows(uri: str) -> list[dict[str, Any]]:
-    """A JSON Lines file's rows (a torn last line dropped); empty when absent."""
+    """A JSON Lines file's rows (a torn last line dropped); empty when absent or unreadable (logged)."""
     try:
-        text = storage.read_text(uri)
-    except Exception:
-        return []
-    try:
-        return jsonl.parse(text, uri)
-    except Exception:
+        return jsonl.parse(storage.read_text(uri), uri)
+    except Exception as exc:  # as read_json
+        _skipped(uri, exc)
         return []

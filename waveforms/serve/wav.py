@@ -23,8 +23,8 @@ def header(sample_rate: int, n_samples: int | None) -> bytes:
 
 
 def pcm(codes: np.ndarray, mu: int = 255) -> bytes:
-    """mu-law codes as little-endian 16-bit PCM bytes (the rounding of ``generate.write_wav``)."""
-    return np.clip(np.rint(mulaw.decode(codes, mu) * 32767.0), -32768, 32767).astype("<i2").tobytes()
+    """mu-law codes as little-endian 16-bit PCM bytes (:func:`waveforms.mulaw.to_pcm16`, as ``generate.write_wav``)."""
+    return mulaw.to_pcm16(codes, mu).tobytes()
 
 
 def wav_bytes(codes: np.ndarray, sample_rate: int, mu: int = 255) -> bytes:

@@ -10,17 +10,13 @@ from waveforms.config import TrainConfig, validate
 
 
 def run(cfg: TrainConfig) -> int:
-    """Train as configured; returns the exit code."""
+    """Train as configured; returns the exit code (``evaluate_at_end`` is :func:`waveforms.pipeline.train`'s)."""
     validate(cfg)  # the CLI's checks, for configs built in Python too
     if cfg.engine == "elephas":
         from waveforms.train.elephas import train
     else:
         from waveforms.train.local import train
     train(cfg)
-    if cfg.evaluate_at_end:
-        from waveforms.evaluate.report import after_training
-
-        after_training(cfg.model_dir, cfg.data)
     return 0
 
 

@@ -200,13 +200,6 @@ def fit_epoch(model, rdd, cfg: TrainConfig, port: int, schedule_offset: int = 0)
     return [h for h in spark_model.training_histories if h]
 
 
-def ship_package_if_needed(sc, master: str) -> None:
-    from waveforms import spark
-
-    if not spark.is_local_master(master):
-        spark.ship_package(sc)
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with elephas for ``elephas.epochs`` epochs and write the artifact (local or s3://); returns the summary."""
     with OutputDir(cfg.model_dir) as out:
@@ -216,7 +209,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     import keras
 
-    from waveforms.spark import get_session
+    from waveforms.spark import stage_context
 
     validate(cfg)
     keras.utils.set_random_seed(cfg.seed)
@@ -235,9 +228,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     port = cfg.elephas.port or free_port(host)
     if cfg.elephas.mode != "synchronous":
         log.info("parameter server (%s) on %s:%d", cfg.elephas.parameter_server, host, port)
-    spark = get_session(cfg.elephas.master, "waveforms-train")
-    sc = spark.sparkContext
-    ship_package_if_needed(sc, cfg.elephas.master)
+    sc = stage_context(cfg.elephas.master, "waveforms-train")
     steps_per_epoch = cfg.elephas.workers * -(-cfg.elephas.windows_per_worker // cfg.batch_size)
     samples_per_epoch = cfg.elephas.workers * cfg.elephas.windows_per_worker * cfg.window
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from waveforms import mulaw
 from waveforms.config import TransformConfig
+from waveforms.errors import UserError
 
 CHUNK = 1 << 18  # samples per read (512 KiB of PCM)
 
@@ -187,7 +188,5 @@ def file_to_codes(path: str, sample_rate: int, mu: int = 255, settings: AudioSet
     try:
         decode_to(str(Path(path)), s, buf)
     except AudioError as exc:
-        from waveforms.errors import UserError
-
         raise UserError(f"cannot use {path}: {exc}") from exc
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)

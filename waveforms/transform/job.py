@@ -15,11 +15,10 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import checksums, jsonl, storage
+from waveforms import checksums, jsonl, runs, spark, storage
 from waveforms.errors import UserError
 from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.dataset import format as ds
@@ -117,12 +116,7 @@ def peak_rss_mib() -> float | None:
 
 def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, settings: AudioSettings,
                run_id: str) -> list[dict[str, Any]]:
-    from waveforms.spark import get_session, is_local_master, ship_package
-
-    spark = get_session(cfg.master, "waveforms-transform", cfg.spark_conf)
-    sc = spark.sparkContext
-    if not is_local_master(cfg.master):
-        ship_package(sc)
+    sc = spark.stage_context(cfg.master, "waveforms-transform", cfg.spark_conf)
     # Many small tasks, longest first, keep every core busy to the end (the
     # last task is short); each partition writes one shard.
     n = cfg.partitions or min(len(records), TASKS_PER_CORE * sc.defaultParallelism)
@@ -180,7 +174,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
             kept.append(prev)
         else:
             todo.append(rec)
-    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = runs.run_id()
     log.info("transform: %d inputs, %d already in the dataset, %d to process", len(inputs), len(kept), len(todo))
     results = _spark_map(todo, cfg, settings, run_id) if todo else []
     tracks = [r for r in results if r["kind"] == "track"] + kept
@@ -208,7 +202,8 @@ def run(cfg: cfgmod.TransformConfig) -> int:
     storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.dump_json(cfg, "transform"))
     storage.write_text(storage.join(cfg.output, ds.SUMMARY), json.dumps(summary, indent=2, sort_keys=True) + "\n")
     storage.write_text(storage.join(cfg.output, MANIFEST), ds.manifest_text(tracks))  # the commit point
-    _delete_unreferenced(cfg.output, {t["shard"] for t in tracks})
+    shards = {t["shard"] for t in tracks}  # after the commit: shards of failed attempts and replaced datasets
+    runs.delete_unreferenced(storage.join(cfg.output, ds.SHARDS), lambda rel: f"{ds.SHARDS}/{rel}" in shards)
     log.info("transform: %d tracks (%.1f s of audio), %d set aside, dataset %s in %.1f s", len(tracks),
              summary["seconds"], len(errors), dataset_id, summary["wall_s"])
     print(f"dataset: {cfg.output} ({len(tracks)} tracks, {summary['seconds']:.1f} s, {len(errors)} set aside)")
@@ -217,12 +212,3 @@ def run(cfg: cfgmod.TransformConfig) -> int:
 
 def _write_errors(root: str, errors: list[dict[str, Any]]) -> None:
     storage.write_text(storage.join(root, ERRORS), jsonl.dumps(errors))
-
-
-def _delete_unreferenced(root: str, referenced: set[str]) -> None:
-    """After the commit: shards no manifest row names (failed attempts, replaced datasets)."""
-    prefix = storage.join(root, ds.SHARDS).rstrip("/") + "/"
-    for uri in storage.list_files(storage.join(root, ds.SHARDS)):
-        rel = ds.SHARDS + "/" + uri[len(prefix):]
-        if rel not in referenced:
-            storage.delete(uri)
