@@ -2,7 +2,7 @@
 
 A dataset of random mu-law codes is written to a local folder and uploaded to
 a moto S3 server (its own process, on 127.0.0.1); S3 is reached through the
-delaying proxy of ``test/delay_proxy.py`` (its own process too), which adds
+delaying proxy of ``test/helpers/delay_proxy.py`` (its own process too), which adds
 0, 20, 50 and 100 ms to every request and reports the requests in flight.
 
 Two tables, each against local disk measured in the same run (before and
@@ -84,7 +84,7 @@ class Servers:
         self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.moto_url + "/moto-api/")
-        self.proxy = subprocess.Popen([sys.executable, str(ROOT / "test" / "delay_proxy.py"), self.moto_url,
+        self.proxy = subprocess.Popen([sys.executable, str(ROOT / "test" / "helpers" / "delay_proxy.py"), self.moto_url,
                                        "--delay-ms", "0"], stdout=subprocess.PIPE, text=True)
         self.url = self.proxy.stdout.readline().strip()
         wait_for(self.url + "/__proxy__/stats")
@@ -101,7 +101,7 @@ class Servers:
 
 
 def make_dataset(root: Path, tracks: int, seconds: float, sample_rate: int = 16000) -> Path:
-    from train_helpers import write_dataset
+    from helpers.train import write_dataset
 
     rng = np.random.default_rng(0)
     n = int(seconds * sample_rate)

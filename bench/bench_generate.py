@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 
 import numpy as np  # noqa: E402
 
-from naive import naive_generate  # noqa: E402
+from helpers.naive import naive_generate  # noqa: E402
 
 from waveforms import fastgen  # noqa: E402
 from waveforms.generate import generate  # noqa: E402

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 
 import numpy as np  # noqa: E402
 
-from train_helpers import write_dataset  # noqa: E402
+from helpers.train import write_dataset  # noqa: E402
 
 from waveforms import storage  # noqa: E402
 from waveforms.dataset import Dataset  # noqa: E402

@@ -22,7 +22,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from serve_helpers import free_socket, make_dataset, train_model  # noqa: E402
+from helpers.serve import free_socket, make_dataset, train_model  # noqa: E402
 
 READS, GENERATIONS, SECONDS = 200, 16, 10.0
 

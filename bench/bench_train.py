@@ -160,7 +160,7 @@ def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[f
 
 def one(args) -> None:
     """Child process: train once and print a JSON result."""
-    from train_helpers import tone_dataset
+    from helpers.train import tone_dataset
     from waveforms.config import ElephasConfig, TrainConfig
     from waveforms.train import run
 

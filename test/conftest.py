@@ -94,7 +94,7 @@ def aws_env(moto_url, monkeypatch, tmp_path):
     """
     import requests
 
-    from aws_helpers import REGION, SECRET
+    from helpers.aws import REGION, SECRET
 
     requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
@@ -133,7 +133,7 @@ def tones(sine_mp3, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def music_dataset(tmp_path_factory) -> Path:
     """A dataset of eight 20-second hyperrogue-music excerpts transformed on local[2] (hr3-jungle is ``val``)."""
-    from evaluate_helpers import MUSIC_DIR, music_input, transform
+    from helpers.evaluate import MUSIC_DIR, music_input, transform
 
     if not MUSIC_DIR.is_dir():
         pytest.fail(f"{MUSIC_DIR} not installed (Debian's hyperrogue-music): run make setup", pytrace=False)

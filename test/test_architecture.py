@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from train_helpers import tone_dataset, train_argv
+from helpers.train import tone_dataset, train_argv
 from waveforms import config
 from waveforms.cli import main
 from waveforms.fastgen import FastWeights, Sampler

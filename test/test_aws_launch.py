@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_helpers import BUCKET, SECRET, client, keys, write_config
+from helpers.aws import BUCKET, SECRET, client, keys, write_config
 from waveforms.aws import cli
 from waveforms.aws.launch import STEP_SCRIPT, bootstrap_script, build_wheel
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_helpers import BUCKET, TrippingProxy, client, keys, write_config
+from helpers.aws import BUCKET, TrippingProxy, client, keys, write_config
 
 from waveforms import storage
 from waveforms.aws import cli, plan, step
@@ -109,7 +109,7 @@ def test_train_step_writes_the_model_to_s3_and_resumes_from_it(aws_env, tmp_path
     import json
     import logging
 
-    from train_helpers import tone_dataset, train_argv
+    from helpers.train import tone_dataset, train_argv
 
     from waveforms.aws.sync import sync
     from waveforms.model import load
@@ -150,7 +150,7 @@ def test_step_reports_a_bad_stage_config(aws_env, tmp_path, capsys):
 
 def train_on_s3(tmp_path: Path) -> tuple[str, str, list[str]]:
     """A dataset on S3 and a step config that logs and checkpoints every 5 steps."""
-    from train_helpers import tone_dataset
+    from helpers.train import tone_dataset
 
     from waveforms.aws.sync import sync
 
@@ -174,7 +174,7 @@ def test_a_train_run_that_fails_midway_runs_again_in_the_step_and_resumes_from_t
     """S3 goes away right after the first checkpoint is committed, and comes back once the step sees the failure."""
     import logging
 
-    from train_helpers import train_argv
+    from helpers.train import train_argv
 
     from waveforms.model import load
     from waveforms.train import checkpoint
@@ -214,7 +214,7 @@ def test_a_killed_train_step_submitted_again_continues_from_its_checkpoint(aws_e
     import signal
     import time
 
-    from train_helpers import train_argv
+    from helpers.train import train_argv
 
     from waveforms.train import checkpoint
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 
-from aws_helpers import BUCKET, client, keys
+from helpers.aws import BUCKET, client, keys
 from waveforms.aws import cli
 from waveforms.aws.sync import PART_SIZE, local_etag, sync
 

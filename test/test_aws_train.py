@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_helpers import BUCKET, client, write_config
+from helpers.aws import BUCKET, client, write_config
 from waveforms.aws import cli, instances, plan, sizing, train_plan
 from waveforms.config import AwsConfig, ConfigError
 

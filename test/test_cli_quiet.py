@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from train_helpers import tone_dataset, train_argv
+from helpers.train import tone_dataset, train_argv
 
 # TensorFlow's C++ log line ("2026-01-01 12:00:00.123456: I tensorflow/...") and absl's ("E0000 00:00:...").
 CPP_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ )|absl::InitializeLog")

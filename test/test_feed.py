@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aws_helpers import BUCKET, client
-from delay_proxy import DelayProxy
-from train_helpers import tone_dataset, write_dataset
+from helpers.aws import BUCKET, client
+from helpers.delay_proxy import DelayProxy
+from helpers.train import tone_dataset, write_dataset
 
 from waveforms import storage
 from waveforms.config import TrainConfig

@@ -5,7 +5,7 @@ import wave
 
 import numpy as np
 import pytest
-from naive import naive_generate
+from helpers.naive import naive_generate
 
 from waveforms import generate as gen
 from waveforms import mulaw
@@ -183,7 +183,7 @@ def test_a_prime_is_decoded_with_the_transform_settings_of_the_model_s_dataset(t
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from train_helpers import tone_dataset
+    from helpers.train import tone_dataset
 
     from waveforms.config import TrainConfig, TransformConfig
     from waveforms.generate import load_prime

@@ -3,7 +3,7 @@ import ast
 import textwrap
 from pathlib import Path
 
-import import_graph as graph
+from helpers import import_graph as graph
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate_helpers import MUSIC_DIR, START_S, excerpt
+from helpers.evaluate import MUSIC_DIR, START_S, excerpt
 from waveforms import mulaw
 from waveforms.config import load
 from waveforms.evaluate.index import build, read_manifest
@@ -96,7 +96,7 @@ def test_incremental_add_keeps_projection_and_vectors(built, music_dataset, tmp_
 
 @pytest.mark.slow
 def test_standalone_cluster_builds_the_same_index(built, music_dataset, tmp_path):
-    from spark_cluster import standalone_cluster
+    from helpers.spark_cluster import standalone_cluster
 
     with standalone_cluster(tmp_path / "cluster", workers=2) as url:
         build(load("index", flags={"data": str(music_dataset), "output": str(tmp_path / "index"), "master": url}))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_helpers import tone, tone_dataset, train_argv, write_dataset
+from helpers.train import tone, tone_dataset, train_argv, write_dataset
 from waveforms import storage
 from waveforms.cli import main
 from waveforms.dataset import Dataset, DatasetError, read_tracks
@@ -213,7 +213,7 @@ def upload(local: Path, uri: str) -> None:
 
 
 def test_truncated_missing_and_corrupt_shards_on_s3(aws_env, tmp_path, capsys):
-    from aws_helpers import BUCKET, client
+    from helpers.aws import BUCKET, client
 
     s3 = client("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -250,7 +250,7 @@ def test_truncated_missing_and_corrupt_shards_on_s3(aws_env, tmp_path, capsys):
 
 
 def test_sync_verifies_what_it_copied(aws_env, tmp_path):
-    from aws_helpers import BUCKET, client
+    from helpers.aws import BUCKET, client
     from waveforms.aws.sync import SyncError, sync
 
     s3 = client("s3")

@@ -12,8 +12,8 @@ import wave
 
 import numpy as np
 import pytest
-from aws_helpers import BUCKET, client, keys
-from train_helpers import sigkill_when, tone, tone_dataset, train_argv
+from helpers.aws import BUCKET, client, keys
+from helpers.train import sigkill_when, tone, tone_dataset, train_argv
 
 from waveforms import storage
 from waveforms.cli import main

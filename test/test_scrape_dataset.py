@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scrape_helpers import read_jsonl
+from helpers.scrape import read_jsonl
 from waveforms.config import ScrapeConfig
 from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run

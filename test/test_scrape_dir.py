@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from scrape_helpers import config, make_tracks, read_jsonl, sha256
+from helpers.scrape import config, make_tracks, read_jsonl, sha256
 from waveforms import storage
 from waveforms.config import ScrapeConfig
 from waveforms.demo.mirror import Mirror

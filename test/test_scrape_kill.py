@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scrape_helpers import config, make_tracks, read_jsonl, sha256
+from helpers.scrape import config, make_tracks, read_jsonl, sha256
 from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from scrape_helpers import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256
+from helpers.scrape import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256
 from waveforms import cli
 from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from serve_helpers import RATE, TRACK_INFO, add_previews_and_evaluation, make_dataset, running, train_model
-from train_helpers import tone
+from helpers.serve import RATE, TRACK_INFO, add_previews_and_evaluation, make_dataset, running, train_model
+from helpers.train import tone
 from waveforms import mulaw
 from waveforms.config import ServeConfig
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import add_previews_and_evaluation, make_dataset, running, train_model
+from helpers.serve import add_previews_and_evaluation, make_dataset, running, train_model
 from waveforms.config import ServeConfig
 
 pytestmark = pytest.mark.slow

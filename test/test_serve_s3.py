@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from aws_helpers import BUCKET, client
-from serve_helpers import make_dataset, running, train_model
+from helpers.aws import BUCKET, client
+from helpers.serve import make_dataset, running, train_model
 from waveforms import storage
 from waveforms.config import ServeConfig
 

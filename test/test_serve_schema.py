@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
-from serve_helpers import add_previews_and_evaluation, make_dataset, running, train_model
+from helpers.serve import add_previews_and_evaluation, make_dataset, running, train_model
 from waveforms.config import ServeConfig
 
 pytestmark = pytest.mark.slow

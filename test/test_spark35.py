@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spark_cluster import standalone_cluster
-from train_helpers import tone_dataset
+from helpers.spark_cluster import standalone_cluster
+from helpers.train import tone_dataset
 from waveforms import mulaw
 from waveforms.transform import read_tracks
 

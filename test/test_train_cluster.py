@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_cluster import standalone_cluster
-from train_helpers import tone_dataset
+from helpers.spark_cluster import standalone_cluster
+from helpers.train import tone_dataset
 from waveforms.model import load
 
 

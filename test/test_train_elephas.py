@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from py4j.protocol import Py4JJavaError
 
-from train_helpers import tone_dataset
+from helpers.train import tone_dataset
 from waveforms.config import ElephasConfig, TrainConfig
 from waveforms.generate import generate
 from waveforms.model import load

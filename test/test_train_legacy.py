@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train_helpers import tone_dataset, train_argv
+from helpers.train import tone_dataset, train_argv
 from waveforms.cli import main
 from waveforms.model import load
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from train_helpers import tone_dataset, write_dataset
+from helpers.train import tone_dataset, write_dataset
 from waveforms.config import TrainConfig
 from waveforms.errors import UserError
 from waveforms.model import build, load

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from train_helpers import train_argv
+from helpers.train import train_argv
 from waveforms.config.dataset import SAMPLE_RATE
 
 # Run the CLI as a child of a fresh interpreter and report that child's peak RSS (KiB).

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from train_helpers import tone_dataset
+from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
 from waveforms.generate import generate
 from waveforms.model import build, load

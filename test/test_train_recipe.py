@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from train_helpers import tone_dataset
+from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
 from waveforms.model import load
 from waveforms.train import checkpoint, run

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from train_helpers import sigkill_when, tone_dataset, train_argv
+from helpers.train import sigkill_when, tone_dataset, train_argv
 from waveforms.model import load
 from waveforms.train import checkpoint
 

@@ -167,7 +167,7 @@ def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3):
 
 @pytest.mark.slow
 def test_standalone_cluster_is_byte_identical_to_local(spark, music, tmp_path):
-    from spark_cluster import standalone_cluster
+    from helpers.spark_cluster import standalone_cluster
 
     run(cfg(music, tmp_path / "local"))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}

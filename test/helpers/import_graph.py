@@ -2,7 +2,7 @@
 
 A *part* is a direct child of ``waveforms``: a subpackage (``waveforms.evaluate``) or a top-level
 module (``waveforms.generate``). Every import statement counts, wherever it sits: at module level
-(``if TYPE_CHECKING`` blocks included) or inside a function. ``python test/import_graph.py`` prints
+(``if TYPE_CHECKING`` blocks included) or inside a function. ``python test/helpers/import_graph.py`` prints
 the counts, the edges between parts and any cycle; ``test_import_graph.py`` fails on a cycle.
 """
 from __future__ import annotations
@@ -179,7 +179,7 @@ def cycles(edges: dict[tuple[str, str], list[Import]]) -> list[list[str]]:
 
 
 def main() -> int:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     imports = package_imports(root)
     edges = part_edges(imports)
     inner = sum(imp.in_function for imp in imports)

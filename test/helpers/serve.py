@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from train_helpers import tone_dataset, train_argv
+from helpers.train import tone_dataset, train_argv
 
 RATE = 8000
 TRACK_INFO = {  # id -> title, artist, licence
@@ -50,7 +50,7 @@ def train_model(data: Path, model_dir: Path, steps: int = 30) -> Path:
 
 
 def add_previews_and_evaluation(model_dir: Path) -> None:
-    from train_helpers import tone
+    from helpers.train import tone
     from waveforms.serve.wav import wav_bytes
 
     (model_dir / "previews").mkdir(exist_ok=True)

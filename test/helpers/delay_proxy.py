@@ -17,7 +17,7 @@ From a shell (for a training run through the CLI); ``GET /__proxy__/stats``
 returns the stats as JSON, ``POST /__proxy__/reset?delay_ms=20`` zeroes them
 and sets a new delay::
 
-    python test/delay_proxy.py http://127.0.0.1:5000 --delay-ms 50 --port 5050
+    python test/helpers/delay_proxy.py http://127.0.0.1:5000 --delay-ms 50 --port 5050
 """
 from __future__ import annotations
 
