@@ -135,10 +135,13 @@ class Projection:
 
     @classmethod
     def fit(cls, features: np.ndarray, dims: int) -> "Projection":
-        x = np.asarray(features, dtype=np.float64)
-        mean = x.mean(axis=0)
-        z = x - mean
-        evals, evecs = np.linalg.eigh(z.T @ z / max(1, len(z) - 1))
+        x = np.asarray(features, dtype=np.float32)
+        mean = x.mean(axis=0, dtype=np.float64)
+        cov = np.zeros((x.shape[1], x.shape[1]))
+        for b in range(0, len(x), 4096):  # float64 sums over blocks: memory of one block, not of all rows
+            z = x[b:b + 4096].astype(np.float64) - mean
+            cov += z.T @ z
+        evals, evecs = np.linalg.eigh(cov / max(1, len(x) - 1))
         order = np.argsort(evals)[::-1][:dims]
         comps = evecs[:, order].T
         comps *= np.where(comps[:, :1] < 0, -1.0, 1.0)  # a deterministic sign per component
