@@ -14,7 +14,7 @@ from evaluate_helpers import excerpt, transform
 from waveforms import mulaw
 from waveforms.config import load
 from waveforms.dataset import Dataset
-from waveforms.evaluate.embed import features_at
+from waveforms.evaluate.embed import features_at, second_starts
 from waveforms.evaluate.index import build
 from waveforms.evaluate.memorisation import LoadedIndex, check
 from waveforms.generate import write_wav
@@ -55,19 +55,22 @@ def corpus(request, tmp_path_factory, spark_session):
 
 def _unique_passages(loaded: LoadedIndex, ds: Dataset, count: int) -> list[tuple[dict, float]]:
     """``count`` 6 s passages (track, start s) from different tracks whose windows have no look-alike
-    anywhere else in the corpus: every window more than 1 s away scores below the 99.9th percentile of
-    windows' similarity to other tracks (game music repeats its bars; a repeated bar is no test of offsets)."""
-    spec, out, level = loaded.spec, [], loaded.manifest["calibration"]["cross_track"]
+    anywhere else in the corpus: at every offset a copy's second is tried at, each window more than 1 s
+    away scores below the threshold (game music repeats its bars; a repeated bar is no test of offsets)."""
+    spec, out, level = loaded.spec, [], loaded.threshold
     by_id = {str(t["id"]): t for t in ds.split("train")}
     for pos, entry in enumerate(loaded.manifest["tracks"]):
         t = by_id[str(entry["id"])]
         codes = ds.read_track(t)
-        for start in np.arange(10.0, len(codes) / SR - 16.0, 7.0):
-            starts = (start + np.arange(6)) * SR
-            v = loaded.matcher.projection(features_at(codes, starts.astype(int), spec))
+        for start in np.arange(2.0, len(codes) / SR - 8.0, 2.0):
+            a = int(start * SR)
+            groups = second_starts(6 * SR, spec)  # every offset a copy's second is tried at
+            starts = np.concatenate(groups)
+            v = loaded.matcher.projection(features_at(codes[a:a + 6 * SR], starts, spec))
             sims, labels = loaded.index.search(v, 20)
-            elsewhere = (loaded.track[labels] != pos) | (np.abs(loaded.offset_s[labels] - (start + np.arange(6))[:, None]) > 1.0)
-            if np.all(np.linalg.norm(v, axis=1) > 0) and np.all(np.where(elsewhere, sims, -1).max(axis=1) < level):
+            own = (start + starts / SR)[:, None]
+            elsewhere = (loaded.track[labels] != pos) | (np.abs(loaded.offset_s[labels] - own) > 1.0)
+            if np.all(np.linalg.norm(v, axis=1) > 0) and np.all(np.where(elsewhere, sims, -1) < level):
                 out.append((t, float(start)))
                 break
         if len(out) == count:
