@@ -14,6 +14,8 @@ command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # Openly licensed music for the offline demo mirror (Ogg Vorbis files).
 [ -n "$(ls /usr/share/hyperrogue/music/*.ogg 2>/dev/null)" ] || need_apt+=(hyperrogue-music)
+# A second soundtrack for the memorisation test (Pingus, GPL-2+, Impulse Tracker modules; 12 MB).
+[ -n "$(ls /usr/share/games/pingus/data/music/*.it 2>/dev/null)" ] || need_apt+=(pingus-data)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: apt-get install ${need_apt[*]}"

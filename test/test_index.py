@@ -109,3 +109,50 @@ def test_standalone_cluster_builds_the_same_index(built, music_dataset, tmp_path
     _, a = local.index.search(queries, 5)
     _, b = remote.index.search(queries, 5)
     assert np.array_equal(local.track[a], remote.track[b]) and np.array_equal(local.offset_s[a], remote.offset_s[b])
+
+
+def test_manifest_records_the_embedding_and_its_calibration(built):
+    from waveforms.evaluate.embed import EmbeddingSpec
+
+    manifest = read_manifest(str(built))
+    assert manifest["embedding"] == EmbeddingSpec(sample_rate=SR).to_dict()
+    calib = manifest["calibration"]
+    assert set(calib["negative"]) == {"white", "pink", "brown", "silence", "sweep", "tone", "chord", "untrained-model"}
+    assert calib["negative"]["silence"] == 0.0
+    assert calib["negative_max"] < manifest["threshold"]
+    assert calib["cross_track"] < manifest["threshold"]
+    # the copies: up to 8 tracks (the 7 training tracks here), 5 seconds each, all found
+    assert calib["copy_seconds"] == 5 * len(manifest["tracks"]) == 35
+    assert calib["copies_found"] == calib["copy_seconds"], calib
+    assert calib["copy_min"] > manifest["threshold"] and calib["margin"] == pytest.approx(
+        calib["copy_min"] - calib["negative_max"], abs=1e-5)
+
+
+def test_other_embedding_settings_rebuild_the_index(built, music_dataset, tmp_path):
+    out = tmp_path / "index"
+    shutil.copytree(built, out)
+    before = read_manifest(str(out))
+    after = build(load("index", flags={"data": str(music_dataset), "output": str(out), "master": "local[2]"},
+                       sets=["dims=16", "hop_s=0.25"])).manifest
+    assert after["embedding"]["dims"] == 16 and after["embedding"]["hop_s"] == 0.25
+    assert after["added"] == len(before["tracks"]) and after["files"]["pca"] != before["files"]["pca"]
+    assert after["vectors"] == sum((int(t["num_samples"]) - SR) // (SR // 4) + 1 for t in before["tracks"])
+    assert LoadedIndex.open(str(out)).index.d == 16
+
+
+def test_an_index_of_another_embedding_is_refused_with_a_clear_message(built, tmp_path):
+    import json
+
+    from waveforms.errors import UserError
+
+    out = tmp_path / "old"
+    shutil.copytree(built, out)
+    manifest = json.loads((out / "index.json").read_text())
+    manifest["embedding"]["version"] = 1
+    (out / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"mel-patch version 1; this version embeds with mel-patch version 2: rebuild"):
+        LoadedIndex.open(str(out))
+    del manifest["embedding"]
+    (out / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="records no embedding spec"):
+        LoadedIndex.open(str(out))

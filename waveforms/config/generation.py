@@ -26,15 +26,19 @@ class GenerateConfig:
 
 @dataclass
 class IndexConfig:
-    """The index stage: log-mel window embeddings of the training tracks in a nearest-neighbour index."""
+    """The index stage: log-mel patch embeddings of the training windows in a nearest-neighbour index."""
 
     data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
     output: str = opt("", flag="--output", help="index folder or s3:// prefix; empty = DATA/index")
     master: str = opt("local[*]", flag="--master", help="Spark master URL")
-    dims: int = opt(32, min=2, max=128, help="embedding dimensions kept by the PCA")
+    window_s: float = opt(1.0, gt=0, unit="s", help="embedding window (a log-mel patch)")
+    hop_s: float = opt(0.5, gt=0, unit="s", help="hop between indexed windows")
+    n_mels: int = opt(64, min=8, max=256, help="mel bands of the embedding's patches")
+    dims: int = opt(64, min=2, max=128, help="embedding dimensions kept by the PCA (whitened)")
     sample_windows: int = opt(50000, min=100, unit="windows", help="windows sampled to fit the PCA and IVF lists")
     calibration_windows: int = opt(2000, min=10, unit="windows",
                                    help="sampled windows whose cross-track similarities set the match threshold")
+    copy_tracks: int = opt(8, min=0, help="training tracks whose re-encoded excerpts calibrate the threshold")
     factory: str = opt("auto", help="FAISS index factory string; auto = Flat up to 200k vectors, else IVF,SQ8")
     nprobe: int = opt(32, min=1, help="IVF lists searched per query")
     ef_search: int = opt(64, min=1, help="HNSW search breadth (factory HNSW...)")

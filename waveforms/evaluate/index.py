@@ -8,11 +8,14 @@ Layout, beside the dataset (``DATASET/index/`` by default, local or ``s3://``)::
     index.json        the manifest, written last: the commit point
 
 The first run fits the projection on a bounded sample of windows (one ranged read
-per block of windows on the executors) and calibrates the match threshold on it.
+per block of windows on the executors) and, once every vector is in the index,
+calibrates the match threshold (:mod:`waveforms.evaluate.calibrate`).
 Every run then embeds the tracks not yet indexed: executors read their tracks'
 shards in blocks and send back only float32 vectors, which the driver adds to the
 index partition by partition (``toLocalIterator``), so neither side holds audio
-beyond one block. Tracks already indexed are not embedded again.
+beyond one block. Tracks already indexed are not embedded again. ``index.json``
+records the :class:`~waveforms.evaluate.embed.EmbeddingSpec`; a run with other
+settings rebuilds the index.
 """
 from __future__ import annotations
 
@@ -31,16 +34,16 @@ from waveforms import runs, spark, storage
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
-from waveforms.evaluate.embed import HOP_S, WINDOW_S, Projection, track_features, window_starts
-from waveforms.evaluate.mel import MelParams
+from waveforms.evaluate.calibrate import calibrate
+from waveforms.evaluate.embed import EmbeddingSpec, Projection, track_features, window_starts
+from waveforms.evaluate.match import Matcher
 
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "index"
 MANIFEST = "index.json"
 FORMAT = "waveforms-index"
-VERSION = 1
-PERCENTILE = 99.9
+VERSION = 2
 TRACK_KEYS = ("id", "shard", "offset", "num_samples")
 META_KEYS = ("title", "artist", "licence")
 RUN_FILES = ("pca", "index", "map")  # NAME-RUNID.EXT: one of each per run, named by the manifest
@@ -62,10 +65,15 @@ def _fingerprint(t: dict[str, Any]) -> tuple:
     return tuple(str(t[k]) for k in TRACK_KEYS)
 
 
-def indexable(ds: Dataset) -> list[dict[str, Any]]:
+def spec_of(cfg: cfgmod.IndexConfig, sample_rate: int) -> EmbeddingSpec:
+    """The embedding the settings ask for."""
+    return EmbeddingSpec(sample_rate=sample_rate, window_s=cfg.window_s, hop_s=cfg.hop_s, n_mels=cfg.n_mels,
+                         dims=cfg.dims)
+
+
+def indexable(ds: Dataset, spec: EmbeddingSpec) -> list[dict[str, Any]]:
     """The training tracks holding at least one whole window, sorted by id."""
-    win = int(round(WINDOW_S * ds.sample_rate))
-    return sorted((t for t in ds.split("train") if int(t["num_samples"]) >= win), key=lambda t: str(t["id"]))
+    return sorted((t for t in ds.split("train") if int(t["num_samples"]) >= spec.window), key=lambda t: str(t["id"]))
 
 
 # --- executor side -----------------------------------------------------------------------------------------
@@ -74,26 +82,27 @@ def _reader(ds: Dataset, track: dict[str, Any], client):
     return lambda start, length: ds.read_window(track, start, length, client)
 
 
-def sample_partition(items: Iterable[tuple[int, dict[str, Any], list[int]]], root: str, sample_rate: int,
+def sample_partition(items: Iterable[tuple[int, dict[str, Any], list[int]]], root: str, spec: dict[str, Any],
                      mu: int) -> Iterator[tuple[int, bytes]]:
     """``(track position, float32 features)`` for the sampled windows of each track."""
     ds = Dataset(root, [])
     client = storage.s3_client() if storage.is_s3(root) else None
+    es = EmbeddingSpec.from_dict(spec)
     for pos, track, starts in items:
-        feats = [f for _, f in track_features(_reader(ds, track, client), int(track["num_samples"]), sample_rate,
+        feats = [f for _, f in track_features(_reader(ds, track, client), int(track["num_samples"]), es,
                                               mu, np.asarray(starts))]
         yield pos, np.concatenate(feats).astype(np.float32).tobytes()
 
 
-def embed_partition(items: Iterable[tuple[int, dict[str, Any]]], root: str, sample_rate: int, mu: int,
+def embed_partition(items: Iterable[tuple[int, dict[str, Any]]], root: str, spec: dict[str, Any], mu: int,
                     proj: dict[str, np.ndarray]) -> Iterator[tuple[int, bytes, bytes]]:
     """``(track position, float32 offsets, float32 unit vectors)`` for every window of each track."""
     ds = Dataset(root, [])
     client = storage.s3_client() if storage.is_s3(root) else None
-    projection = Projection(**proj)
+    projection, es = Projection(**proj), EmbeddingSpec.from_dict(spec)
     for pos, track in items:
         offsets, vectors = [], []
-        for off, feats in track_features(_reader(ds, track, client), int(track["num_samples"]), sample_rate, mu):
+        for off, feats in track_features(_reader(ds, track, client), int(track["num_samples"]), es, mu):
             offsets.append(off)
             vectors.append(projection(feats))
         yield pos, np.concatenate(offsets).tobytes(), np.concatenate(vectors).tobytes()
@@ -101,32 +110,12 @@ def embed_partition(items: Iterable[tuple[int, dict[str, Any]]], root: str, samp
 
 # --- driver side -------------------------------------------------------------------------------------------
 
-def sample_starts(n_samples: int, sample_rate: int, per_track: int) -> list[int]:
+def sample_starts(n_samples: int, spec: EmbeddingSpec, per_track: int) -> list[int]:
     """At most ``per_track`` window offsets spread evenly over a track (deterministic)."""
-    starts = window_starts(n_samples, sample_rate)
+    starts = window_starts(n_samples, spec)
     if len(starts) <= per_track:
         return starts.tolist()
     return starts[np.linspace(0, len(starts) - 1, per_track).round().astype(int)].tolist()
-
-
-def calibrate(vectors: np.ndarray, tracks: np.ndarray, max_windows: int, seed: int = 0) -> tuple[float, int]:
-    """The match threshold: on at most ``max_windows`` sampled windows, each window's similarity to its
-    nearest window of a *different* track; the ``PERCENTILE``-th percentile of those. Returns it and the
-    number of windows it was measured on.
-
-    A nearest neighbour is a maximum over many windows, so the threshold is calibrated on maxima too:
-    among distinct tracks of this dataset only 0.1% of windows come this close to another track.
-    """
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(vectors))[:max_windows]
-    v, t = vectors[pick], tracks[pick]
-    sims = v @ v.T
-    sims[t[:, None] == t[None, :]] = -np.inf
-    nearest = sims.max(axis=1)
-    nearest = nearest[np.isfinite(nearest)]
-    if nearest.size == 0:
-        return 1.0, 0
-    return float(np.percentile(nearest, PERCENTILE)), int(nearest.size)
 
 
 @dataclass
@@ -143,17 +132,21 @@ def _partitions(sc, n: int, cfg) -> int:
     return max(1, min(n, cfg.partitions or 4 * sc.defaultParallelism))
 
 
-def fit_projection(sc, ds: Dataset, tracks: list[dict[str, Any]], cfg) -> tuple[Projection, np.ndarray, np.ndarray]:
+def fit_projection(sc, ds: Dataset, tracks: list[dict[str, Any]], spec: EmbeddingSpec,
+                   cfg) -> tuple[Projection, np.ndarray, np.ndarray]:
     """Fit the projection on a bounded sample; return it, the sample's unit vectors and their tracks."""
     per_track = max(1, math.ceil(cfg.sample_windows / len(tracks)))
-    items = [(i, t, sample_starts(int(t["num_samples"]), ds.sample_rate, per_track)) for i, t in enumerate(tracks)]
-    root, sr, mu = ds.root, ds.sample_rate, ds.mu
+    items = [(i, t, sample_starts(int(t["num_samples"]), spec, per_track)) for i, t in enumerate(tracks)]
+    root, sd, mu = ds.root, spec.to_dict(), ds.mu
     rows = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
-        lambda it: sample_partition(it, root, sr, mu)).collect()
-    dims = 2 * MelParams(sr).n_mels
-    feats = np.concatenate([np.frombuffer(b, np.float32).reshape(-1, dims) for _, b in rows])
-    owner = np.concatenate([np.full(len(b) // (4 * dims), p) for p, b in rows])
-    proj = Projection.fit(feats, min(cfg.dims, dims))
+        lambda it: sample_partition(it, root, sd, mu)).collect()
+    n = spec.features
+    feats = np.concatenate([np.frombuffer(b, np.float32).reshape(-1, n) for _, b in rows])
+    owner = np.concatenate([np.full(len(b) // (4 * n), p) for p, b in rows])
+    if spec.dims > n or len(feats) <= 2 * spec.dims:
+        raise UserError(f"an embedding of {spec.dims} dims needs at most {n} dims (the patch's) and more than "
+                        f"{2 * spec.dims} windows to fit on; {cfg.data} holds {len(feats)} (lower dims)")
+    proj = Projection.fit(feats, spec.dims)
     return proj, proj(feats), owner
 
 
@@ -163,32 +156,32 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     uri = index_uri(cfg.data, cfg.output)
     client = storage.s3_client() if storage.is_s3(uri) else None
     current = read_manifest(uri)
-    tracks = indexable(ds)
+    spec = spec_of(cfg, ds.sample_rate)
+    tracks = indexable(ds, spec)
     if not tracks:
-        raise UserError(f"no training track of {cfg.data} holds a {WINDOW_S:g} s window")
+        raise UserError(f"no training track of {cfg.data} holds a {spec.window_s:g} s window")
     if current is not None:
         known = {str(t["id"]): _fingerprint(t) for t in current["tracks"]}
         stale = [t["id"] for t in tracks if str(t["id"]) in known and known[str(t["id"])] != _fingerprint(t)]
-        if stale or current.get("sample_rate") != ds.sample_rate or current.get("dims") != cfg.dims:
+        changed = stored_spec_differences(current, spec)
+        if stale or changed:
             log.warning("the index at %s no longer matches the dataset or settings (%s); rebuilding", uri,
-                        f"{len(stale)} tracks changed" if stale else "settings changed")
+                        f"{len(stale)} tracks changed" if stale else "embedding settings differ: " + ", ".join(changed))
             current = None
     run_id = runs.run_id()
     sc = _spark(cfg)
     files: dict[str, str] = {}
     if current is None:
-        proj, sample, owner = fit_projection(sc, ds, tracks, cfg)
-        threshold, pairs = calibrate(sample, owner, cfg.calibration_windows)
-        expected = sum(len(window_starts(int(t["num_samples"]), ds.sample_rate)) for t in tracks)
+        proj, sample, owner = fit_projection(sc, ds, tracks, spec, cfg)
+        expected = sum(len(window_starts(int(t["num_samples"]), spec)) for t in tracks)
         factory = ann.choose_factory(cfg.factory, expected, len(sample))
         index = ann.build(factory, proj.dims, sample)
         old_tracks: list[dict[str, Any]] = []
         track_col, offset_col = [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
         files["pca"] = f"pca-{run_id}.npz"
         storage.write_bytes(storage.join(uri, files["pca"]), proj.to_bytes(), client)
-        calib = {"threshold": threshold, "threshold_percentile": PERCENTILE, "calibration_windows": pairs}
-        log.info("projection fitted on %d windows; threshold %.4f (%d windows); index %s", len(sample), threshold,
-                 pairs, factory)
+        calib: dict[str, Any] = {}
+        log.info("projection fitted on %d windows; index %s", len(sample), factory)
     else:
         files["pca"] = current["files"]["pca"]
         proj = Projection.from_bytes(storage.read_bytes(storage.join(uri, files["pca"]), client))
@@ -196,16 +189,16 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
         with np.load(io.BytesIO(storage.read_bytes(storage.join(uri, current["files"]["map"]), client))) as z:
             track_col, offset_col = [z["track"]], [z["offset_s"]]
         old_tracks, factory = current["tracks"], current["factory"]
-        calib = {k: current[k] for k in ("threshold", "threshold_percentile", "calibration_windows")}
+        calib = {k: current[k] for k in ("threshold", "threshold_percentile", "calibration_windows", "calibration")}
     done = {str(t["id"]) for t in old_tracks}
     new = [t for t in tracks if str(t["id"]) not in done]
     all_tracks = old_tracks + [{k: t.get(k) for k in (*TRACK_KEYS, *META_KEYS)} for t in new]
     if new:
         base = len(old_tracks)
         items = [(base + i, t) for i, t in enumerate(new)]
-        root, sr, mu, pd = ds.root, ds.sample_rate, ds.mu, proj.to_dict()
+        root, sd, mu, pd = ds.root, spec.to_dict(), ds.mu, proj.to_dict()
         rdd = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
-            lambda it: embed_partition(it, root, sr, mu, pd))
+            lambda it: embed_partition(it, root, sd, mu, pd))
         for pos, offs, vecs in rdd.toLocalIterator():
             v = np.frombuffer(vecs, np.float32).reshape(-1, proj.dims)
             index.add(np.ascontiguousarray(v))
@@ -214,6 +207,10 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     track_arr, offset_arr = np.concatenate(track_col), np.concatenate(offset_col)
     if index.ntotal != len(track_arr):
         raise RuntimeError(f"index holds {index.ntotal} vectors but the map {len(track_arr)}")
+    if not calib:
+        calib = calibrate(Matcher(spec, proj, index, offset_arr), track_arr, sample, owner, list(enumerate(tracks)),
+                          lambda t, a, n: ds.read_window(t, a, n), ds.mu, cfg.calibration_windows, cfg.copy_tracks)
+        log.info("threshold %.4f: %s", calib["threshold"], calib["calibration"])
     files["index"], files["map"] = f"index-{run_id}.faiss", f"map-{run_id}.npz"
     storage.write_bytes(storage.join(uri, files["index"]), ann.to_bytes(index), client)
     buf = io.BytesIO()
@@ -221,8 +218,8 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     storage.write_bytes(storage.join(uri, files["map"]), buf.getvalue(), client)
     manifest = {
         "format": FORMAT, "version": VERSION, "dataset": cfg.data, "dataset_id": ds.dataset_id,
-        "sample_rate": ds.sample_rate, "mu": ds.mu, "window_s": WINDOW_S, "hop_s": HOP_S,
-        "n_mels": MelParams(ds.sample_rate).n_mels, "dims": proj.dims, "factory": factory,
+        "sample_rate": ds.sample_rate, "mu": ds.mu, "embedding": spec.to_dict(), "dims": proj.dims,
+        "factory": factory,
         "nprobe": cfg.nprobe, "ef_search": cfg.ef_search, "vectors": int(index.ntotal), **calib,
         "files": files, "tracks": all_tracks, "added": len(new), "run": run_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -235,8 +232,18 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     return Built(manifest, uri)
 
 
+def stored_spec_differences(manifest: dict[str, Any], spec: EmbeddingSpec) -> list[str]:
+    """The embedding settings in which an index's manifest differs from ``spec`` (all of them when it
+    records none: an index of an earlier embedding)."""
+    stored = manifest.get("embedding")
+    if not isinstance(stored, dict):
+        return ["method", "version"]
+    return EmbeddingSpec.from_dict(stored).differences(spec) + [k for k in spec.to_dict() if k not in stored]
+
+
 def run(cfg: cfgmod.IndexConfig) -> int:
     built = build(cfg)
     print(f"index: {built.uri} ({built.manifest['vectors']} vectors, {len(built.manifest['tracks'])} tracks, "
-          f"{built.manifest['added']} added, threshold {built.manifest['threshold']:.4f})")
+          f"{built.manifest['added']} added, threshold {built.manifest['threshold']:.4f}, margin "
+          f"{built.manifest['calibration']['margin']})")
     return 0

@@ -72,10 +72,3 @@ def log_mel(x: np.ndarray, params: MelParams) -> np.ndarray:
     mel = power @ filterbank(params.sample_rate, params.n_fft, params.n_mels).T
     return (10.0 * np.log10(np.maximum(mel, POWER_FLOOR))).astype(np.float32)
 
-
-def log_mel_stream(x: np.ndarray, params: MelParams, block_frames: int = 2048) -> "np.Generator":
-    """:func:`log_mel` of a long signal in blocks of frames (bounded memory), frames as in one call."""
-    total = params.frames_in(len(x))
-    for f0 in range(0, total, block_frames):
-        f1 = min(total, f0 + block_frames)
-        yield log_mel(x[f0 * params.hop:(f1 - 1) * params.hop + params.n_fft], params)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,27 +11,50 @@ import numpy as np
 from waveforms import storage
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
-from waveforms.evaluate.embed import Projection, track_features
+from waveforms.evaluate.embed import METHOD, VERSION, EmbeddingSpec, Projection
 from waveforms.evaluate.index import read_manifest
+from waveforms.evaluate.match import Matcher
+
+
+def stored_spec(uri: str, manifest: dict[str, Any]) -> EmbeddingSpec:
+    """The index's embedding, if this version can compute it; a clear error otherwise."""
+    stored = manifest.get("embedding")
+    if not isinstance(stored, dict) or stored.get("method") != METHOD or stored.get("version") != VERSION:
+        found = "no embedding spec" if not isinstance(stored, dict) else \
+            f"embedding {stored.get('method')} version {stored.get('version')}"
+        raise UserError(f"the index at {uri} records {found}; this version embeds with {METHOD} version {VERSION}: "
+                        f"rebuild it with `waveforms index --data {manifest.get('dataset', 'DATASET')}`")
+    return EmbeddingSpec.from_dict(stored)
 
 
 @dataclass
 class LoadedIndex:
     manifest: dict[str, Any]
-    projection: Projection
-    index: Any
+    matcher: Matcher
     track: np.ndarray
-    offset_s: np.ndarray
 
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        return self.matcher.spec
+
+    @property
+    def index(self):
+        return self.matcher.index
+
+    @property
+    def offset_s(self) -> np.ndarray:
+        return self.matcher.offset_s
 
     @classmethod
     def open(cls, uri: str) -> "LoadedIndex":
         manifest = read_manifest(uri)
         if manifest is None:
             raise UserError(f"no index at {uri}: run `waveforms index --data DATASET` first")
+        spec = stored_spec(uri, manifest)
         client = storage.s3_client() if storage.is_s3(uri) else None
         files = manifest["files"]
         proj = Projection.from_bytes(storage.read_bytes(storage.join(uri, files["pca"]), client))
@@ -38,36 +62,24 @@ class LoadedIndex:
         ann.set_search_params(index, int(manifest.get("nprobe", 32)), int(manifest.get("ef_search", 64)))
         with np.load(io.BytesIO(storage.read_bytes(storage.join(uri, files["map"]), client))) as z:
             track, offset = z["track"], z["offset_s"]
-        return cls(manifest, proj, index, track, offset)
+        return cls(manifest, Matcher(spec, proj, index, offset), track)
 
-    def embed_seconds(self, codes: np.ndarray, sample_rate: int, mu: int = 255) -> np.ndarray:
-        """One unit vector per whole second of ``codes`` (windows at 0, 1, 2 ... s)."""
-        if sample_rate != int(self.manifest["sample_rate"]):
+    def nearest(self, codes: np.ndarray, sample_rate: int, mu: int = 255) -> list[dict[str, Any]]:
+        """For each whole second of ``codes``: the nearest training window (track, metadata, the offset in
+        the track lining up with the second's start) and its similarity."""
+        if sample_rate != self.spec.sample_rate:
             raise UserError(f"audio at {sample_rate} Hz cannot be compared with an index of "
-                            f"{self.manifest['sample_rate']} Hz audio")
-        codes = np.asarray(codes, dtype=np.uint8).reshape(-1)
-        starts = np.arange(0, len(codes) - sample_rate + 1, sample_rate)
-        if len(starts) == 0:
-            return np.zeros((0, self.projection.dims), np.float32)
-        feats = np.concatenate([f for _, f in track_features(lambda a, n: codes[a:a + n], len(codes), sample_rate,
-                                                             mu, starts)])
-        return self.projection(feats)
-
-    def nearest(self, vectors: np.ndarray) -> list[dict[str, Any]]:
-        """For each vector: the nearest training window (track, metadata, offset) and its similarity."""
-        if len(vectors) == 0:
-            return []
-        sims, labels = ann.search(self.index, vectors, 1)
+                            f"{self.spec.sample_rate} Hz audio")
         out = []
-        for sim, label in zip(sims[:, 0], labels[:, 0]):
-            if label < 0:
+        for m in self.matcher.seconds(codes, mu):
+            if m.label < 0 or math.isnan(m.similarity):
                 out.append({"track_id": None, "title": None, "artist": None, "licence": None, "offset_s": None,
                             "similarity": None, "match": False})
                 continue
-            t = self.manifest["tracks"][int(self.track[label])]
+            t = self.manifest["tracks"][int(self.track[m.label])]
             out.append({"track_id": str(t["id"]), "title": t.get("title"), "artist": t.get("artist"),
-                        "licence": t.get("licence"), "offset_s": round(float(self.offset_s[label]), 3),
-                        "similarity": round(float(sim), 6), "match": bool(sim >= self.threshold)})
+                        "licence": t.get("licence"), "offset_s": round(m.offset_s, 3),
+                        "similarity": round(m.similarity, 6), "match": bool(m.similarity >= self.threshold)})
         return out
 
 
@@ -75,8 +87,11 @@ def check(loaded: LoadedIndex, clips: dict[str, np.ndarray], sample_rate: int, m
     """The ``memorisation`` section of evaluation.json for named clips of mu-law codes."""
     seconds = []
     for name, codes in clips.items():
-        for k, row in enumerate(loaded.nearest(loaded.embed_seconds(codes, sample_rate, mu))):
+        for k, row in enumerate(loaded.nearest(codes, sample_rate, mu)):
             seconds.append({"clip": name, "second": k, **row})
     matches = sum(s["match"] for s in seconds)
+    calib = loaded.manifest.get("calibration", {})
     return {"threshold": loaded.threshold, "threshold_percentile": float(loaded.manifest["threshold_percentile"]),
+            "margin": {k: calib.get(k) for k in ("copy_min", "negative_max", "margin")},
+            "negative": calib.get("negative", {}),
             "match_fraction": matches / len(seconds) if seconds else 0.0, "seconds": seconds}

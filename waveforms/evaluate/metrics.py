@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +129,3 @@ def val_nll(wavenet, ds: Dataset, window: int, batch_size: int = 4) -> dict[str,
     return {"val_nats": nats, "val_bits_per_sample": nats / math.log(2), "val_windows": len(wins),
             "val_samples": count}
 
-
-def blocks(ds: Dataset, track: dict[str, Any], start: int, end: int, size: int) -> Iterator[np.ndarray]:
-    """Codes of ``[start, end)`` of a track, one ranged read per ``size`` samples."""
-    for a in range(start, end, size):
-        yield ds.read_window(track, a, min(size, end - a))

@@ -18,7 +18,8 @@ from waveforms import mulaw, storage
 from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
-from waveforms.evaluate.index import index_uri
+from waveforms.evaluate.calibrate import PERCENTILE
+from waveforms.evaluate.index import index_uri, read_manifest
 from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
 from waveforms.generate import generate, load_prime, write_wav
@@ -90,12 +91,13 @@ def load_clips(cfg: cfgmod.EvaluateConfig, wavenet, out: OutputDir) -> dict[str,
 
 
 def memorisation_section(index: str, clips: dict[str, np.ndarray], sample_rate: int, mu: int) -> dict[str, Any]:
-    try:
-        loaded = memorisation.LoadedIndex.open(index)
-    except UserError as exc:
-        log.warning("memorisation not checked: %s", exc)
-        return {"threshold": None, "threshold_percentile": 99.9, "match_fraction": None, "seconds": []}
-    return memorisation.check(loaded, clips, sample_rate, mu)
+    """The memorisation check of ``clips``; without an index, nulls (and a warning). An index of another
+    embedding is an error (rebuild it)."""
+    if read_manifest(index) is None:
+        log.warning("memorisation not checked: no index at %s (run `waveforms index`)", index)
+        return {"threshold": None, "threshold_percentile": PERCENTILE, "margin": None, "negative": {},
+                "match_fraction": None, "seconds": []}
+    return memorisation.check(memorisation.LoadedIndex.open(index), clips, sample_rate, mu)
 
 
 def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
@@ -174,5 +176,7 @@ def run(cfg: cfgmod.EvaluateConfig) -> int:
     f, m = result["fd_mel"], result["memorisation"]
     print(f"evaluation: {storage.join(cfg.output or cfg.model, JSON_FILE)}: val {result['val_bits_per_sample']:.4f} "
           f"bits/sample; fd_mel generated {f['generated']:.2f} (halves {f['halves']:.2f}, noise {f['noise']:.2f}); "
-          f"memorised seconds {m['match_fraction']}")
+          f"memorised seconds {m['match_fraction']}"
+          + (f" (copies >= {m['margin']['copy_min']}, controls <= {m['margin']['negative_max']}, margin "
+             f"{m['margin']['margin']})" if m.get("margin") else ""))
     return 0
