@@ -63,7 +63,7 @@ def synthetic_dataset() -> Path:
         f = 110 * 2 ** (i / 6)
         expr = (f"0.4*sin(2*PI*{f}*(1+floor(mod(t,2))*0.25+floor(mod(t,4)/2)*0.5)*t+3*sin(2*PI*5*t))"
                 f"+0.2*sin(2*PI*{2 * f}*t)")
-        ffmpeg_mp3(["-f", "lavfi", "-i", f"aevalsrc={expr}:s=22050:d=20"], src / f"melody-{i}.mp3", 20)
+        ffmpeg_mp3(["-f", "lavfi", "-i", f"aevalsrc={expr.replace(',', chr(92) + ',')}:s=22050:d=20"], src / f"melody-{i}.mp3", 20)
     subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output", str(SYNTHETIC),
                     "--master", "local[2]", "--set", "val_fraction=0.2"], cwd=ROOT, check=True)
     return SYNTHETIC
