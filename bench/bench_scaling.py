@@ -16,7 +16,7 @@ Three tables, every figure a ratio against the one-worker run of the same invoca
 3. Projection: wall-clock speed-up to L against one node, for N = 2..16 nodes,
    for each preset in --project-presets, on 10 and 25 Gbit/s. A step's compute
    is the single-worker step time measured here (``train_on_batch``, batch
-   --batch-size, window --window, best of 3 after a warm-up) divided by N
+   --batch-size, window --project-window, best of 3 after a warm-up) divided by N
    (fixed batch, while every rank keeps a window) or kept (growing batch, with
    the measured E_N; E of the largest measured N beyond it, an assumption), plus
    a ring all-reduce of the float32 gradient: 2 (N - 1) / N × bytes / bandwidth
@@ -204,14 +204,14 @@ def ring_seconds(n: int, nbytes: int, gbit: float) -> float:
 def project(args, efficiency: dict[str, dict[int, float]]) -> None:
     measured = efficiency.get("allreduce", {})
     largest = max(measured) if measured else None
-    print(f"\n## Projection: speed-up to L against one node (batch {args.batch_size}, window {args.window})\n")
+    print(f"\n## Projection: speed-up to L against one node (batch {args.batch_size}, window {args.project_window})\n")
     if largest is not None:
         print(f"E_N measured for N <= {largest}; beyond it E_{largest} = {measured[largest]:.2f} is assumed.\n")
     nodes = (2, 4, 8, 16)
     print("| preset | s per step (1 node) | gradient MB | Gbit/s | " + " | ".join(f"N = {n}" for n in nodes) + " |")
     print("|---|---|---|---|" + "---|" * len(nodes))
     for preset in args.project_presets:
-        t1, nbytes = step_time(preset, args.batch_size, args.window)
+        t1, nbytes = step_time(preset, args.batch_size, args.project_window)
         for gbit in (10.0, 25.0):
             cells = []
             for n in nodes:
@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--elephas", default="synchronous,asynchronous", help="elephas modes ('' = none)")
     ap.add_argument("--elephas-steps-per-epoch", type=int, default=5)
     ap.add_argument("--project-presets", default="small,default,large")
+    ap.add_argument("--project-window", type=int, default=2000, help="window of the projection's step times")
     ap.add_argument("--master", default="local[4]")
     ap.add_argument("--skip", default="", help="comma-separated tables to skip: strong,weak,project")
     args = ap.parse_args()
@@ -262,8 +263,10 @@ def main() -> None:
         from bench_train_budget import build_dataset
 
         args.data = build_dataset(dict(os.environ))
-    print(f"# bench_scaling: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    print(f"# bench_scaling: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit.strip()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"\n{' '.join(sys.argv)}")
     efficiency: dict[str, dict[int, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         if "strong" not in skip:
