@@ -33,7 +33,7 @@ def test_types_are_coerced():
 @pytest.mark.parametrize(
     "stage, sets, message",
     [
-        ("train", ["stpes=3"], "unknown key 'stpes' in --set; known keys: batch_size, "),
+        ("train", ["stpes=3"], "unknown key 'stpes' in --set; known keys: allreduce, batch_per_worker, batch_size, "),
         ("train", ["steps=many"], "steps: cannot read 'many' as int"),
         ("train", ["steps"], "--set expects key=value, got 'steps'"),
         ("train", ["fresh=maybe"], "fresh: cannot read 'maybe' as bool"),
@@ -43,7 +43,7 @@ def test_types_are_coerced():
         ("transform", ["normalise=loud"], "normalise = 'loud' is not allowed; one of peak, rms, none"),
         ("transform", ["val_fraction=1"], "val_fraction = 1.0 is not allowed; allowed: >= 0 and < 1"),
         ("transform", ["sample_rate=0"], "sample_rate = 0 is not allowed; allowed: 1000..192000"),
-        ("train", ["engine=gpu"], "engine = 'gpu' is not allowed; one of local, elephas"),
+        ("train", ["engine=gpu"], "engine = 'gpu' is not allowed; one of local, allreduce, elephas"),
         ("train", ["preset=huge"], "preset = 'huge' is not allowed; one of tiny, small, default, large"),
         ("train", ["lr_schedule=linear"], "lr_schedule = 'linear' is not allowed; one of constant, cosine"),
         ("train", ["batch_size=0"], "batch_size = 0 is not allowed; allowed: >= 1"),
