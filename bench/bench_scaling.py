@@ -246,6 +246,9 @@ def main() -> None:
     ap.add_argument("--project-presets", default="small,default,large")
     ap.add_argument("--project-window", type=int, default=2000, help="window of the projection's step times")
     ap.add_argument("--master", default="local[4]")
+    ap.add_argument("--efficiency", default="",
+                    help="with --skip weak: E_N of an earlier growing-batch table, e.g. 'allreduce:2=0.62,"
+                         "elephas synchronous:2=0'")
     ap.add_argument("--skip", default="", help="comma-separated tables to skip: strong,weak,project")
     args = ap.parse_args()
     if args.full:
@@ -268,6 +271,10 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"\n{' '.join(sys.argv)}")
     efficiency: dict[str, dict[int, float]] = {}
+    for item in filter(None, args.efficiency.split(",")):
+        name, _, pair = item.rpartition(":")
+        n, _, e = pair.partition("=")
+        efficiency.setdefault(name, {})[int(n)] = float(e)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         if "strong" not in skip:
             strong(args, Path(tmp))
