@@ -32,7 +32,7 @@ def test_types_are_coerced():
 @pytest.mark.parametrize(
     "stage, sets, message",
     [
-        ("train", ["stpes=3"], "unknown key 'stpes' in --set; known keys: batch_size, "),
+        ("train", ["stpes=3"], "unknown key 'stpes' in --set; known keys: allreduce, batch_per_worker, batch_size, "),
         ("train", ["steps=many"], "steps: cannot read 'many' as int"),
         ("train", ["steps"], "--set expects key=value, got 'steps'"),
         ("train", ["fresh=maybe"], "fresh: cannot read 'maybe' as bool"),

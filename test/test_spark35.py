@@ -147,3 +147,18 @@ def test_elephas_training_then_generation(master, tone_data, tmp_path, mode):
           "--seed", "1")
     rate, width, pcm = read_wav(wav)
     assert (rate, width, len(pcm)) == (RATE, 2, int(0.05 * RATE))
+
+
+def test_allreduce_training(master, tone_data, tmp_path):
+    """The allreduce engine's barrier stage under 3.5: two ranks, one model folder written by rank 0."""
+    model = tmp_path / "model"
+    run35("-m", "waveforms", "train", "--data", str(tone_data), "--model-dir", str(model), "--preset", "tiny",
+          "--engine", "allreduce", "--master", master, "--workers", "2", "--steps", "6", "--batch-size", "4",
+          "--window", "64", "--seed", "3", "--set", "learning_rate=0.01", "--set", "warmup_steps=2",
+          "--set", "val_every=3", "--set", "log_every=3", "--set", "preview_every=-1", timeout=600)
+    meta = json.loads((model / "model.json").read_text())
+    assert (meta["training"]["engine"], meta["training"]["workers"], meta["training"]["steps"]) == ("allreduce", 2, 6)
+    rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert rows[1]["val_loss"] < rows[0]["val_loss"]
+    assert (model / "checkpoints" / "latest").read_text().strip() == "ckpt-00000006"

@@ -17,18 +17,34 @@ class ElephasConfig:
     parameter_server: str = opt("http", choices=("http", "socket"), flag="--parameter-server",
                                 help="parameter server protocol (asynchronous, hogwild)")
     port: int = opt(0, min=0, max=65535, flag="--port", help="parameter server port; 0 = a free one")
-    master: str = opt("local[2]", flag="--master", help="Spark master URL")
-    workers: int = opt(2, min=1, flag="--workers", help="workers (Spark partitions) per epoch")
+    master: str = opt("local[2]", flag="--master", help="Spark master URL (the elephas and allreduce engines)")
+    workers: int = opt(2, min=1, flag="--workers",
+                       help="workers: Spark partitions per epoch (elephas), training processes (allreduce)")
     epochs: int = opt(2, min=1, flag="--epochs", help="epochs; each worker reads windows_per_worker fresh windows")
     windows_per_worker: int = opt(64, min=1, unit="windows", help="windows per worker and epoch (> batch_size)")
 
 
 @dataclass
+class AllreduceConfig:
+    """``[train.allreduce]``: keys only the allreduce engine reads (``--set allreduce.KEY=VALUE``).
+
+    The Spark master and the number of ranks are ``elephas.master`` and
+    ``elephas.workers`` (the ``--master`` and ``--workers`` flags), shared by both Spark engines.
+    """
+
+    timeout_s: float = opt(600.0, gt=0, unit="s",
+                           help="a collective (all-reduce) that waits longer fails: a dead peer fails the step")
+    retries: int = opt(2, min=0, help="times the driver reruns a failed barrier stage (each resumes from the "
+                                      "last checkpoint)")
+    threads: int = opt(0, min=0, help="CPU threads per rank; 0 = the host's cores split among its ranks")
+
+
+@dataclass
 class TrainConfig:
-    """The train stage; ``engine`` picks local Keras or elephas on Spark.
+    """The train stage; ``engine`` picks local Keras, all-reduce on Spark or elephas on Spark.
 
     A *step* is one optimizer update on one batch of ``batch_size`` windows, for
-    both engines: ``steps`` counts them for the local engine, and an elephas
+    every engine: ``steps`` counts them for the local and allreduce engines, and an elephas
     epoch makes ``workers * ceil(windows_per_worker / batch_size)`` of them.
     ``log_every``, ``val_every``, ``checkpoint_every`` and the cosine schedule
     count steps too.
@@ -51,8 +67,15 @@ class TrainConfig:
                              help="channels of the skip sum and the output head; 0 = from the preset")
     genre_channels: int = opt(0, min=0, max=256, unit="channels",
                               help="genre embedding size (condition_on_genre); 0 = from the preset")
-    steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local engine)")
-    batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size", help="windows per batch")
+    steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local and allreduce engines)")
+    batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size",
+                          help="windows per optimizer step (the global batch), split evenly among the ranks")
+    batch_per_worker: int = opt(0, min=0, unit="windows",
+                                help="allreduce: windows per rank and step, the global batch growing with the ranks "
+                                     "(batch_size stays the batch learning_rate is for); 0 = off")
+    lr_scaling: str = opt("linear", choices=("none", "sqrt", "linear"),
+                          help="learning rate for a global batch other than batch_size: × (batch / batch_size), "
+                               "its square root, or unchanged")
     window: int = opt(2000, min=1, unit="samples", flag="--window",
                       help="predicted samples per window; the input is receptive field + window")
     learning_rate: float = opt(8e-3, gt=0, help="Adam learning rate (the peak, reached after the warmup)")
@@ -66,26 +89,26 @@ class TrainConfig:
     clip_norm: float = opt(10.0, min=0, help="global gradient-norm clip; 0 = off (1.0 throttles early training)")
     ema_decay: float = opt(0.999, min=0, lt=1,
                            help="moving average of the weights for validation, previews and the saved model; 0 = off "
-                                "(local engine)")
+                                "(not elephas)")
     init: str = opt("data", choices=("data", "keras"),
                     help="data: residual/skip 1x1s scaled by 1/sqrt(layers), logits bias = code log-frequencies "
-                         "(local engine)")
+                         "(not elephas)")
     preview_every: int = opt(0, min=-1, unit="steps",
                              help="steps between audio previews (MODEL_DIR/previews/); 0 = at each validation, -1 = off "
-                                  "(local engine)")
+                                  "(not elephas)")
     preview_seconds: float = opt(2.0, gt=0, unit="s", help="seconds of audio per preview")
     seed: int = opt(0, min=0, flag="--seed", help="random seed")
-    log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (local engine)")
-    val_every: int = opt(100, min=1, unit="steps", help="steps between validation checks (local engine)")
+    log_every: int = opt(20, min=1, unit="steps", help="steps between metrics.jsonl lines (not elephas)")
+    val_every: int = opt(100, min=1, unit="steps", help="steps between validation checks (not elephas)")
     val_batches: int = opt(4, min=1, unit="batches", help="batches per validation check")
-    checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (local engine)")
+    checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (not elephas)")
     early_stopping_patience: int = opt(0, min=0, unit="checks",
                                        help="validation checks without improvement before stopping; 0 = off")
     max_minutes: float = opt(0.0, min=0, unit="min",
                              help="training wall-time budget, resumes included; 0 = none; "
-                                  "the local engine fits a cosine schedule to it")
+                                  "the local and allreduce engines fit a cosine schedule to it")
     fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
-    condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (local engine)")
+    condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (not elephas)")
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
     mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
                                             "(faster on GPUs with tensor cores; the saved model is float32)")
@@ -98,5 +121,7 @@ class TrainConfig:
     shard_cache_dir: str = opt("", help="folder of the shard cache; empty = $XDG_CACHE_HOME/waveforms/shards "
                                         "(~/.cache/waveforms/shards)")
     engine: str = opt("local", choices=("local", "allreduce", "elephas"), flag="--engine",
-                      help="local: Keras in this process; elephas: data-parallel on Spark")
+                      help="local: Keras in this process; allreduce: N processes in a Spark barrier stage, "
+                           "gradients all-reduced every step; elephas: parameter averaging on Spark")
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
+    allreduce: AllreduceConfig = opt(AllreduceConfig(), help="[train.allreduce]: the allreduce engine's keys")

@@ -1,8 +1,10 @@
 """The train stage: random windows from a transformed dataset into a WaveNet artifact.
 
-``--engine local`` trains in this process (resumable checkpoints);
-``--engine elephas`` trains data-parallel on Spark. Both write the same
-artifact (model.keras, model.json), metrics.jsonl, TensorBoard logs and loss.png.
+``--engine local`` trains in this process and ``--engine allreduce`` in N
+processes of a Spark barrier stage (gradients all-reduced every step), through
+one training loop with resumable checkpoints; ``--engine elephas`` trains with
+elephas's parameter averaging on Spark. All write the same artifact
+(model.keras, model.json), metrics.jsonl, TensorBoard logs and loss.png.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ def run(cfg: TrainConfig) -> int:
     validate(cfg)  # the CLI's checks, for configs built in Python too
     if cfg.engine == "elephas":
         from waveforms.train.elephas import train
+    elif cfg.engine == "allreduce":
+        from waveforms.train.allreduce import train
     else:
         from waveforms.train.local import train
     train(cfg)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,30 @@ def learning_rate(cfg: TrainConfig, total_steps: int | None = None) -> Any:
         return cfg.learning_rate
     return WarmupStepDecay(cfg.learning_rate, warmup, cfg.lr_decay_every if cfg.lr_schedule == "step" else 0,
                            cfg.lr_decay_factor, cfg.min_lr_ratio)
+
+
+def global_batch(cfg: TrainConfig, workers: int) -> int:
+    """Windows per optimizer step for ``workers`` ranks: ``batch_size``, or ``batch_per_worker`` × workers.
+
+    Raises a :class:`~waveforms.errors.UserError` when ``batch_size`` does not split evenly among the ranks.
+    """
+    if cfg.batch_per_worker > 0:
+        return cfg.batch_per_worker * workers
+    if cfg.batch_size % workers:
+        raise UserError(f"batch_size = {cfg.batch_size} does not split among {workers} workers; "
+                        f"use a multiple of {workers}, or set batch_per_worker to grow the batch with the workers")
+    return cfg.batch_size
+
+
+def scaled_learning_rate(cfg: TrainConfig, batch: int) -> float:
+    """The peak learning rate for a global batch of ``batch`` windows by the ``lr_scaling`` rule.
+
+    ``learning_rate`` is the rate for ``batch_size`` windows; ``linear`` multiplies
+    it by ``batch / batch_size``, ``sqrt`` by the square root of that, ``none`` keeps it.
+    """
+    ratio = batch / cfg.batch_size
+    factor = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[cfg.lr_scaling]
+    return cfg.learning_rate * factor
 
 
 def budget_steps(cfg: TrainConfig, step: int, wall_s: float, since: tuple[int, float]) -> int | None:

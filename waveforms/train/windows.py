@@ -70,23 +70,29 @@ class WindowSampler:
             genre[i] = r.genre
         return spans, genre
 
-    def windows(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` windows (n, length) uint8 and their genre ids (n,)."""
+    def windows(self, rng: np.random.Generator, n: int, part: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Windows ``part`` of ``n`` drawn from ``rng`` (uint8, (len, length)) and their genre ids.
+
+        All ``n`` positions are drawn, whatever ``part`` is, so a part is the same
+        windows as that slice of the whole draw; only the part's windows are read
+        (all in flight at once).
+        """
         spans, genre = self.spans(rng, n)
-        out = np.empty((n, self.length), dtype=np.uint8)
+        spans, genre = spans[part], genre[part]
+        out = np.empty((len(spans), self.length), dtype=np.uint8)
         for i, codes in enumerate(self.ds.read_windows(spans, self.reader, self.cache)):
             out[i] = codes
         return out, genre
 
-    def batch_from(self, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
-        w, genre = self.windows(rng, self.batch_size)
+    def batch_from(self, rng: np.random.Generator, part: slice = slice(None)) -> tuple[Any, np.ndarray]:
+        w, genre = self.windows(rng, self.batch_size, part)
         x, y = split_window(w, self.receptive_field)
         x = x.astype(np.int32)
         return ((x, genre) if self.with_genre else x), y.astype(np.int32)
 
-    def batch(self, step: int, stream: int = 0) -> tuple[Any, np.ndarray]:
-        """The batch for ``step``: the same for the same (seed, stream, step), in any process."""
-        return self.batch_from(np.random.default_rng([self.seed, stream, step]))
+    def batch(self, step: int, stream: int = 0, part: slice = slice(None)) -> tuple[Any, np.ndarray]:
+        """The batch for ``step`` (its windows ``part``): the same for the same (seed, stream, step), in any process."""
+        return self.batch_from(np.random.default_rng([self.seed, stream, step]), part)
 
     def fixed_batches(self, n: int) -> list[tuple[Any, np.ndarray]]:
         """``n`` batches that stay the same for a seed (validation)."""

@@ -1,0 +1,289 @@
+"""Data-parallel scaling of the allreduce engine (and elephas), measured, then projected on paper.
+
+Three tables, every figure a ratio against the one-worker run of the same invocation:
+
+1. Fixed global batch (strong scaling): ``batch_size`` windows split among N
+   ranks of the allreduce engine (1 CPU thread each, ``allreduce.threads=1``),
+   N in --workers. Per N: the largest gap between its loss curve and N = 1's,
+   seconds per step (median over the logged intervals after the first), the
+   gradient all-reduce's seconds and bytes per step (timed by the ranks after
+   training), and the systems efficiency t_1 / (N · t_N).
+2. Growing global batch (weak scaling): ``batch_per_worker`` windows per rank,
+   the learning rate scaled by each rule in --rules; elephas synchronous and
+   asynchronous with the same windows per worker and step. L is the validation
+   loss of the one-worker run at its last step; E_N = windows_1(L) / windows_N(L),
+   windows counted at the validation checks (linearly interpolated).
+3. Projection: wall-clock speed-up to L against one node, for N = 2..16 nodes,
+   for each preset in --project-presets, on 10 and 25 Gbit/s. A step's compute
+   is the single-worker step time measured here (``train_on_batch``, batch
+   --batch-size, window --project-window, best of 3 after a warm-up) divided by N
+   (fixed batch, while every rank keeps a window) or kept (growing batch, with
+   the measured E_N; E of the largest measured N beyond it, an assumption), plus
+   a ring all-reduce of the float32 gradient: 2 (N - 1) / N × bytes / bandwidth
+   + 2 (N - 1) × 50 µs. Elephas's row: its measured E_N × N, communication free
+   (an upper bound).
+
+The full run (``--full``): the small preset on the hyperrogue soundtrack
+(bench/bench_train_budget.py builds it), window 2000, 2,000 steps, 50 fixed
+validation batches. A reduced run: --steps, --window, --data, --val-batches.
+
+Usage: python bench/bench_scaling.py [--full] [--data DIR | --synthetic] [--preset small] [--steps 40] [--window 500]
+       [--batch-size 8] [--workers 1,2] [--rules none,sqrt,linear] [--elephas synchronous,asynchronous]
+       [--project-presets small,default,large] [--master local[4]]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+ROOT = Path(__file__).resolve().parents[1]
+LATENCY_S = 50e-6  # per ring hop
+
+
+SYNTHETIC = ROOT / "bench" / "out" / "scaling-synthetic-dataset"
+
+
+def synthetic_dataset() -> Path:
+    """Six 20-second tracks, each a melody of four tones with vibrato, transformed on local[2] (built once)."""
+    if (SYNTHETIC / "manifest.jsonl").exists():
+        return SYNTHETIC
+    from waveforms.demo.music import ffmpeg_mp3
+
+    src = SYNTHETIC.parent / "scaling-synthetic-mp3"
+    for i in range(6):
+        f = 110 * 2 ** (i / 6)
+        expr = (f"0.4*sin(2*PI*{f}*(1+floor(mod(t,2))*0.25+floor(mod(t,4)/2)*0.5)*t+3*sin(2*PI*5*t))"
+                f"+0.2*sin(2*PI*{2 * f}*t)")
+        ffmpeg_mp3(["-f", "lavfi", "-i", f"aevalsrc={expr.replace(',', chr(92) + ',')}:s=22050:d=20"], src / f"melody-{i}.mp3", 20)
+    subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output", str(SYNTHETIC),
+                    "--master", "local[2]", "--set", "val_fraction=0.2"], cwd=ROOT, check=True)
+    return SYNTHETIC
+
+
+def rows(model_dir: Path) -> list[dict]:
+    return [json.loads(r) for r in (model_dir / "metrics.jsonl").read_text().splitlines() if r.strip()]
+
+
+def training(model_dir: Path) -> dict:
+    return json.loads((model_dir / "model.json").read_text())["training"]
+
+
+def train(args, out: Path, engine: list[str], sets: list[str]) -> Path:
+    cmd = [sys.executable, "-m", "waveforms", "train", "--data", str(args.data), "--model-dir", str(out),
+           "--preset", args.preset, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--window", str(args.window), "--seed", "0", "--fresh", *engine,
+           "--set", "preview_every=-1", "--set", f"val_every={args.val_every}", "--set", f"log_every={args.log_every}",
+           "--set", f"val_batches={args.val_batches}", "--set", f"checkpoint_every={args.steps}"]
+    for s in sets:
+        cmd += ["--set", s]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    print(f"  {out.name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return out
+
+
+def step_seconds(model_dir: Path, batch: int, window: int) -> float:
+    """Median seconds per step over the logged intervals after the first (which pays for tracing)."""
+    rates = sorted(r["samples_per_s"] for r in rows(model_dir)[1:] if "samples_per_s" in r)
+    return batch * window / rates[len(rates) // 2]
+
+
+def windows_to(model_dir: Path, target: float, windows_per_step: float) -> float:
+    """Training windows until the validation loss first reaches ``target`` (interpolated); inf if never."""
+    points = [(0, math.inf)] + [(r["step"], r["val_loss"]) for r in rows(model_dir) if "val_loss" in r]
+    for (s0, l0), (s1, l1) in zip(points, points[1:]):
+        if l1 <= target:
+            frac = 1.0 if not math.isfinite(l0) or l0 == l1 else (l0 - target) / (l0 - l1)
+            return (s0 + frac * (s1 - s0)) * windows_per_step
+    return math.inf
+
+
+def allreduce(n: int, master: str) -> list[str]:
+    return ["--engine", "allreduce", "--workers", str(n), "--master", master, "--set", "allreduce.threads=1"]
+
+
+def strong(args, tmp: Path) -> dict[int, float]:
+    print(f"\n## Fixed global batch {args.batch_size} ({args.preset}, window {args.window}, {args.steps} steps)\n")
+    runs = {n: train(args, tmp / f"fixed-{n}", allreduce(n, args.master), []) for n in args.workers}
+    ref = rows(runs[1])
+    t1 = step_seconds(runs[1], args.batch_size, args.window)
+    print("| N | windows per rank | max loss gap to N = 1 | s per step | all-reduce s per step | bytes per step "
+          "| t_1 / (N t_N) |")
+    print("|---|---|---|---|---|---|---|")
+    times = {}
+    for n, d in runs.items():
+        gap = max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(ref, rows(d)) if "loss" in a)
+        tn = times[n] = step_seconds(d, args.batch_size, args.window)
+        meta = training(d)
+        print(f"| {n} | {args.batch_size // n} | {gap:.2e} (relative) | {tn:.3f} | {meta['allreduce_s']:.4f} | "
+              f"{meta['allreduce_bytes']:,} | {t1 / (n * tn):.2f} |")
+    print("\nloss curves (training loss per logged interval):\n")
+    print("| step | " + " | ".join(f"N = {n}" for n in runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for i, r in enumerate(ref):
+        print(f"| {r['step']} | " + " | ".join(f"{rows(d)[i]['loss']:.4f}" for d in runs.values()) + " |")
+    return times
+
+
+def weak(args, tmp: Path) -> dict[str, dict[int, float]]:
+    b = args.batch_size
+    print(f"\n## Growing global batch: {b} windows per worker (L = the N = 1 run's last validation loss)\n")
+    one = train(args, tmp / "grow-1", allreduce(1, args.master), [f"batch_per_worker={b}"])
+    target = [r["val_loss"] for r in rows(one) if "val_loss" in r][-1]
+    w1 = windows_to(one, target, b)
+    print(f"L = {target:.4f} nats, reached by N = 1 after {w1:.0f} windows\n")
+    print("| engine | N | rule | val loss at the end | windows to L | E_N |")
+    print("|---|---|---|---|---|---|")
+    print(f"| allreduce | 1 | - | {target:.4f} | {w1:.0f} | 1.00 |")
+    best: dict[str, dict[int, float]] = {}
+    for n in [n for n in args.workers if n > 1]:
+        for rule in args.rules:
+            d = train(args, tmp / f"grow-{n}-{rule}", allreduce(n, args.master),
+                      [f"batch_per_worker={b}", f"lr_scaling={rule}"])
+            wn = windows_to(d, target, n * b)
+            e = w1 / wn
+            best.setdefault("allreduce", {})[n] = max(best.get("allreduce", {}).get(n, 0.0), e)
+            last = [r["val_loss"] for r in rows(d) if "val_loss" in r][-1]
+            print(f"| allreduce | {n} | {rule} | {last:.4f} | {wn:.0f} | {e:.2f} |")
+        for mode in args.elephas:
+            epochs = max(1, args.steps // args.elephas_steps_per_epoch)
+            d = train(args, tmp / f"elephas-{mode}-{n}", [
+                "--engine", "elephas", "--mode", mode, "--workers", str(n), "--master", args.master,
+                "--epochs", str(epochs)], [f"elephas.windows_per_worker={b * args.elephas_steps_per_epoch + 1}"])
+            per_epoch = n * (b * args.elephas_steps_per_epoch + 1)
+            vals = [(r["epoch"], r["val_loss"]) for r in rows(d) if "val_loss" in r]
+            wn = math.inf
+            for (e0, l0), (e1, l1) in zip([(0, math.inf)] + vals, vals):
+                if l1 <= target:
+                    frac = 1.0 if not math.isfinite(l0) or l0 == l1 else (l0 - target) / (l0 - l1)
+                    wn = (e0 + frac * (e1 - e0)) * per_epoch
+                    break
+            e = w1 / wn
+            best.setdefault(f"elephas {mode}", {})[n] = e
+            print(f"| elephas {mode} | {n} | - | {vals[-1][1]:.4f} | {wn:.0f} | {e:.2f} |")
+    return best
+
+
+def step_time(preset: str, batch: int, window: int) -> tuple[float, int]:
+    """Seconds of one ``train_on_batch`` of ``preset`` here (best of 3 after a warm-up) and its gradient bytes."""
+    import numpy as np
+
+    from waveforms.config import TrainConfig
+    from waveforms.model import build
+    from waveforms.train.common import compile_model
+
+    wavenet = build(preset)
+    model = compile_model(wavenet.training_model(), TrainConfig(preset=preset))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, wavenet.receptive_field + window - 1)).astype(np.int32)
+    y = rng.integers(0, 256, (batch, window)).astype(np.int32)
+    model.train_on_batch(x, y)
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        best = min(best, time.perf_counter() - t)
+    return best, int(sum(np.prod(v.shape) for v in model.trainable_variables) * 4)
+
+
+def ring_seconds(n: int, nbytes: int, gbit: float) -> float:
+    return 2 * (n - 1) / n * nbytes * 8 / (gbit * 1e9) + 2 * (n - 1) * LATENCY_S
+
+
+def project(args, efficiency: dict[str, dict[int, float]]) -> None:
+    measured = efficiency.get("allreduce", {})
+    largest = max(measured) if measured else None
+    print(f"\n## Projection: speed-up to L against one node (batch {args.batch_size}, window {args.project_window})\n")
+    if largest is not None:
+        print(f"E_N measured for N <= {largest}; beyond it E_{largest} = {measured[largest]:.2f} is assumed.\n")
+    nodes = (2, 4, 8, 16)
+    print("| preset | s per step (1 node) | gradient MB | Gbit/s | " + " | ".join(f"N = {n}" for n in nodes) + " |")
+    print("|---|---|---|---|" + "---|" * len(nodes))
+    for preset in args.project_presets:
+        t1, nbytes = step_time(preset, args.batch_size, args.project_window)
+        for gbit in (10.0, 25.0):
+            cells = []
+            for n in nodes:
+                fixed = t1 / (t1 / n + ring_seconds(n, nbytes, gbit)) if args.batch_size >= n else 0.0
+                e = measured.get(n, measured[largest] if largest else 0.0)
+                grow = e * n * t1 / (t1 + ring_seconds(n, nbytes, gbit))
+                cells.append(f"{max(fixed, grow):.2f}× ({'fixed' if fixed >= grow else 'grow'})")
+            print(f"| {preset} | {t1:.3f} | {nbytes / 1e6:.2f} | {gbit:g} | " + " | ".join(cells) + " |")
+    for name, eff in efficiency.items():
+        if name.startswith("elephas"):
+            e = eff[max(eff)]
+            print(f"| {name} (E_{max(eff)} = {e:.2f}, communication free) | | | any | "
+                  + " | ".join(f"{e * n:.2f}×" for n in nodes) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="the issue's run: small, hyperrogue, window 2000, 2000 steps")
+    ap.add_argument("--data", type=Path, help="dataset (default: the hyperrogue soundtrack, built once)")
+    ap.add_argument("--synthetic", action="store_true", help="train on six synthetic melodies (built once)")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--window", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--val-every", type=int, default=10)
+    ap.add_argument("--log-every", type=int, default=5)
+    ap.add_argument("--val-batches", type=int, default=2)
+    ap.add_argument("--workers", default="1,2", help="comma-separated N; must include 1")
+    ap.add_argument("--rules", default="linear", help="learning-rate rules for the growing batch")
+    ap.add_argument("--elephas", default="synchronous,asynchronous", help="elephas modes ('' = none)")
+    ap.add_argument("--elephas-steps-per-epoch", type=int, default=5)
+    ap.add_argument("--project-presets", default="small,default,large")
+    ap.add_argument("--project-window", type=int, default=2000, help="window of the projection's step times")
+    ap.add_argument("--master", default="local[4]")
+    ap.add_argument("--efficiency", default="",
+                    help="with --skip weak: E_N of an earlier growing-batch table, e.g. 'allreduce:2=0.62,"
+                         "elephas synchronous:2=0'")
+    ap.add_argument("--skip", default="", help="comma-separated tables to skip: strong,weak,project")
+    args = ap.parse_args()
+    if args.full:
+        args.preset, args.window, args.steps, args.val_every, args.log_every = "small", 2000, 2000, 100, 20
+        args.val_batches = 50  # fixed random validation batches (the evaluate stage scores the whole split)
+    args.workers = [int(n) for n in args.workers.split(",")]
+    args.rules = [r for r in args.rules.split(",") if r]
+    args.elephas = [m for m in args.elephas.split(",") if m]
+    args.project_presets = [p for p in args.project_presets.split(",") if p]
+    skip = set(args.skip.split(","))
+    if args.synthetic:
+        args.data = synthetic_dataset()
+    if args.data is None and not {"strong", "weak"} <= skip:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_train_budget import build_dataset
+
+        args.data = build_dataset(dict(os.environ))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    print(f"# bench_scaling: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit.strip()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"\n{' '.join(sys.argv)}")
+    efficiency: dict[str, dict[int, float]] = {}
+    for item in filter(None, args.efficiency.split(",")):
+        name, _, pair = item.rpartition(":")
+        n, _, e = pair.partition("=")
+        efficiency.setdefault(name, {})[int(n)] = float(e)
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        if "strong" not in skip:
+            strong(args, Path(tmp))
+        if "weak" not in skip:
+            efficiency = weak(args, Path(tmp))
+    if "project" not in skip:
+        project(args, efficiency)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

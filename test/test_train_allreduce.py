@@ -1,0 +1,193 @@
+"""The allreduce engine: N rank processes in a Spark barrier stage, one optimizer step on the global batch."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.spark_cluster import standalone_cluster
+from helpers.train import tone_dataset
+from waveforms.config import TrainConfig
+from waveforms.dataset import Dataset, regions
+from waveforms.errors import UserError
+from waveforms.train import recipe, run
+from waveforms.train.allreduce import _reason, host_threads
+from waveforms.train.collective import tf_config
+from waveforms.train.windows import WindowSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cfg_for(tmp_path: Path, data: Path, model: str = "model", **kw) -> TrainConfig:
+    base = dict(data=str(data), model_dir=str(tmp_path / model), preset="tiny", steps=6, batch_size=4, window=64,
+                learning_rate=0.01, warmup_steps=2, seed=5, log_every=2, val_every=3, checkpoint_every=3,
+                preview_every=-1, val_batches=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def argv(cfg: TrainConfig, master: str, workers: int = 2, *extra: str) -> list[str]:
+    """The CLI for ``cfg`` on the allreduce engine (the keys above as flags and --set)."""
+    sets = {k: getattr(cfg, k) for k in ("learning_rate", "warmup_steps", "log_every", "val_every",
+                                         "checkpoint_every", "preview_every", "val_batches")}
+    out = [sys.executable, "-m", "waveforms", "train", "--data", cfg.data, "--model-dir", cfg.model_dir,
+           "--preset", cfg.preset, "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
+           "--window", str(cfg.window), "--seed", str(cfg.seed), "--engine", "allreduce", "--master", master,
+           "--workers", str(workers)]
+    for k, v in sets.items():
+        out += ["--set", f"{k}={v}"]
+    return out + list(extra)
+
+
+def weights(model_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    from waveforms.model import load
+
+    keras.backend.clear_session()
+    return load(str(model_dir)).keras_model.get_weights()
+
+
+# --- pure parts -------------------------------------------------------------------------------------------
+
+
+def test_global_batch_and_learning_rate_rules():
+    cfg = TrainConfig(batch_size=8, learning_rate=0.004)
+    assert recipe.global_batch(cfg, 1) == 8 and recipe.global_batch(cfg, 4) == 8
+    with pytest.raises(UserError, match="batch_size = 8 does not split among 3 workers"):
+        recipe.global_batch(cfg, 3)
+    grown = replace(cfg, batch_per_worker=8)
+    assert recipe.global_batch(grown, 3) == 24
+    for rule, factor in (("none", 1.0), ("sqrt", 3 ** 0.5), ("linear", 3.0)):
+        assert recipe.scaled_learning_rate(replace(grown, lr_scaling=rule), 24) == pytest.approx(0.004 * factor)
+    assert recipe.scaled_learning_rate(cfg, 8) == 0.004  # the configured batch: the configured rate
+
+
+def test_threads_tf_config_and_the_failure_line():
+    assert host_threads(16, 4) == 4 and host_threads(2, 3) == 1 and host_threads(16, 4, threads=3) == 3
+    conf = json.loads(tf_config(["127.0.0.1:5000", "127.0.0.1:5001"], 1))
+    assert conf == {"cluster": {"worker": ["127.0.0.1:5000", "127.0.0.1:5001"]}, "task": {"type": "worker", "index": 1}}
+    text = ("An error occurred while calling o1.collect.\nTraceback (most recent call last):\n"
+            "RuntimeError: rank 1 (127.0.0.1:5001) failed: exit status -9\n\tat org.apache.spark...")
+    assert _reason(Exception(text)) == "rank 1 (127.0.0.1:5001) failed: exit status -9"
+
+
+def test_a_ranks_share_is_that_slice_of_the_whole_batch(tmp_path):
+    data = tone_dataset(tmp_path / "ds", genres=("a", "b"))
+    ds = Dataset.open(str(data))
+    train_regions, _, _ = regions(ds, 33 + 64, ["a", "b"])
+    sampler = WindowSampler(ds, train_regions, 33, 64, 6, seed=3, with_genre=True)
+    (x, genre), y = sampler.batch(7)
+    for rank in range(3):
+        part = slice(2 * rank, 2 * rank + 2)
+        (xp, gp), yp = sampler.batch(7, part=part)
+        np.testing.assert_array_equal(xp, x[part])
+        np.testing.assert_array_equal(gp, genre[part])
+        np.testing.assert_array_equal(yp, y[part])
+
+
+def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
+    data = tone_dataset(tmp_path / "ds")
+    cfg = cfg_for(tmp_path, data, engine="allreduce", batch_size=5)
+    cfg.elephas.workers = 2
+    with pytest.raises(UserError, match="batch_size = 5 does not split among 2 workers"):
+        run(cfg)
+    assert not (tmp_path / "model").exists()
+
+
+# --- on Spark -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path):
+    """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights."""
+    data = tone_dataset(tmp_path / "ds")
+    local = cfg_for(tmp_path, data, "local")
+    run(local)
+    two = cfg_for(tmp_path, data, "two")
+    with standalone_cluster(tmp_path / "cluster", workers=2) as url:
+        done = subprocess.run(argv(two, url), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    expected, got = weights(tmp_path / "local"), weights(tmp_path / "two")
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    meta = json.loads((tmp_path / "two" / "model.json").read_text())["training"]
+    assert (meta["engine"], meta["workers"], meta["batch_size"], meta["batch_per_rank"], meta["steps"]) == (
+        "allreduce", 2, 4, 2, 6)
+    assert meta["allreduce_bytes"] > 0 and meta["allreduce_s"] > 0
+    local_rows = [json.loads(r) for r in (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()]
+    two_rows = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in two_rows] == [sorted(r) for r in local_rows]  # the same keys, row by row
+    for a, b in zip(local_rows, two_rows):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        if "val_loss" in a:
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+
+
+def rank_pids(model_dir: Path) -> dict[int, int]:
+    """``{rank: pid}`` of this run's rank processes (their command lines name the model folder)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"waveforms.train.rank" in cmd and str(model_dir).encode() in cmd:
+            found[int(cmd[cmd.index(b"--rank") + 1])] = int(entry.name)
+    return found
+
+
+def listening(port: int) -> bool:
+    """Whether any socket listens on TCP ``port`` (/proc/net/tcp and tcp6; closed connections in TIME_WAIT do not)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tmp_path):
+    data = tone_dataset(tmp_path / "ds")
+    cfg = cfg_for(tmp_path, data, steps=60, checkpoint_every=5, val_every=20, log_every=5)
+    model = Path(cfg.model_dir)
+    latest = model / "checkpoints" / "latest"
+    proc = subprocess.Popen(argv(cfg, "local[2]", 2, "--set", "allreduce.timeout_s=60"), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not (latest.exists() and latest.read_text().strip() >= "ckpt-00000010"):
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            time.sleep(0.2)
+        before = int(latest.read_text().strip()[len("ckpt-"):])
+        victim = rank_pids(model)[1]
+        os.kill(victim, signal.SIGKILL)
+        log, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log[-4000:]
+    assert "the allreduce stage failed (rank " in log, log[-4000:]  # rank 1 died, or rank 0 saw it go
+    resumed = [int(m) for m in re.findall(r"resuming from step (\d+)", log)]
+    assert len(resumed) == 1 and resumed[0] >= before  # no completed checkpoint lost
+    meta = json.loads((model / "model.json").read_text())["training"]
+    assert meta["steps"] == 60
+    steps = [json.loads(r)["step"] for r in (model / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 61, 5))  # each interval once: rows after the checkpoint were dropped
+    assert rank_pids(model) == {}  # no rank process left
+    ports = {int(p) for p in re.findall(r"rank \d of 2 at 127\.0\.0\.1:(\d+)", log)}
+    assert len(ports) == 4 and not any(listening(p) for p in ports)  # two ranks, two attempts; no server left

@@ -1,0 +1,185 @@
+"""The allreduce engine: N training processes as one Spark barrier stage, gradients all-reduced every step.
+
+The driver runs ``rdd.barrier().mapPartitions`` over N partitions: Spark starts
+all N tasks at once or none. Each task learns its rank (``partitionId``), picks
+a free port on its host, exchanges ``host:port`` with the others through
+``allGather``, and starts one rank process (:mod:`waveforms.train.rank`) with
+the resulting ``TF_CONFIG``, its share of the host's CPU threads and the GPUs
+Spark assigned it. The ranks run the training loop (:mod:`waveforms.train.loop`);
+rank 0 writes checkpoints and the artifact to ``model_dir``, which every
+executor must reach (``s3://`` on a cluster of several machines).
+
+A rank that dies fails its task, and Spark fails the whole barrier stage (its
+other tasks are killed; each rank process dies with its task). The driver
+reruns the stage up to ``allreduce.retries`` times (Spark may also retry a
+barrier stage itself), and every rerun resumes from the last checkpoint: the
+driver applies ``--fresh`` once, before the first stage. A bad input (a
+UserError in a rank) is not retried.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from typing import Any, Iterator
+
+from waveforms import config as cfgmod
+from waveforms.config import TrainConfig
+from waveforms.errors import UserError
+from waveforms.train import recipe
+from waveforms.train.collective import tf_config
+
+log = logging.getLogger(__name__)
+
+USER_MARK = "waveforms-user-error: "  # prefixes a rank's bad-input message in a failed task's error
+
+
+class StageFailed(UserError):
+    """The barrier stage failed more often than ``allreduce.retries`` allows."""
+
+
+def validate(cfg: TrainConfig) -> None:
+    """What the engine needs beyond each key's range: a batch that splits among the workers."""
+    recipe.global_batch(cfg, cfg.elephas.workers)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the rank process before exec (Linux): SIGKILL it when its task's process dies."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def host_threads(cores: int, ranks_here: int, threads: int = 0) -> int:
+    """CPU threads per rank: ``threads`` if set, else the host's cores split among its ranks (at least 1)."""
+    return threads if threads > 0 else max(1, cores // max(1, ranks_here))
+
+
+def rank_task(payload: str, _rows: Iterator[Any]) -> Iterator[str]:
+    """The barrier task of one rank: start its training process, wait, yield its result as JSON."""
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    host = os.environ.get("SPARK_LOCAL_IP") or ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+    port = free_port(host)
+    peers = ctx.allGather(f"{host}:{port}")  # in partition (rank) order
+    conf = json.loads(payload)
+    threads = host_threads(os.cpu_count() or 1, sum(p.rsplit(":", 1)[0] == host for p in peers),
+                           int(conf["config"]["allreduce"]["threads"]))
+    env = {**os.environ, "TF_CONFIG": tf_config(peers, rank), "WAVEFORMS_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    gpus = ctx.resources().get("gpu")
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+    work = tempfile.mkdtemp(prefix=f"waveforms-rank{rank}-")
+    try:
+        cfg_path, result_path = os.path.join(work, "config.json"), os.path.join(work, "result.json")
+        with open(cfg_path, "w") as fh:
+            json.dump(conf, fh)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "waveforms.train.rank", cfg_path, result_path, "--rank", str(rank),
+             "--model-dir", conf["config"]["model_dir"]],
+            env=env, stdout=sys.stderr, preexec_fn=_die_with_parent)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        result: dict[str, Any] = {}
+        if os.path.exists(result_path):
+            with open(result_path) as fh:
+                result = json.load(fh)
+        if code != 0:
+            what = result.get("error") or f"exit status {code}"
+            if result.get("user_error"):
+                raise RuntimeError(USER_MARK + what)
+            raise RuntimeError(f"rank {rank} ({host}:{port}) failed: {what}")
+        yield json.dumps({"rank": rank, "peer": f"{host}:{port}", **result})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling line of a failed Spark job's error: a rank's, else the first Python exception's."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines:
+        if USER_MARK in line:
+            return line[line.index(USER_MARK):]
+    for line in lines:
+        if line.startswith("RuntimeError: rank "):
+            return line[len("RuntimeError: "):]
+    for line in lines:
+        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line) and not line.startswith("py4j"):
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+def start_over(model_dir: str) -> None:
+    """``--fresh``: forget the checkpoints, metrics and previews in ``model_dir`` (local or s3://)."""
+    from waveforms.storage import OutputDir
+    from waveforms.train import checkpoint, previews
+    from waveforms.train.metrics import METRICS, TENSORBOARD
+
+    with OutputDir(model_dir) as out:
+        checkpoint.clear(out)
+        out.remove(METRICS, TENSORBOARD, previews.DIR)
+
+
+def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One barrier stage of ``elephas.workers`` ranks; each rank's result."""
+    from functools import partial
+
+    n = cfg.elephas.workers
+    payload = cfgmod.dump_json(cfg, "train")
+    rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
+    return [json.loads(r) for r in rdd.collect()]
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train with ``elephas.workers`` ranks on ``elephas.master``; rank 0 writes the artifact; returns its summary."""
+    from waveforms.spark import stage_context  # imports pyspark
+
+    validate(cfg)
+    if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
+        start_over(cfg.model_dir)
+        cfg = replace(cfg, fresh=False)
+    sc = stage_context(cfg.elephas.master, "waveforms-train")
+    n = cfg.elephas.workers
+    log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.elephas.master,
+             recipe.global_batch(cfg, n))
+    for attempt in range(cfg.allreduce.retries + 1):
+        try:
+            results = run_stage(sc, cfg)
+            break
+        except Exception as exc:  # py4j's Py4JJavaError: the stage failed
+            reason = _reason(exc)
+            if USER_MARK in reason:
+                raise UserError(reason[len(USER_MARK):]) from None
+            if attempt == cfg.allreduce.retries:
+                raise StageFailed(f"the allreduce stage failed {attempt + 1} times; the last time: {reason}") from None
+            log.warning("the allreduce stage failed (%s); rerunning it from the last checkpoint (%d of %d)",
+                        reason, attempt + 1, cfg.allreduce.retries)
+    summary = next(r for r in results if r["rank"] == 0)
+    summary.pop("rank")
+    summary.pop("peer")
+    return summary
