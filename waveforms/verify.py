@@ -14,6 +14,7 @@ from typing import Any
 from waveforms import checksums, storage
 from waveforms.dataset import Dataset, integrity
 from waveforms.errors import UserError
+from waveforms.train import checkpoint
 from waveforms.tracks import MANIFEST
 
 
@@ -79,8 +80,6 @@ def _json(uri: str) -> dict[str, Any]:
 def model_records(root: str) -> dict[str, dict[str, Any]]:
     """Relative path -> ``{"size", "sha256"}`` for ``model.keras`` and the newest checkpoint's files."""
     from waveforms.model.artifact import META_FILE, MODEL_FILE, records
-    from waveforms.train import checkpoint
-
     out = {MODEL_FILE: records(_json(storage.join(root, META_FILE))).get(MODEL_FILE, {})}
     name = checkpoint.latest_name(root)
     if name:

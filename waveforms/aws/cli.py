@@ -7,6 +7,9 @@ import sys
 from typing import Sequence
 
 from waveforms import config as cfgmod
+from waveforms.aws import cluster
+from waveforms.aws.launch import launch
+from waveforms.aws.sync import sync
 from waveforms.errors import UserError
 
 
@@ -53,19 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "launch":
-            from waveforms.aws.launch import launch
-
             cfg = cfgmod.load("aws", args.config, args.set)
             launch(cfg, args.config, dry_run=args.dry_run)
             return 0
         if args.command == "sync":
-            from waveforms.aws.sync import sync
-
             result = sync(args.src, args.dst, progress=not args.no_progress)
             print(f"copied {len(result.copied)} file(s), {result.bytes} bytes; {result.unchanged} unchanged")
             return 0
-        from waveforms.aws import cluster
-
         region = _region(args)
         if args.command == "status":
             return cluster.status(args.cluster_id, region)

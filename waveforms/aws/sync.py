@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from waveforms import storage
+from waveforms import verify
 from waveforms.aws.session import aws_errors
 from waveforms.errors import UserError
 
@@ -145,8 +146,6 @@ def sync(src: str, dst: str, progress: bool = True, client=None) -> SyncResult:
 def verify_copy(src: str, dst: str, copied: list[tuple[str, int]], client) -> list[str]:
     """What is wrong with the copy: each copied file's size at ``dst``, then, for a dataset or model,
     the SHA-256 of the copied shards or model files (read on the local side) against its records."""
-    from waveforms import verify
-
     found = list_s3(dst, client) if storage.is_s3(dst) else list_local(dst)
     problems = [f"{rel}: {found[rel].size if rel in found else 'no'} bytes at the destination, {size} at the source"
                 for rel, size in copied if rel not in found or found[rel].size != size]

@@ -14,7 +14,7 @@ from waveforms.config import TrainConfig, validate
 def run(cfg: TrainConfig) -> int:
     """Train as configured; returns the exit code (``evaluate_at_end`` is :func:`waveforms.pipeline.train`'s)."""
     validate(cfg)  # the CLI's checks, for configs built in Python too
-    if cfg.engine == "elephas":
+    if cfg.engine == "elephas":  # each engine loads TensorFlow (and elephas or Spark): only the one that runs
         from waveforms.train.elephas import train
     elif cfg.engine == "allreduce":
         from waveforms.train.allreduce import train

@@ -136,6 +136,7 @@ def _reason(exc: BaseException) -> str:
 
 def start_over(model_dir: str) -> None:
     """``--fresh``: forget the checkpoints, metrics and previews in ``model_dir`` (local or s3://)."""
+    # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
     from waveforms.storage import OutputDir
     from waveforms.train import checkpoint, previews
     from waveforms.train.metrics import METRICS, TENSORBOARD

@@ -14,6 +14,7 @@ from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
 from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
 from waveforms.train.metrics import MetricsLog
+from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def prepare(cfg: TrainConfig) -> Setup:
     if genres:
         overrides["num_genres"] = len(genres)
     wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
-    from waveforms.train.precision import describe_devices
-
     log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
     length = wavenet.receptive_field + cfg.window
     train_regions, val_regions, how = regions(ds, length, genres)
@@ -69,7 +68,7 @@ def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = F
     """
     import keras
 
-    from waveforms.train.recipe import learning_rate
+    from waveforms.train.recipe import learning_rate  # recipe imports TensorFlow
 
     return keras.optimizers.Adam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
                                  global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
@@ -81,8 +80,6 @@ def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, drive
 
     opt = optimizer(cfg, total_steps, driven)
     if cfg.mixed_precision:
-        from waveforms.train.precision import mixed_optimizer, mixed_precision_model
-
         model, opt = mixed_precision_model(model), mixed_optimizer(opt)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model

@@ -21,12 +21,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from waveforms.config import TrainConfig
+from waveforms.dataset import Dataset, regions
+from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
 from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
 from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
-from waveforms.dataset import regions
-from waveforms.dataset.cache import open_cache
 from waveforms.train.windows import READS_IN_FLIGHT, WindowSampler, shared_reader, split_window
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,6 @@ def partition_windows(root: str, receptive_field: int, window: int, n: int, seed
     """Runs on an executor: ``n`` random training windows as ``(input, target)`` pairs, read through
     the same feed as the local engine's (``reads_in_flight`` ranged reads at once; the node's shard
     cache ``(folder, GB)`` where on)."""
-    from waveforms.dataset import Dataset
-
     partition, epoch = descriptor
     ds = Dataset.open(root)
     train, _, _ = regions(ds, receptive_field + window)
@@ -209,7 +207,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     import keras
 
-    from waveforms.spark import stage_context
+    from waveforms.spark import stage_context  # imports pyspark
 
     validate(cfg)
     keras.utils.set_random_seed(cfg.seed)

@@ -20,8 +20,11 @@ from typing import Any, Iterator
 
 import keras
 import numpy as np
+
 from elephas.utils import subtract_params
 from elephas.worker import AsynchronousSparkWorker, SparkWorker
+
+from waveforms.train.precision import configure_devices
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +111,6 @@ def worker_model(model_json: str, optimizer_config: dict[str, Any], loss: Any, m
     Either way its optimizer is in its initial state and its schedule starts at the offset in
     ``optimizer_config``; the caller sets the weights.
     """
-    from waveforms.train.precision import configure_devices
-
     offset, base = _offset_of(optimizer_config)
     key = _key(model_json, base, loss, metrics)
     entry = _CACHE.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from waveforms import mulaw
+from waveforms.generate import generate, write_wav
 from waveforms.storage import OutputDir
 from waveforms.train.metrics import MetricsLog
 
@@ -49,8 +50,6 @@ class Previewer:
 
     def __call__(self, step: int, weights: list[np.ndarray]) -> dict[str, Any]:
         """Generate, write and log the preview of ``step``; returns the keys for the metrics row."""
-        from waveforms.generate import generate, write_wav
-
         t0 = time.perf_counter()
         self.wavenet.keras_model.set_weights(weights)
         codes = generate(self.wavenet, self.n, temperature=1.0, seed=self.seed, genre=self.genre)[0]

@@ -33,6 +33,7 @@ def read_config(path: str) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, threads: int) -> dict[str, Any]:
+    # imported when a rank runs: the loop loads TensorFlow, in the rank process only
     from waveforms.storage import OutputDir
     from waveforms.train import collective, loop
 
