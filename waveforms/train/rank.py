@@ -19,7 +19,8 @@ import traceback
 from typing import Any
 
 from waveforms import storage
-from waveforms.config import TrainConfig, _apply, validate
+from waveforms.config import TrainConfig, validate
+from waveforms.config.loading import _apply
 from waveforms.errors import UserError
 
 log = logging.getLogger(__name__)
