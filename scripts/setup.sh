@@ -31,7 +31,7 @@ install_spark35() {
   [ -d .spark35/pyspark-3.5.6.dist-info ] && return 0
   echo "setup: $SPARK35 into .spark35"
   rm -rf .spark35 .spark35.partial
-  .venv/bin/python -m pip install -q --target .spark35.partial "$SPARK35"
+  .venv/bin/python -m pip install -q --no-warn-conflicts --target .spark35.partial "$SPARK35"
   mv .spark35.partial .spark35
 }
 

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -31,17 +30,38 @@ def weights(model_dir):
 
 
 def saved_step(model_dir) -> int:
-    """The newest checkpoint's step while training runs (0 before the first one).
+    """The newest checkpoint's step while training runs (0 before the first one)."""
+    return (checkpoint.load_state(model_dir) or {}).get("step", 0)
 
-    Reading ``latest`` and then its state races with the trainer, which prunes the
-    older checkpoint right after it moves ``latest`` on: read again when that happens.
-    """
-    for _ in range(50):
-        try:
-            return (checkpoint.load_state(model_dir) or {}).get("step", 0)
-        except checkpoint.CheckpointError:
-            time.sleep(0.01)
-    raise AssertionError("the checkpoint pointer stayed unreadable")
+
+def write_state(model_dir, step: int) -> None:
+    name = f"ckpt-{step:08d}"
+    (model_dir / "checkpoints" / name).mkdir(parents=True)
+    (model_dir / "checkpoints" / name / "state.json").write_text(json.dumps({"step": step}))
+    (model_dir / "checkpoints" / "latest").write_text(name + "\n")
+
+
+def test_a_reader_of_a_live_run_follows_latest_when_the_named_checkpoint_is_pruned(tmp_path, monkeypatch):
+    """The trainer commits step 10 and prunes step 5 between the reader's two reads."""
+    import shutil
+
+    from waveforms import storage
+
+    write_state(tmp_path, 5)
+    read_text = storage.read_text
+
+    def trainer_moves_on(uri, *args, **kwargs):
+        if uri.endswith("ckpt-00000005/state.json") and (tmp_path / "checkpoints" / "ckpt-00000005").exists():
+            write_state(tmp_path, 10)
+            shutil.rmtree(tmp_path / "checkpoints" / "ckpt-00000005")
+        return read_text(uri, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "read_text", trainer_moves_on)
+    assert checkpoint.load_state(tmp_path) == {"step": 10}
+    # a pointer to a checkpoint that is gone, with nothing newer, stays a clear error
+    (tmp_path / "checkpoints" / "latest").write_text("ckpt-00000011\n")
+    with pytest.raises(checkpoint.CheckpointError, match="ckpt-00000011 is unreadable"):
+        checkpoint.load_state(tmp_path)
 
 
 @pytest.fixture(scope="module")

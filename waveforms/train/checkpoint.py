@@ -196,15 +196,24 @@ def latest_name(model_dir: str | Path | OutputDir) -> str | None:
 
 
 def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
-    """The newest checkpoint's state, or None when there is none (local or s3://)."""
+    """The newest checkpoint's state, or None when there is none (local or s3://).
+
+    A run that is still training may commit a newer checkpoint and prune the
+    one ``latest`` named between the two reads; the read then follows
+    ``latest`` again, so a reader watching a live run never sees a pruned one.
+    """
     name = latest_name(model_dir)
-    if name is None:
-        return None
-    path = storage.join(_uri(model_dir), DIR, name, STATE)
-    try:
-        return json.loads(storage.read_text(path))
-    except (OSError, ValueError, BotoCoreError, ClientError) as exc:  # ClientError: a pointer to a missing object
-        raise CheckpointError(f"checkpoint {storage.parent(path)} is unreadable ({exc}); rerun with --fresh") from exc
+    while name is not None:
+        path = storage.join(_uri(model_dir), DIR, name, STATE)
+        try:
+            return json.loads(storage.read_text(path))
+        except (OSError, ValueError, BotoCoreError, ClientError) as exc:  # ClientError: a pointer to a missing object
+            newer = latest_name(model_dir)
+            if newer is not None and newer > name:
+                name = newer
+                continue
+            raise CheckpointError(f"checkpoint {storage.parent(path)} is unreadable ({exc}); rerun with --fresh") from exc
+    return None
 
 
 def pull(out: OutputDir) -> dict[str, Any] | None:
