@@ -96,6 +96,7 @@ def test_launch_uploads_artifacts_and_creates_the_configured_cluster(aws_env, tm
     assert train_args[train_args.index("train"):] == [
         "train", "--data", f"s3://{BUCKET}/wf/dataset", "--model-dir", f"s3://{BUCKET}/wf/model", "--master", "yarn",
         "--engine", "allreduce", "--workers", "2",  # the core nodes train: one barrier task on each of the 2
+        "--set", "shard_cache_gb=32", "--set", "shard_cache_dir=/mnt/waveforms/shards",  # on each node's data volume
     ]
     everything = json.dumps([steps, actions], default=str) + out + err
     assert SECRET not in everything

@@ -79,6 +79,7 @@ def test_a_gpu_cluster_trains_one_barrier_task_per_gpu_with_yarn_gpu_scheduling(
     assert args[args.index("train"):] == [
         "train", "--data", f"s3://{BUCKET}/wf/dataset", "--model-dir", f"s3://{BUCKET}/wf/model", "--master", "yarn",
         "--engine", "allreduce", "--workers", "8",  # 2 nodes × 4 GPUs
+        "--set", "shard_cache_gb=32", "--set", "shard_cache_dir=/mnt/waveforms/shards",  # the data volume
     ]
     assert args[args.index("--attempts"):args.index("train")] == ["--attempts", "3", "--retry-wait", "120"]
     yarn_mb = str(172 * 1024)
@@ -120,7 +121,7 @@ def test_a_cpu_cluster_trains_one_barrier_task_per_node(aws_env, tmp_path, capsy
         "spark.executor.memory": "2048m",  # a quarter of the 11 GiB container
         "spark.executor.memoryOverhead": "9216m",
     }
-    assert args[args.index("train"):][-4:] == ["--engine", "allreduce", "--workers", "2"]
+    assert args[args.index("train"):][-8:-4] == ["--engine", "allreduce", "--workers", "2"]
     assert cluster["Configurations"] == [{"Classification": "yarn-site", "Properties": {
         "yarn.nodemanager.resource.memory-mb": "12288",  # 16 GiB less 4 GiB
         "yarn.nodemanager.resource.cpu-vcores": "4",
@@ -143,7 +144,7 @@ def test_spark_conf_and_the_train_table_override_the_launchers_choices(aws_env, 
     _, args, _ = launched_cluster(
         tmp_path, capsys, '\n[train]\nbatch_size = 6\n' + workers_table(3).replace("[train]\n", ""),
         "core_instance_type=g5.xlarge", "core_instance_count=4", 'spark_conf={"spark.executor.memoryOverhead": "6g"}')
-    assert args[-4:] == ["--engine", "allreduce", "--workers", "3"]  # fewer ranks than the 4 slots: allowed
+    assert args[-8:-4] == ["--engine", "allreduce", "--workers", "3"]  # fewer ranks than the 4 slots: allowed
     conf = confs(args)
     assert conf["spark.executor.memoryOverhead"] == "6g" and conf["spark.executor.resource.gpu.amount"] == "1"
 
@@ -161,7 +162,32 @@ def test_the_dry_run_shows_the_train_step_and_its_spark_configuration(aws_env, t
     assert client("emr").list_clusters()["Clusters"] == []
 
 
+def test_the_shard_cache_goes_on_a_data_volume_of_each_core_node_unless_the_train_table_sets_one(tmp_path):
+    request = plan.run_job_flow_request(AwsConfig(bucket="b", core_volume_gb=200), *request_args())
+    (core,) = [g for g in request["Instances"]["InstanceGroups"] if g["InstanceRole"] == "CORE"]
+    assert core["EbsConfiguration"] == {"EbsBlockDeviceConfigs": [
+        {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": 200}, "VolumesPerInstance": 1}]}
+    assert "EbsConfiguration" not in request["Instances"]["InstanceGroups"][0]  # the master keeps EMR's default
+    assert train_plan.plan(AwsConfig(bucket="b", shard_cache_gb=100.5)).flags[4:] == [
+        "--set", "shard_cache_gb=100.5", "--set", "shard_cache_dir=/mnt/waveforms/shards"]
+    assert train_plan.plan(AwsConfig(bucket="b", shard_cache_gb=0)).flags[4:] == []
+    own = tmp_path / "own.toml"
+    own.write_text('[train]\nshard_cache_gb = 5\n')
+    assert train_plan.plan(AwsConfig(bucket="b"), own).flags[4:] == []  # the file's [train] value reaches the step
+    own.write_text('[train]\nshard_cache_dir = "/mnt1/cache"\n')
+    assert train_plan.plan(AwsConfig(bucket="b"), own).flags[4:] == ["--set", "shard_cache_gb=32"]
+    no_volume = plan.run_job_flow_request(AwsConfig(bucket="b", core_volume_gb=0), *request_args())
+    assert all("EbsConfiguration" not in g for g in no_volume["Instances"]["InstanceGroups"])
+
+
+def request_args() -> tuple:
+    """Locations and run id for :func:`plan.run_job_flow_request`."""
+    return plan.locations(AwsConfig(bucket="b"), "run-1", "waveforms.whl", "emr.toml"), "run-1"
+
+
 @pytest.mark.parametrize("changes, body, message", [
+    ({"core_volume_gb": 32, "shard_cache_gb": 30}, "",
+     "shard_cache_gb = 30 leaves too little of the 32 GB core_volume_gb"),
     ({"core_instance_count": 2}, workers_table(3),
      "workers = 3, but 2 × m5.xlarge hold 2 barrier task(s)"),
     ({"core_instance_count": 3}, "", "batch_size = 8 does not split across 3 workers"),

@@ -88,6 +88,10 @@ def validate(cfg: AwsConfig, config_file: str | Path | None = None) -> None:
     if config_file is not None:
         for stage in PIPELINE:  # unknown keys in the stage tables fail here, not on the cluster
             cfgmod.load(stage, config_file)
+    if cfg.core_volume_gb and cfg.shard_cache_gb > cfg.core_volume_gb * train_plan.CACHE_SHARE:
+        raise ConfigError(f"[aws] shard_cache_gb = {cfg.shard_cache_gb:g} leaves too little of the "
+                          f"{cfg.core_volume_gb} GB core_volume_gb for YARN's scratch: at most "
+                          f"{cfg.core_volume_gb * train_plan.CACHE_SHARE:g} GB, or a larger volume")
     if "train" in cfg.stages:
         train_plan.plan(cfg, config_file)
 
@@ -197,6 +201,9 @@ def instance_groups(cfg: AwsConfig) -> dict[str, Any]:
                 "Market": "SPOT" if cfg.use_spot else "ON_DEMAND",
                 "InstanceType": cfg.core_instance_type,
                 "InstanceCount": cfg.core_instance_count,
+                **({"EbsConfiguration": {"EbsBlockDeviceConfigs": [{
+                    "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": cfg.core_volume_gb},
+                    "VolumesPerInstance": 1}]}} if cfg.core_volume_gb else {}),
             }
         )
     out: dict[str, Any] = {

@@ -5,6 +5,8 @@ By default the train step trains data-parallel on the core nodes with the
 types (``waveforms.aws.sizing``). A ``[train]`` table that names ``engine`` or
 ``workers`` itself keeps them; ``engine = "local"`` trains on the master node
 alone, as before. Without core nodes the step trains locally on the master.
+The distributed engines read through a shard cache on each core node's data
+volume (``[aws] shard_cache_gb`` under ``/mnt``), unless ``[train]`` sets one.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from waveforms.config import AwsConfig, ConfigError
 
 DEFAULT_ENGINE = "allreduce"
 DISTRIBUTED = ("allreduce", "elephas")
+CACHE_DIR = "/mnt/waveforms/shards"  # EMR mounts a core node's first data volume at /mnt
+CACHE_SHARE = 0.75  # of [aws] core_volume_gb; the rest for YARN's scratch and logs
 
 
 @dataclass(frozen=True)
@@ -97,4 +101,15 @@ def plan(cfg: AwsConfig, config_file: str | Path | None = None) -> TrainPlan:
         if not getattr(train, "batch_per_worker", 0) and train.batch_size % workers:
             raise ConfigError(f"[train] batch_size = {train.batch_size} does not split across {workers} workers; "
                               "choose a multiple of the worker count")
-    return TrainPlan(engine, workers, lay, ["--engine", engine, "--workers", str(workers)])
+    return TrainPlan(engine, workers, lay, ["--engine", engine, "--workers", str(workers),
+                                            *cache_flags(cfg, table)])
+
+
+def cache_flags(cfg: AwsConfig, table: dict[str, Any]) -> list[str]:
+    """``--set`` flags that put the shard cache on the core nodes' data volume, unless [train] sets its own."""
+    if _in_table(table, "shard_cache_gb")[0] or not cfg.shard_cache_gb:
+        return []
+    flags = ["--set", f"shard_cache_gb={cfg.shard_cache_gb:g}"]
+    if not _in_table(table, "shard_cache_dir")[0]:
+        flags += ["--set", f"shard_cache_dir={CACHE_DIR}"]
+    return flags
