@@ -22,7 +22,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	$(PY) -m pytest -q test
+	$(PY) -m pytest -q --durations=25 test
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" test

@@ -26,10 +26,14 @@ parameter per predicted sample), and the reads in flight that rate needs at
 ``--cli-run STEPS`` also trains ``small`` for STEPS steps with ``waveforms
 train`` from local disk (before and after), from s3:// behind 50 ms, and from
 there with the shard cache (empty at the start), and prints the median
-samples/s of each run's metrics.jsonl.
+samples/s of each run's metrics.jsonl and the CPU share moto and the proxy took.
+
+``--server-cpus K`` runs moto and the proxy on the last K CPUs and everything
+else on the rest: S3's side of each request then stops competing with
+training for the same cores, as on a cluster, where S3 is not on the node.
 
 Usage: python bench/bench_feed.py [--presets small,default] [--delays 0,20,50,100] [--steps 40]
-       [--feed-seconds 6] [--reads-in-flight 32] [--gpu-tflops 31.2] [--cli-run 120]
+       [--feed-seconds 6] [--reads-in-flight 32] [--gpu-tflops 31.2] [--cli-run 120] [--server-cpus 1]
 """
 from __future__ import annotations
 
@@ -78,16 +82,25 @@ def wait_for(url: str, timeout: float = 60) -> None:
 class Servers:
     """moto and the delaying proxy, each in its own process on 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: set[int] | None = None) -> None:
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         port = free_port()
         self.moto_url = f"http://127.0.0.1:{port}"
         self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
         wait_for(self.moto_url + "/moto-api/")
         self.proxy = subprocess.Popen([sys.executable, str(ROOT / "test" / "helpers" / "delay_proxy.py"), self.moto_url,
-                                       "--delay-ms", "0"], stdout=subprocess.PIPE, text=True)
+                                       "--delay-ms", "0"], stdout=subprocess.PIPE, text=True, preexec_fn=pin)
         self.url = self.proxy.stdout.readline().strip()
         wait_for(self.url + "/__proxy__/stats")
+
+    def cpu_seconds(self) -> float:
+        """CPU time moto and the proxy have used so far (user + system, from /proc)."""
+        total = 0
+        for proc in (self.moto, self.proxy):
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / os.sysconf("SC_CLK_TCK")
 
     def control(self, what: str) -> dict:
         method = "POST" if what.startswith("reset") else "GET"
@@ -268,20 +281,22 @@ def cli_run(args, servers: Servers, local: Path, remote: str, tmp: Path) -> None
         if delay is not None:
             servers.control(f"reset?delay_ms={delay}")
         model_dir = tmp / f"model-{len(rows)}"
+        cpu0, t0 = servers.cpu_seconds(), time.perf_counter()
         subprocess.run([sys.executable, "-m", "waveforms", "train", "--data", data, "--model-dir", str(model_dir),
                         "--preset", "small", "--steps", str(args.cli_run), "--set", "preview_every=-1",
                         "--set", f"reads_in_flight={args.reads_in_flight}", *extra],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         metrics = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
         sps = [r["samples_per_s"] for r in metrics if "samples_per_s" in r][1:]  # the first interval traces
+        server = (servers.cpu_seconds() - cpu0) / ((time.perf_counter() - t0) * len(os.sched_getaffinity(0)))
         stats = servers.control("stats") if delay is not None else None
-        rows.append((name, float(np.median(sps)), stats))
-    ref = float(np.mean([v for n, v, _ in rows if n.startswith("local")]))
+        rows.append((name, float(np.median(sps)), stats, server))
+    ref = float(np.mean([v for n, v, _, _ in rows if n.startswith("local")]))
     table(f"waveforms train --preset small --steps {args.cli_run}: median samples/s of metrics.jsonl rows "
-          "(the first left out)",
-          ["data", "samples/s", "in flight mean/max", "× local"],
-          [[n, f"{v:,.0f}", f"{s['mean_in_flight']:.1f} / {s['max_in_flight']}" if s else "-", f"{v / ref:.2f}"]
-           for n, v, s in rows])
+          "(the first left out); the S3 server's CPU (moto and the proxy) as a share of the training CPUs",
+          ["data", "samples/s", "in flight mean/max", "S3 server CPU", "× local"],
+          [[n, f"{v:,.0f}", f"{s['mean_in_flight']:.1f} / {s['max_in_flight']}" if s else "-", f"{c:.0%}",
+            f"{v / ref:.2f}"] for n, v, s, c in rows])
 
 
 def main() -> None:
@@ -299,11 +314,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of audio per track")
     parser.add_argument("--cli-run", type=int, default=0, metavar="STEPS")
     parser.add_argument("--skip-measure", action="store_true", help="only the --cli-run runs")
+    parser.add_argument("--server-cpus", type=int, default=0, metavar="K",
+                        help="run moto and the proxy on the last K CPUs and the benchmark (and its training "
+                             "runs) on the others, as on a cluster, where S3 does not share the node's cores")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = set(cpus[-args.server_cpus:]) if args.server_cpus else None
+    if server_cpus and len(server_cpus) >= len(cpus):
+        parser.error(f"--server-cpus {args.server_cpus} leaves no CPU for training ({len(cpus)} CPUs)")
 
     print(f"# bench_feed {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
-    servers = Servers()
+    servers = Servers(server_cpus)
+    if server_cpus:
+        os.sched_setaffinity(0, set(cpus) - server_cpus)
+        print(f"# S3 server on CPUs {sorted(server_cpus)}, the benchmark on {sorted(os.sched_getaffinity(0))}")
     os.environ.update(AWS_ENDPOINT_URL=servers.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     try:

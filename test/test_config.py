@@ -53,7 +53,8 @@ def test_types_are_coerced():
         ("train", ["elephas.parameter_server=grpc"], "elephas.parameter_server = 'grpc' is not allowed; "
                                                      "one of http, socket"),
         ("train", ["elephas.port=70000"], "elephas.port = 70000 is not allowed; allowed: 0..65535"),
-        ("train", ["elephas.workers=0"], "elephas.workers = 0 is not allowed; allowed: >= 1"),
+        ("train", ["workers=0"], "workers = 0 is not allowed; allowed: >= 1"),
+        ("train", ["elephas.workers=3"], "elephas.workers in --set: elephas.workers moved to [train] workers"),
         ("train", ["elephas.colour=red"], "unknown key 'elephas.colour' in --set; known keys: elephas.epochs, "),
         ("train", ["mode=hogwild"], "mode in --set: mode is an elephas key: put it in [train.elephas] or use "
                                     "--set elephas.mode=..."),
@@ -82,21 +83,24 @@ def test_an_archive_named_in_archive_sha1_is_allowed():
 
 def test_elephas_table_sets_and_flags(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text('[train]\nengine = "elephas"\n[train.elephas]\nmode = "asynchronous"\nworkers = 3\n'
+    f.write_text('[train]\nengine = "elephas"\nworkers = 3\n[train.elephas]\nmode = "asynchronous"\n'
                  'windows_per_worker = 100\n')
-    cfg = config.load("train", f, ["elephas.workers=4"], {"elephas.epochs": 5})
-    assert cfg.engine == "elephas"
-    assert cfg.elephas == config.ElephasConfig(mode="asynchronous", workers=4, epochs=5, windows_per_worker=100)
+    cfg = config.load("train", f, ["workers=4"], {"elephas.epochs": 5})
+    assert (cfg.engine, cfg.workers) == ("elephas", 4)
+    assert cfg.elephas == config.ElephasConfig(mode="asynchronous", epochs=5, windows_per_worker=100)
     args = cli.build_parser().parse_args(["train", "--config", str(f), "--mode", "hogwild", "--frequency", "batch",
                                           "--master", "local[3]", "--parameter-server", "socket", "--port", "4100",
                                           "--epochs", "7", "--workers", "2"])
     cfg = cli.stage_config("train", args)
     assert cfg.elephas == config.ElephasConfig(mode="hogwild", frequency="batch", parameter_server="socket",
-                                               port=4100, master="local[3]", workers=2, epochs=7,
-                                               windows_per_worker=100)
+                                               port=4100, epochs=7, windows_per_worker=100)
+    assert (cfg.master, cfg.workers) == ("local[3]", 2)
     old = tmp_path / "old.toml"
-    old.write_text('[train]\nworkers = 2\n')
-    with pytest.raises(config.ConfigError, match=r"workers is an elephas key: put it in \[train.elephas\]"):
+    old.write_text('[train]\nepochs = 2\n')
+    with pytest.raises(config.ConfigError, match=r"epochs is an elephas key: put it in \[train.elephas\]"):
+        config.load("train", old)
+    old.write_text('[train.elephas]\nmaster = "local[2]"\n')  # where master and workers were before
+    with pytest.raises(config.ConfigError, match=r"elephas.master moved to \[train\] master"):
         config.load("train", old)
 
 
@@ -112,7 +116,7 @@ def test_flags_keep_their_names_and_keys():
         "train": {"--data": "data", "--model-dir": "model_dir", "--preset": "preset", "--steps": "steps",
                   "--batch-size": "batch_size", "--window": "window", "--engine": "engine", "--seed": "seed",
                   "--fresh": "fresh", "--mode": "elephas.mode", "--frequency": "elephas.frequency",
-                  "--master": "elephas.master", "--workers": "elephas.workers", "--epochs": "elephas.epochs",
+                  "--master": "master", "--workers": "workers", "--epochs": "elephas.epochs",
                   "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
         "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
                      "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
@@ -200,8 +204,8 @@ def test_shipped_configs_are_valid():
         for stage in config.STAGES:
             config.load(stage, f)
     standalone = config.load("train", ROOT / "local" / "standalone.toml")
-    assert (standalone.engine, standalone.elephas.mode, standalone.elephas.master) == (
-        "elephas", "asynchronous", "spark://127.0.0.1:7077")
+    assert (standalone.engine, standalone.workers, standalone.master) == (
+        "allreduce", 2, "spark://127.0.0.1:7077")
     demo = config.load("scrape", ROOT / "local" / "demo.toml")
     assert (demo.limit, demo.per_genre_limit) == (20, 10)
 

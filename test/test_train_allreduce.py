@@ -98,7 +98,7 @@ def test_a_ranks_share_is_that_slice_of_the_whole_batch(tmp_path):
 def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
     data = tone_dataset(tmp_path / "ds")
     cfg = cfg_for(tmp_path, data, engine="allreduce", batch_size=5)
-    cfg.elephas.workers = 2
+    cfg.workers = 2
     with pytest.raises(UserError, match="batch_size = 5 does not split among 2 workers"):
         run(cfg)
     assert not (tmp_path / "model").exists()

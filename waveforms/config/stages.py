@@ -22,6 +22,10 @@ REMOVED: dict[str, dict[str, str]] = {  # by config class name
         f.name: f"{f.name} is an elephas key: put it in [train.elephas] or use --set elephas.{f.name}=..."
         for f in dataclasses.fields(ElephasConfig)
     },
+    "ElephasConfig": {
+        key: f"elephas.{key} moved to [train] {key} (both Spark engines read it; the --{key} flag is unchanged)"
+        for key in ("master", "workers")
+    },
 }
 
 

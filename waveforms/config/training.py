@@ -17,9 +17,6 @@ class ElephasConfig:
     parameter_server: str = opt("http", choices=("http", "socket"), flag="--parameter-server",
                                 help="parameter server protocol (asynchronous, hogwild)")
     port: int = opt(0, min=0, max=65535, flag="--port", help="parameter server port; 0 = a free one")
-    master: str = opt("local[2]", flag="--master", help="Spark master URL (the elephas and allreduce engines)")
-    workers: int = opt(2, min=1, flag="--workers",
-                       help="workers: Spark partitions per epoch (elephas), training processes (allreduce)")
     epochs: int = opt(2, min=1, flag="--epochs", help="epochs; each worker reads windows_per_worker fresh windows")
     windows_per_worker: int = opt(64, min=1, unit="windows", help="windows per worker and epoch (> batch_size)")
 
@@ -28,8 +25,8 @@ class ElephasConfig:
 class AllreduceConfig:
     """``[train.allreduce]``: keys only the allreduce engine reads (``--set allreduce.KEY=VALUE``).
 
-    The Spark master and the number of ranks are ``elephas.master`` and
-    ``elephas.workers`` (the ``--master`` and ``--workers`` flags), shared by both Spark engines.
+    The Spark master and the number of ranks are ``[train]`` keys (``master``,
+    ``workers``), shared by both Spark engines.
     """
 
     timeout_s: float = opt(600.0, gt=0, unit="s",
@@ -123,5 +120,8 @@ class TrainConfig:
     engine: str = opt("local", choices=("local", "allreduce", "elephas"), flag="--engine",
                       help="local: Keras in this process; allreduce: N processes in a Spark barrier stage, "
                            "gradients all-reduced every step; elephas: parameter averaging on Spark")
+    master: str = opt("local[2]", flag="--master", help="Spark master URL (the allreduce and elephas engines)")
+    workers: int = opt(2, min=1, flag="--workers",
+                       help="training processes (allreduce), Spark partitions per epoch (elephas)")
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
     allreduce: AllreduceConfig = opt(AllreduceConfig(), help="[train.allreduce]: the allreduce engine's keys")

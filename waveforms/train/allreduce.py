@@ -47,7 +47,7 @@ class StageFailed(UserError):
 
 def validate(cfg: TrainConfig) -> None:
     """What the engine needs beyond each key's range: a batch that splits among the workers."""
-    recipe.global_batch(cfg, cfg.elephas.workers)
+    recipe.global_batch(cfg, cfg.workers)
 
 
 def free_port(host: str) -> int:
@@ -147,26 +147,26 @@ def start_over(model_dir: str) -> None:
 
 
 def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """One barrier stage of ``elephas.workers`` ranks; each rank's result."""
+    """One barrier stage of ``workers`` ranks; each rank's result."""
     from functools import partial
 
-    n = cfg.elephas.workers
+    n = cfg.workers
     payload = cfgmod.dump_json(cfg, "train")
     rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
     return [json.loads(r) for r in rdd.collect()]
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train with ``elephas.workers`` ranks on ``elephas.master``; rank 0 writes the artifact; returns its summary."""
+    """Train with ``workers`` ranks on ``master``; rank 0 writes the artifact; returns its summary."""
     from waveforms.spark import stage_context  # imports pyspark
 
     validate(cfg)
     if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
         start_over(cfg.model_dir)
         cfg = replace(cfg, fresh=False)
-    sc = stage_context(cfg.elephas.master, "waveforms-train")
-    n = cfg.elephas.workers
-    log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.elephas.master,
+    sc = stage_context(cfg.master, "waveforms-train")
+    n = cfg.workers
+    log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.master,
              recipe.global_batch(cfg, n))
     for attempt in range(cfg.allreduce.retries + 1):
         try:

@@ -89,11 +89,11 @@ def partition_windows(root: str, receptive_field: int, window: int, n: int, seed
 
 def window_rdd(sc, cfg: TrainConfig, receptive_field: int, epoch: int):
     """An RDD of ``(x, y)`` windows made on the executors, one partition per worker."""
-    descriptors = [(p, epoch) for p in range(cfg.elephas.workers)]
+    descriptors = [(p, epoch) for p in range(cfg.workers)]
     read = functools.partial(partition_windows, cfg.data, receptive_field, cfg.window, cfg.elephas.windows_per_worker,
                              cfg.seed, reads_in_flight=cfg.reads_in_flight,
                              shard_cache=(cfg.shard_cache_dir, cfg.shard_cache_gb))
-    return sc.parallelize(descriptors, cfg.elephas.workers).flatMap(read)
+    return sc.parallelize(descriptors, cfg.workers).flatMap(read)
 
 
 def stop_parameter_server(spark_model) -> None:
@@ -226,9 +226,9 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     port = cfg.elephas.port or free_port(host)
     if cfg.elephas.mode != "synchronous":
         log.info("parameter server (%s) on %s:%d", cfg.elephas.parameter_server, host, port)
-    sc = stage_context(cfg.elephas.master, "waveforms-train")
-    steps_per_epoch = cfg.elephas.workers * -(-cfg.elephas.windows_per_worker // cfg.batch_size)
-    samples_per_epoch = cfg.elephas.workers * cfg.elephas.windows_per_worker * cfg.window
+    sc = stage_context(cfg.master, "waveforms-train")
+    steps_per_epoch = cfg.workers * -(-cfg.elephas.windows_per_worker // cfg.batch_size)
+    samples_per_epoch = cfg.workers * cfg.elephas.windows_per_worker * cfg.window
 
     def record(epoch: int, loss: float, seconds: float | None, wall: float) -> dict[str, Any]:
         row: dict[str, Any] = {"step": epoch * steps_per_epoch, "epoch": epoch, "loss": loss, "wall_time": wall}
@@ -265,8 +265,8 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
         "mode": cfg.elephas.mode,
         "frequency": cfg.elephas.frequency,
         "parameter_server": cfg.elephas.parameter_server,
-        "master": cfg.elephas.master,
-        "workers": cfg.elephas.workers,
+        "master": cfg.master,
+        "workers": cfg.workers,
         "epochs": epochs_done,
         "steps": epochs_done * steps_per_epoch,
         "final_loss": row["loss"],
