@@ -200,7 +200,7 @@ def test_preview_every_sets_its_own_period_and_fresh_removes_old_previews(tmp_pa
 
 def test_a_budget_run_fits_its_cosine_to_the_budget_and_logs_that_schedule(tmp_path):
     data = tone_dataset(tmp_path / "ds", sample_rate=8000)
-    cfg = tiny(tmp_path, data, steps=10**6, max_minutes=0.25, log_every=5, val_every=10**5, checkpoint_every=10**5,
+    cfg = tiny(tmp_path, data, steps=10**6, max_minutes=0.4, log_every=5, val_every=10**5, checkpoint_every=10**5,
                preview_every=-1)
     assert run(cfg) == 0
     out = tmp_path / "model"
