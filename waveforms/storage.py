@@ -61,11 +61,18 @@ def basename(uri: str) -> str:
     return str(uri).rstrip("/").rpartition("/")[2]
 
 
-def s3_client():
-    """A boto3 S3 client; create one per process or Spark partition, never ship it."""
+def s3_client(max_pool_connections: int | None = None):
+    """A boto3 S3 client; create one per process or Spark partition, never ship it.
+
+    ``max_pool_connections``: HTTP connections it keeps (botocore's default is 10).
+    """
     import boto3
 
-    return boto3.session.Session().client("s3")
+    if max_pool_connections is None:
+        return boto3.session.Session().client("s3")
+    from botocore.config import Config
+
+    return boto3.session.Session().client("s3", config=Config(max_pool_connections=max_pool_connections))
 
 
 def exists(uri: str) -> bool:
@@ -139,12 +146,7 @@ class RangeReader:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="range-read")
             if self._client is None or self._env != env:
-                from botocore.config import Config
-
-                import boto3
-
-                config = Config(max_pool_connections=self.max_in_flight)
-                self._client, self._env = boto3.session.Session().client("s3", config=config), env
+                self._client, self._env = s3_client(self.max_in_flight), env
             return self._pool, self._client
 
     def read(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:

@@ -118,10 +118,10 @@ def model_report(root: str, hashes: bool = True, only: set[str] | None = None, c
 
 def kind(root: str) -> str:
     """"dataset" or "model", from the commit file the folder holds; UserError for anything else."""
-    from waveforms.model.artifact import META_FILE
-
     if storage.exists(storage.join(root, MANIFEST)):
         return "dataset"
+    from waveforms.model.artifact import META_FILE  # imports keras: only when the folder is not a dataset
+
     if storage.exists(storage.join(root, META_FILE)):
         return "model"
     raise UserError(f"nothing to verify at {root}: neither a dataset ({MANIFEST}) nor a model ({META_FILE})")

@@ -7,8 +7,8 @@ only its own table and rejects keys it does not know. Files list only what diffe
 from the defaults.
 
 Each field's help, unit, allowed values and CLI flag are declared once, with
-:func:`opt`; :func:`validate`, the CLI (``waveforms.cli``) and the README's key
-tables (``python -m waveforms.config --readme``) are derived from them.
+:func:`opt`; :func:`validate`, the CLI (``waveforms.cli``) and the key tables
+of docs/config.md (``python -m waveforms.config --write-docs``) are derived from them.
 """
 from __future__ import annotations
 

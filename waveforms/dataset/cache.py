@@ -47,7 +47,7 @@ class ShardCache:
         self.folder = Path(folder)
         self.base = self.folder / (dataset_id or "no-dataset-id")
         self.max_bytes = int(max_bytes)
-        self._sizes = {uri: size for uri, size in _listed_sizes(storage.join(self.root, "shards"))}
+        self._sizes = storage.list_sizes(storage.join(self.root, "shards"))
         self._ready: set[str] = set()  # shard URIs known to be cached whole (touched once)
         self._queued: set[str] = set()
         self._lock = threading.Lock()
@@ -137,9 +137,3 @@ def _size(path: Path) -> int | None:
     except OSError:
         return None
 
-
-def _listed_sizes(prefix: str) -> list[tuple[str, int]]:
-    """``(uri, size)`` of every object below an s3:// prefix."""
-    bucket, key = storage.split_s3(prefix)
-    pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/")
-    return [(f"s3://{bucket}/{o['Key']}", int(o["Size"])) for page in pages for o in page.get("Contents", [])]

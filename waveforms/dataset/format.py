@@ -196,11 +196,12 @@ def check_shards(root: str, tracks: list[dict[str, Any]], client=None) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DatasetError(f"dataset at {root} is not whole: {'; '.join(problems[:3])}{more}; {REPAIR}")
-    if integrity.unhashed(table) and root not in _NOTED:
+    unhashed = integrity.unhashed(table)
+    if unhashed and root not in _NOTED:
         _NOTED.add(root)
         log.warning("dataset at %s records no SHA-256 for %d of its %d shards (written before the transform "
                     "recorded them): their sizes are checked, their bytes cannot be verified by hash",
-                    root, len(integrity.unhashed(table)), len(table))
+                    root, len(unhashed), len(table))
 
 
 def read_tracks(path: str) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:

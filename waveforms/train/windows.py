@@ -144,9 +144,7 @@ class Prefetcher:
         return value
 
     def close(self) -> None:
-        for future in self._pending:
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # cancels what has not started
         self._pending.clear()
 
     def __enter__(self) -> "Prefetcher":

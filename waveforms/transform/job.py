@@ -150,11 +150,11 @@ def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, A
     for problem in damaged.values():
         log.warning("transform: %s: its tracks are transformed again", problem)
     rows = [row for row in rows if row["shard"] not in damaged]
-    for name in {row["shard"] for row in rows if not row.get(integrity.HASH_KEY)}:
-        digest_ = checksums.sha256(storage.join(cfg.output, name))
-        for row in rows:
-            if row["shard"] == name:
-                row.update({integrity.SIZE_KEY: sizes[name], integrity.HASH_KEY: digest_})
+    digests = {name: checksums.sha256(storage.join(cfg.output, name))
+               for name in {row["shard"] for row in rows if not row.get(integrity.HASH_KEY)}}
+    for row in rows:
+        if row["shard"] in digests:
+            row.update({integrity.SIZE_KEY: sizes[row["shard"]], integrity.HASH_KEY: digests[row["shard"]]})
     return rows
 
 
