@@ -35,6 +35,45 @@ install_spark35() {
   mv .spark35.partial .spark35
 }
 
+# The elephas engine's own environment: elephas 7.3.0 pins TensorFlow < 2.20, NumPy < 2 and
+# PySpark <= 4.0, so it gets .elephas with the pins of waveforms/elephas-requirements.txt and this
+# checkout (editable, --no-deps); `waveforms train --engine elephas` hands its runs to it. With its
+# test runner, for the elephas tests (test/elephas_engine), which the main suite runs in it.
+ELEPHAS_TEST="pytest==9.2.0 psutil==7.2.2"
+install_elephas() {
+  local want_e
+  want_e=$(cat waveforms/elephas-requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+  [ -f .elephas/.setup-stamp ] && [ "$(cat .elephas/.setup-stamp)" = "$want_e" ] && return 0
+  echo "setup: elephas's environment in .elephas"
+  rm -rf .elephas
+  "$PY" -m venv .elephas
+  .elephas/bin/python -m pip install -q --upgrade pip
+  # shellcheck disable=SC2086  # ELEPHAS_TEST is a list of requirements
+  .elephas/bin/python -m pip install -q -r waveforms/elephas-requirements.txt $ELEPHAS_TEST
+  .elephas/bin/python -m pip install -q --no-deps -e .
+  tf_build .elephas
+  echo "$want_e" > .elephas/.setup-stamp
+}
+
+# TensorFlow's build for this machine in the environment $1, at the version pip resolved there: with an
+# NVIDIA GPU (`nvidia-smi -L` lists one), tensorflow[and-cuda], whose pip-installed CUDA and cuDNN
+# libraries TensorFlow finds by itself; without one, the CPU build, the same API without the CUDA
+# plugins, whose registration prints pages of C++ log lines at every import.
+tf_build() {
+  local py="$1/bin/python" tf
+  tf=$("$py" -c 'import importlib.metadata as m; print(m.version("tensorflow"))' 2>/dev/null || true)
+  [ -n "$tf" ] || return 0
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU: tensorflow[and-cuda]==$tf in $1"
+    "$py" -m pip install -q "tensorflow[and-cuda]==$tf"
+    "$py" -c 'import tensorflow as tf; gpus = tf.config.list_physical_devices("GPU"); print("setup: TensorFlow sees", gpus or "no GPU (check the NVIDIA driver)")' 2>/dev/null || true
+  else
+    echo "setup: no NVIDIA GPU: tensorflow-cpu==$tf in $1"
+    "$py" -m pip uninstall -q -y tensorflow
+    "$py" -m pip install -q --force-reinstall --no-deps "tensorflow-cpu==$tf"  # rewrite the files the uninstall removed
+  fi
+}
+
 # The studio's JavaScript libraries, from the npm registry, served locally (no CDN at run time).
 web=waveforms/serve/web vendor=waveforms/serve/static/vendor
 if [ ! -f "$vendor/uPlot.iife.min.js" ]; then
@@ -48,27 +87,14 @@ stamp=.venv/.setup-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   install_spark35
+  install_elephas
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test,docs]"
-# TensorFlow's build for this machine, at the version pip resolved (elephas names `tensorflow`):
-# with an NVIDIA GPU (`nvidia-smi -L` lists one), tensorflow[and-cuda], whose pip-installed CUDA and
-# cuDNN libraries TensorFlow finds by itself; without one, the CPU build, the same API without the
-# CUDA plugins, whose registration prints pages of C++ log lines at every import.
-tf=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tensorflow"))' 2>/dev/null || true)
-if [ -n "$tf" ]; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "setup: NVIDIA GPU: tensorflow[and-cuda]==$tf"
-    .venv/bin/python -m pip install -q "tensorflow[and-cuda]==$tf"
-    .venv/bin/python -c 'import tensorflow as tf; gpus = tf.config.list_physical_devices("GPU"); print("setup: TensorFlow sees", gpus or "no GPU (check the NVIDIA driver)")' 2>/dev/null || true
-  else
-    echo "setup: no NVIDIA GPU: tensorflow-cpu==$tf"
-    .venv/bin/python -m pip uninstall -q -y tensorflow
-    .venv/bin/python -m pip install -q --force-reinstall --no-deps "tensorflow-cpu==$tf"  # rewrite the files the uninstall removed
-  fi
-fi
+tf_build .venv
 install_spark35
+install_elephas
 echo "$want" > "$stamp"
 echo "setup: .venv ready"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from waveforms.train import elephas_env
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -31,6 +33,10 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 SPARK_MASTER = "local[2]"
+
+# test/elephas_engine needs elephas, which lives in an environment of its own (.elephas, made by make setup):
+# test_elephas_env.py runs that folder with .elephas's interpreter; the main environment does not collect it.
+collect_ignore = [] if elephas_env.here() else ["elephas_engine"]
 
 
 def pytest_collection_modifyitems(config, items):

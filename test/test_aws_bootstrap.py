@@ -329,3 +329,28 @@ def test_an_unknown_gpu_mode_is_an_error(sandbox):
     proc = sandbox.run("--wheel", WHEEL, "--gpu", "maybe")
     assert proc.returncode == 1 and "--gpu must be off, auto or on, got 'maybe'" in proc.stderr
     assert sandbox.calls == []
+
+
+def test_an_elephas_step_gets_elephas_venv_from_the_wheel_s_own_pins(sandbox):
+    """--elephas-venv: a second venv with waveforms/elephas-requirements.txt (read from the installed
+    wheel), then the same wheel without its deps; on a GPU node, the CUDA build of TensorFlow in both."""
+    with_gpus(sandbox)
+    elephas = sandbox.root / "elephas"
+    proc = sandbox.run(*gpu_args(sandbox, "on"), "--elephas-venv", str(elephas), FAKE_GPUS="1", FAKE_TF_GPUS="1")
+    assert proc.returncode == 0, proc.stderr
+    assert [args for args in sandbox.called("python3.11")] == [["-m", "venv", str(sandbox.root / "venv")],
+                                                                ["-m", "venv", str(elephas)]]
+    elephas_python = str(elephas / "bin" / "python")
+    installs = [c["args"][3:] for c in sandbox.calls
+                if c["path"] == elephas_python and c["args"][:3] == ["-m", "pip", "install"]]
+    assert installs[0] == ["--quiet", "--upgrade", "pip"]
+    assert installs[1][:2] == ["--quiet", "-r"] and installs[1][2].endswith("elephas-requirements.txt")
+    assert installs[2][:2] == ["--quiet", "--no-deps"] and installs[2][2].endswith("waveforms-0.1.0-py3-none-any.whl")
+    assert installs[3] == ["--quiet", f"tensorflow[and-cuda]=={PINNED_TF}"]  # the fake reports one version
+
+
+def test_without_elephas_no_second_venv_is_built(sandbox):
+    proc = sandbox.run("--wheel", WHEEL, "--venv", str(sandbox.root / "venv"))
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.called("python3.11") == [["-m", "venv", str(sandbox.root / "venv")]]
+    assert "elephas venv" not in proc.stderr

@@ -71,11 +71,12 @@ def test_launch_uploads_artifacts_and_creates_the_configured_cluster(aws_env, tm
     names = zipfile.ZipFile(wheel).namelist()
     assert "waveforms/aws/step.py" in names and "waveforms/cli.py" in names
     metadata = zipfile.ZipFile(wheel).read("waveforms-0.1.0.dist-info/METADATA").decode()
-    assert "Requires-Dist: numpy==1.26.4" in metadata
+    assert "Requires-Dist: numpy==2.4.6" in metadata
+    assert "elephas" not in metadata and "flask" not in metadata.lower()  # elephas's pins live in its own venv
 
     base = f"s3://{BUCKET}/{code_prefix}"
     emr = client("emr")
-    assert cluster["ReleaseLabel"] == "emr-7.13.0"
+    assert cluster["ReleaseLabel"] == "emr-spark-8.1.0"
     assert [a["Name"] for a in cluster["Applications"]] == ["Spark"]
     actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
     assert len(actions) == 1
@@ -247,7 +248,10 @@ def test_dry_run_prints_the_requests_and_calls_nothing(aws_env, tmp_path, capsys
     assert SECRET not in out + err
     text, _, script = out.partition("\n\n# ")
     shown = json.loads(text)
+    assert shown["release"] == {"label": "emr-spark-8.1.0", "spark": "4.1.1", "python": "3.11",
+                                "note": "September 2026, long-term support to September 2029"}
     request = shown["emr_run_job_flow"]
+    assert request["ReleaseLabel"] == "emr-spark-8.1.0"
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
     assert [s["Name"] for s in request["Steps"]] == ["waveforms transform", "waveforms train", "waveforms generate"]

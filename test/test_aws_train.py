@@ -61,8 +61,11 @@ def confs(args: list[str]) -> dict[str, str]:
     return out
 
 
-def test_a_gpu_cluster_trains_one_barrier_task_per_gpu_with_yarn_gpu_scheduling(aws_env, tmp_path, capsys):
-    cluster, args, boot = launched_cluster(tmp_path, capsys, "", "core_instance_type=g5.12xlarge")
+@pytest.mark.parametrize("release", ["emr-spark-8.1.0", "emr-7.13.0"])
+def test_a_gpu_cluster_trains_one_barrier_task_per_gpu_with_yarn_gpu_scheduling(aws_env, tmp_path, capsys, release):
+    cluster, args, boot = launched_cluster(tmp_path, capsys, "", "core_instance_type=g5.12xlarge",
+                                           f"release_label={release}")
+    assert cluster["ReleaseLabel"] == release
     # 192 GiB: YARN gets 192 - 19.2 (10 %) GiB, in whole GiB = 172 GiB; one executor fills it less 1 GiB for the AM
     assert confs(args) == {
         **COMMON_CONF,
@@ -154,6 +157,7 @@ def test_the_dry_run_shows_the_train_step_and_its_spark_configuration(aws_env, t
     assert cli.main(["launch", "--config", str(cfg), "--dry-run", "--set", "core_instance_type=g5.xlarge",
                      "--set", "core_instance_count=4", "--set", "use_spot=true"]) == 0
     shown = json.loads(capsys.readouterr().out.partition("\n\n# ")[0])
+    assert (shown["release"]["label"], shown["release"]["spark"]) == ("emr-spark-8.1.0", "4.1.1")
     train = shown["train_step"]
     assert (train["engine"], train["workers"], train["per_task"]) == ("allreduce", 4, {"cpus": 3, "gpus": 1})
     (args,) = [s["HadoopJarStep"]["Args"] for s in shown["emr_run_job_flow"]["Steps"]]
@@ -193,7 +197,7 @@ def request_args() -> tuple:
     ({"core_instance_count": 3}, "", "batch_size = 8 does not split across 3 workers"),
     ({"core_instance_count": 0}, '\n[train]\nengine = "allreduce"\n', "set [aws] core_instance_count >= 1"),
     ({"core_instance_type": "x9.huge"}, "", "'x9.huge' is not in the launcher's instance table"),
-    ({"core_instance_type": "g5.xlarge", "release_label": "emr-6.15.0"}, "", "need an emr-7.x release_label"),
+    ({"core_instance_type": "g5.xlarge", "release_label": "emr-6.15.0"}, "", "need an emr-spark-8.x or emr-7.x release_label"),
 ])
 def test_a_train_step_that_cannot_run_is_refused_before_anything_is_created(tmp_path, changes, body, message):
     cfg = AwsConfig(bucket="bucket-ok", stages=["train"], **changes)
@@ -222,3 +226,18 @@ def test_every_listed_type_leaves_room_for_the_application_master_and_the_node(n
 def test_the_docs_cost_table_is_the_instance_table():
     page = (ROOT / "docs" / "gpu-cluster.md").read_text()
     assert instances.cost_table() in page
+
+
+@pytest.mark.parametrize("release", ["emr-spark-8.1.0", "emr-7.13.0"])
+def test_an_elephas_train_step_runs_in_elephas_own_venv_which_only_it_gets(aws_env, tmp_path, capsys, release):
+    cluster, args, boot = launched_cluster(tmp_path, capsys, '\n[train]\nengine = "elephas"\n',
+                                           f"release_label={release}")
+    assert cluster["ReleaseLabel"] == release
+    elephas_python = "/opt/waveforms/elephas/bin/python"
+    conf = confs(args)
+    assert (conf["spark.pyspark.python"], conf["spark.pyspark.driver.python"]) == (elephas_python, elephas_python)
+    assert args[args.index("train"):][-8:-4] == ["--engine", "elephas", "--workers", "2"]
+    assert boot[boot.index("--elephas-venv"):] == ["--elephas-venv", "/opt/waveforms/elephas"]
+    allreduce_boot = plan.bootstrap_actions(AwsConfig(bucket="b"), request_args()[0],
+                                            train_plan.plan(AwsConfig(bucket="b")))
+    assert "--elephas-venv" not in allreduce_boot[0]["ScriptBootstrapAction"]["Args"]

@@ -16,6 +16,20 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def test_native_start_up_lines_below_the_level_are_dropped_and_everything_else_kept():
+    from waveforms.tflog import kept
+
+    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "I0000 00:00:1796207029.961768    9705 port.cc:153] oneDNN custom operations are on.\n"
+            "W0000 00:00:1796207029.961768    9705 gpu.cc:1] a warning\n"
+            "E0000 00:00:1796207029.961768    9705 x.cc:9] an error\n"
+            "/x.py:3: DeprecationWarning: a Python warning\n")
+    assert kept(text, 3) == "/x.py:3: DeprecationWarning: a Python warning\n"
+    assert kept(text, 2) == text.split("\n", 3)[3]  # errors and Python's lines
+    assert kept(text, 1).splitlines()[0].startswith("W0000") and len(kept(text, 1).splitlines()) == 3
+    assert kept(text, 0) == text.replace(text.splitlines(keepends=True)[0], "")  # absl's notice is never the stage's
+
+
 def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
     data, model = tone_dataset(tmp_path / "ds", n_tracks=2), tmp_path / "model"
     train = _cli(*train_argv(data, model, "--steps", "2", "--set", "log_every=1"))

@@ -194,7 +194,7 @@ def test_defaults_are_valid_and_every_field_has_help():
         config.validate(cls())
         for key, f, _ in config.fields(cls):
             assert f.metadata["help"], f"{stage}.{key} has no help"
-    assert config.AwsConfig().release_label == "emr-7.13.0"
+    assert config.AwsConfig().release_label == "emr-spark-8.1.0"
 
 
 def test_shipped_configs_are_valid():

@@ -1,4 +1,8 @@
-"""elephas on a real Spark standalone cluster (a master and two workers on 127.0.0.1)."""
+"""elephas on a real Spark standalone cluster (a master and two workers on 127.0.0.1).
+
+The CLI runs in the main environment and hands the run to elephas's own (``.elephas``), whose
+PySpark 4.0 drives a cluster of the same Spark.
+"""
 import json
 import os
 import signal
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import elephas as elephas_env
 from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
 from waveforms.model import load
@@ -24,7 +29,7 @@ def cluster_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(cluster_root):
-    with standalone_cluster(cluster_root, workers=2) as url:
+    with standalone_cluster(cluster_root, workers=2, spark_home=elephas_env.spark_home()) as url:
         yield url
 
 

@@ -6,6 +6,11 @@
 #                     [--python python3.11] [--venv /opt/waveforms/venv]
 #                     [--ffmpeg-url URL] [--ffmpeg-sha256 HEX]
 #                     [--gpu off|auto|on] [--gpu-discovery PATH] [--cgroup-root DIR]
+#                     [--elephas-venv DIR]
+#
+# --elephas-venv (given when a step trains with elephas, whose pins of TensorFlow,
+# NumPy and PySpark differ from the wheel's) also builds elephas's own venv there:
+# the wheel's waveforms/elephas-requirements.txt, then the wheel without its deps.
 #
 # Package manager: dnf (Amazon Linux 2023, the EMR 7 image) or apt-get
 # (Debian/Ubuntu); WAVEFORMS_PKG_MANAGER=dnf|apt overrides the detection.
@@ -32,6 +37,7 @@ FFMPEG_SHA256=""
 GPU="off"
 GPU_DISCOVERY="/opt/waveforms/bin/gpu-discovery.sh"
 CGROUP_ROOT="/spark-rapids-cgroup"
+ELEPHAS_VENV=""
 DRY_RUN="${WAVEFORMS_BOOTSTRAP_DRY_RUN:-0}"
 BIN_DIR="${WAVEFORMS_BOOTSTRAP_BIN_DIR:-/usr/local/bin}"
 
@@ -65,6 +71,7 @@ while [ "$#" -gt 0 ]; do
         --gpu) GPU="${2:-}"; shift 2 ;;
         --gpu-discovery) GPU_DISCOVERY="${2:-}"; shift 2 ;;
         --cgroup-root) CGROUP_ROOT="${2:-}"; shift 2 ;;
+        --elephas-venv) ELEPHAS_VENV="${2:-}"; shift 2 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -164,7 +171,25 @@ install_python_packages() {
     as_root "$VENV/bin/python" -m pip install --quiet --upgrade pip
     # The wheel's metadata pins every dependency (==), so this is reproducible.
     as_root "$VENV/bin/python" -m pip install --quiet "$wheel_file"
+    if [ -n "$ELEPHAS_VENV" ]; then
+        install_elephas "$wheel_file" "$wheel_dir/elephas-requirements.txt"
+    fi
     run rm -rf "$wheel_dir"
+}
+
+# elephas's own venv: its pins (the list the wheel carries), then the wheel itself without deps.
+install_elephas() {
+    local wheel_file="$1" requirements="$2"
+    log "elephas venv: $ELEPHAS_VENV"
+    if [ "$DRY_RUN" = "1" ]; then
+        printf '+ write %q (waveforms/elephas-requirements.txt from the wheel)\n' "$requirements"
+    else
+        "$VENV/bin/python" -c 'from importlib.resources import files; print(files("waveforms").joinpath("elephas-requirements.txt").read_text())' > "$requirements"
+    fi
+    as_root "$PYTHON_BIN" -m venv "$ELEPHAS_VENV"
+    as_root "$ELEPHAS_VENV/bin/python" -m pip install --quiet --upgrade pip
+    as_root "$ELEPHAS_VENV/bin/python" -m pip install --quiet -r "$requirements"
+    as_root "$ELEPHAS_VENV/bin/python" -m pip install --quiet --no-deps "$wheel_file"
 }
 
 # The number of GPUs nvidia-smi lists on this node (0 without nvidia-smi).
@@ -203,7 +228,7 @@ DISCOVERY
 }
 
 setup_gpu() {
-    local tmp tf_version
+    local tmp
     log "GPU node: $(gpu_count) GPU(s)"
     as_root mkdir -p "$CGROUP_ROOT/devices"
     if ! mountpoint -q "$CGROUP_ROOT/devices" 2>/dev/null; then
@@ -219,13 +244,23 @@ setup_gpu() {
     as_root mkdir -p "$(dirname "$GPU_DISCOVERY")"
     as_root install -m 0755 "$tmp/gpu-discovery.sh" "$GPU_DISCOVERY"
     run rm -rf "$tmp"
+    cuda_tensorflow "$VENV"
+    if [ -n "$ELEPHAS_VENV" ]; then
+        cuda_tensorflow "$ELEPHAS_VENV"
+    fi
+}
+
+# The CUDA build of TensorFlow in the venv $1, at the version pinned there.
+cuda_tensorflow() {
+    local venv="$1" tf_version
     if [ "$DRY_RUN" = "1" ]; then
         tf_version="VERSION_PINNED_BY_THE_WHEEL"
+        [ "$venv" = "$VENV" ] || tf_version="VERSION_PINNED_BY_ELEPHAS_REQUIREMENTS"
     else
-        tf_version="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("tensorflow"))')"
+        tf_version="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("tensorflow"))')"
     fi
-    log "installing tensorflow[and-cuda]==$tf_version"
-    as_root "$VENV/bin/python" -m pip install --quiet "tensorflow[and-cuda]==$tf_version"
+    log "installing tensorflow[and-cuda]==$tf_version in $venv"
+    as_root "$venv/bin/python" -m pip install --quiet "tensorflow[and-cuda]==$tf_version"
 }
 
 check_gpu() {

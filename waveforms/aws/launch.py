@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import waveforms
 from waveforms import storage
-from waveforms.aws import plan
+from waveforms.aws import plan, releases
 from waveforms.aws.session import AwsError, aws_errors, require_bucket, require_credentials, session
 from waveforms.aws.train_plan import TrainPlan
 from waveforms.config import AwsConfig
@@ -123,6 +123,7 @@ def describe(launch: Launch, cfg: AwsConfig) -> str:
     """The dry-run text: the exact requests as JSON, then the bootstrap script."""
     requests = {
         "region": cfg.region,
+        "release": releases.describe(cfg.release_label),
         "s3_uploads": [{"from": src, "to": dst} for src, dst in launch.uploads],
         "emr_run_job_flow": launch.request,
         "train_step": train_summary(launch, cfg),

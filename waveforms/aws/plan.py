@@ -32,6 +32,9 @@ from waveforms.stages import EMR_STEPS as PIPELINE
 
 VENV = "/opt/waveforms/venv"
 VENV_PYTHON = f"{VENV}/bin/python"
+ELEPHAS_VENV = "/opt/waveforms/elephas"  # elephas's own pins (waveforms/elephas-requirements.txt)
+ELEPHAS_PYTHON = f"{ELEPHAS_VENV}/bin/python"
+RELEASE_RE = re.compile(r"^emr-(spark-)?\d+\.\d+\.\d+$")
 BOOTSTRAP_NAME = "bootstrap.sh"
 STEP_NAME = "step.py"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -62,8 +65,8 @@ def validate(cfg: AwsConfig, config_file: str | Path | None = None) -> None:
         raise ConfigError(f"[aws] bucket {cfg.bucket!r} is not a valid S3 bucket name")
     if not cfg.region:
         raise ConfigError("[aws] region is empty")
-    if not cfg.release_label.startswith("emr-"):
-        raise ConfigError(f"[aws] release_label {cfg.release_label!r} must look like emr-7.5.0")
+    if not RELEASE_RE.match(cfg.release_label):
+        raise ConfigError(f"[aws] release_label {cfg.release_label!r} must look like emr-spark-8.1.0 or emr-7.13.0")
     if cfg.core_instance_count < 0:
         raise ConfigError(f"[aws] core_instance_count must be >= 0, got {cfg.core_instance_count}")
     for key in ("master_instance_type", "core_instance_type", "service_role", "job_flow_role", "python"):
@@ -125,10 +128,12 @@ def stage_flags(stage: str, loc: Locations, train: TrainPlan | None = None) -> l
 
 
 def spark_settings(cfg: AwsConfig, stage: str, train: TrainPlan | None = None) -> dict[str, str]:
-    """Every ``--conf`` of a stage's ``spark-submit``: the venv, the train step's resources, then ``spark_conf``."""
+    """Every ``--conf`` of a stage's ``spark-submit``: the venv (elephas's own for an elephas train step), the
+    train step's resources, then ``spark_conf``."""
+    python = ELEPHAS_PYTHON if stage == "train" and uses_elephas(train) else VENV_PYTHON
     return {
-        "spark.pyspark.python": VENV_PYTHON,
-        "spark.pyspark.driver.python": VENV_PYTHON,
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
         **(train.spark_conf() if train and stage == "train" else {}),
         **cfg.spark_conf,
     }
@@ -167,8 +172,15 @@ def core_gpus(cfg: AwsConfig) -> int:
     return known.gpus if known else 0
 
 
-def bootstrap_actions(cfg: AwsConfig, loc: Locations) -> list[dict[str, Any]]:
+def uses_elephas(train: TrainPlan | None) -> bool:
+    return train is not None and train.engine == "elephas"
+
+
+def bootstrap_actions(cfg: AwsConfig, loc: Locations, train: TrainPlan | None = None) -> list[dict[str, Any]]:
+    """The one bootstrap action: the venv on every node, elephas's venv beside it only for an elephas step."""
     args = ["--wheel", loc.wheel, "--python", cfg.python, "--venv", VENV]
+    if uses_elephas(train):
+        args += ["--elephas-venv", ELEPHAS_VENV]
     if cfg.ffmpeg_url:
         args += ["--ffmpeg-url", cfg.ffmpeg_url]
     if cfg.ffmpeg_sha256:
@@ -233,7 +245,7 @@ def run_job_flow_request(cfg: AwsConfig, loc: Locations, run_id: str,
         "ReleaseLabel": cfg.release_label,
         "Applications": [{"Name": "Spark"}],
         "Instances": instance_groups(cfg),
-        "BootstrapActions": bootstrap_actions(cfg, loc),
+        "BootstrapActions": bootstrap_actions(cfg, loc, train),
         "Steps": steps(cfg, loc, train),
         "ServiceRole": cfg.service_role,
         "JobFlowRole": cfg.job_flow_role,

@@ -20,6 +20,7 @@ from waveforms.config import AwsConfig, ConfigError
 
 DEFAULT_ENGINE = "allreduce"
 DISTRIBUTED = ("allreduce", "elephas")
+GPU_RELEASES = ("emr-spark-8.", "emr-7.")  # YARN 3.4 / 3.3 with the GPU plugin, and nvidia-cuda on the image
 CACHE_DIR = "/mnt/waveforms/shards"  # EMR mounts a core node's first data volume at /mnt
 CACHE_SHARE = 0.75  # of [aws] core_volume_gb; the rest for YARN's scratch and logs
 
@@ -84,9 +85,9 @@ def plan(cfg: AwsConfig, config_file: str | Path | None = None) -> TrainPlan:
         raise ConfigError(f"[train] engine = {engine!r} trains on the core nodes: set [aws] core_instance_count >= 1 "
                           "(or engine = 'local')")
     itype = core_type(cfg)
-    if itype.gpus and not cfg.release_label.startswith("emr-7."):
-        raise ConfigError(f"[aws] GPU core nodes ({itype.name}) need an emr-7.x release_label "
-                          f"(its YARN GPU settings are what the launcher sends), got {cfg.release_label!r}")
+    if itype.gpus and not cfg.release_label.startswith(GPU_RELEASES):
+        raise ConfigError(f"[aws] GPU core nodes ({itype.name}) need an emr-spark-8.x or emr-7.x release_label "
+                          f"(their YARN GPU settings are what the launcher sends), got {cfg.release_label!r}")
     try:
         lay = sizing.layout(itype, cfg.core_instance_count)
     except ValueError as exc:

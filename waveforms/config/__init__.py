@@ -15,7 +15,7 @@ from __future__ import annotations
 from waveforms.config.aws import PIPELINE, AwsConfig
 from waveforms.config.dataset import ARCHIVES, ScrapeConfig, TransformConfig, VerifyConfig
 from waveforms.config.generation import EvaluateConfig, GenerateConfig, IndexConfig
-from waveforms.config.loading import C, ConfigError, dump_json, load, parse_sets, read_file, to_dict, validate
+from waveforms.config.loading import C, ConfigError, dump_json, from_json, load, parse_sets, read_file, to_dict, validate
 from waveforms.config.metadata import allowed, fields, opt
 from waveforms.config.readme import README_END, README_START, markdown_table, readme_section, write_readme
 from waveforms.config.serve import ServeConfig
@@ -26,6 +26,6 @@ __all__ = [
     "STAGES", "PIPELINE", "ARCHIVES", "ConfigError", "opt",
     "ScrapeConfig", "TransformConfig", "ElephasConfig", "TrainConfig", "GenerateConfig", "IndexConfig",
     "EvaluateConfig", "AwsConfig", "ServeConfig", "VerifyConfig", "STAGE_CONFIGS", "REMOVED", "C",
-    "allowed", "validate", "parse_sets", "read_file", "load", "to_dict", "dump_json", "fields", "cli_options",
+    "allowed", "validate", "parse_sets", "read_file", "load", "to_dict", "dump_json", "from_json", "fields", "cli_options",
     "markdown_table", "README_START", "README_END", "readme_section", "write_readme",
 ]

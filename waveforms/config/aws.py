@@ -21,7 +21,8 @@ class AwsConfig:
     bucket: str = opt("", help="an S3 bucket you own (required)")
     prefix: str = opt("waveforms", help="key prefix in the bucket")
     cluster_name: str = opt("waveforms", help="EMR cluster name")
-    release_label: str = opt("emr-7.13.0", help="EMR release")
+    release_label: str = opt("emr-spark-8.1.0", help="EMR release: emr-spark-8.1.0 runs Spark 4.1.1 on Python 3.11 "
+                                                    "(long-term support to 2029); emr-7.13.0 runs Spark 3.5.6")
     master_instance_type: str = opt("m5.xlarge", help="EC2 type of the master node")
     core_instance_type: str = opt("m5.xlarge", help="EC2 type of the core nodes")
     core_instance_count: int = opt(2, min=0, unit="nodes", help="core nodes")

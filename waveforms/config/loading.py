@@ -172,3 +172,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def dump_json(cfg: Any, stage: str) -> str:
     """The config as JSON, saved beside every output."""
     return json.dumps({"stage": stage, "config": to_dict(cfg)}, indent=2, sort_keys=True) + "\n"
+
+
+def from_json(text: str, where: str) -> Any:
+    """The validated stage config that :func:`dump_json` wrote (``where`` names the source in errors)."""
+    data = json.loads(text)
+    return validate(_apply(STAGE_CONFIGS[data["stage"]](), data["config"], where))

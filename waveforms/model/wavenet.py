@@ -18,8 +18,22 @@ from keras import layers, ops  # noqa: E402
 from waveforms.model.presets import WaveNetConfig  # noqa: E402
 from waveforms.model.spec import Residual, Spec, Weights, spec  # noqa: E402
 
+PACKAGE = "waveforms"  # the registered names are "waveforms>ClassName"
+LAYERS: list[type] = []  # every layer class a saved model may name, in definition order
 
-@keras.saving.register_keras_serializable(package="waveforms")
+
+def _serializable(cls: type) -> type:
+    """Register ``cls`` with Keras under :data:`PACKAGE` and list it in :data:`LAYERS`."""
+    LAYERS.append(cls)
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+def custom_objects() -> dict[str, type]:
+    """The model's own layers by class name and by registered name (for ``from_config`` and elephas)."""
+    return {**{c.__name__: c for c in LAYERS}, **{f"{PACKAGE}>{c.__name__}": c for c in LAYERS}}
+
+
+@_serializable
 class OneHot(layers.Layer):
     """Integer codes -> one-hot float vectors (the data stays uint8 on disk)."""
 
@@ -46,7 +60,7 @@ def _time_slice(x, start, n=-1):
     return ops.slice(x, (0, start, 0), (-1, n, -1))
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class CropLeft(layers.Layer):
     """Drop the first ``n`` time steps: outputs whose receptive field is not full."""
 
@@ -65,7 +79,7 @@ class CropLeft(layers.Layer):
         return {**super().get_config(), "n": self.n}
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class GatedUnit(layers.Layer):
     """tanh(filter) · sigmoid(gate) on a tensor holding [filter | gate] channels."""
 
@@ -77,7 +91,7 @@ class GatedUnit(layers.Layer):
         return (*input_shape[:-1], input_shape[-1] // 2)
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class TimeBroadcastAdd(layers.Layer):
     """x (batch, time, c) + v (batch, c), the same vector at every time step."""
 
@@ -126,7 +140,7 @@ class _KernelBias(layers.Layer):
         return {**super().get_config(), "filters": self.filters, "width": self.width}
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class CodeConv(_KernelBias):
     """The first causal conv over one-hot codes, unpadded, as gathered kernel rows.
 
@@ -159,7 +173,7 @@ class CodeConv(_KernelBias):
         return {**super().get_config(), "quantization": self.quantization}
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class ValidDilatedConv(_KernelBias):
     """An unpadded dilated conv: the ``width`` taps side by side, then one GEMM.
 
@@ -186,7 +200,7 @@ class ValidDilatedConv(_KernelBias):
         return {**super().get_config(), "dilation": self.dilation}
 
 
-@keras.saving.register_keras_serializable(package="waveforms")
+@_serializable
 class Pointwise(_KernelBias):
     """A 1x1 conv (kernel ``(1, c, filters)``) as one GEMM."""
 

@@ -3,7 +3,8 @@
 ``--engine local`` trains in this process and ``--engine allreduce`` in N
 processes of a Spark barrier stage (gradients all-reduced every step), through
 one training loop with resumable checkpoints; ``--engine elephas`` trains with
-elephas's parameter averaging on Spark. All write the same artifact
+elephas's parameter averaging on Spark, in elephas's own environment
+(:mod:`waveforms.train.elephas_env`). All write the same artifact
 (model.keras, model.json), metrics.jsonl, TensorBoard logs and loss.png.
 """
 from __future__ import annotations
@@ -15,7 +16,12 @@ def run(cfg: TrainConfig) -> int:
     """Train as configured; returns the exit code (``evaluate_at_end`` is :func:`waveforms.pipeline.train`'s)."""
     validate(cfg)  # the CLI's checks, for configs built in Python too
     if cfg.engine == "elephas":  # each engine loads TensorFlow (and elephas or Spark): only the one that runs
-        from waveforms.train.elephas import train
+        from waveforms.train import elephas_env
+
+        if elephas_env.here():
+            from waveforms.train.elephas import train
+        else:  # elephas's pins keep it in an environment of its own
+            train = elephas_env.train_there
     elif cfg.engine == "allreduce":
         from waveforms.train.allreduce import train
     else:

@@ -58,11 +58,9 @@ def free_port(host: str) -> int:
 
 def custom_objects() -> dict[str, Any]:
     """The model's own layers, by class and registered name (pickled by reference: executors import them)."""
-    from waveforms.model.wavenet import (CodeConv, CropLeft, GatedUnit, OneHot, Pointwise, TimeBroadcastAdd,
-                                         ValidDilatedConv)
+    from waveforms.model.wavenet import custom_objects as layers  # loads Keras: only when elephas trains
 
-    layers = (OneHot, CropLeft, GatedUnit, TimeBroadcastAdd, CodeConv, ValidDilatedConv, Pointwise)
-    return {**{c.__name__: c for c in layers}, **{f"waveforms>{c.__name__}": c for c in layers}}
+    return layers()
 
 
 def partition_windows(root: str, receptive_field: int, window: int, n: int, seed: int,

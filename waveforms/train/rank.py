@@ -18,9 +18,8 @@ import sys
 import traceback
 from typing import Any
 
-from waveforms import storage
-from waveforms.config import TrainConfig, validate
-from waveforms.config.loading import _apply
+from waveforms import storage, tflog
+from waveforms.config import TrainConfig, from_json
 from waveforms.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ USER_ERROR = 2
 def read_config(path: str) -> TrainConfig:
     """The TrainConfig of a file written by :func:`waveforms.config.dump_json`."""
     with open(path) as fh:
-        return validate(_apply(TrainConfig(), json.load(fh)["config"], path))
+        return from_json(fh.read(), path)
 
 
 def train(cfg: TrainConfig, threads: int) -> dict[str, Any]:
@@ -58,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"rank {args.rank} %(levelname)s %(name)s: %(message)s")
+    tflog.quiet_import()
     result: dict[str, Any]
     code = 0
     try:
