@@ -5,12 +5,12 @@ On EMR, ``spark-submit`` puts the cluster's PySpark ahead of the venv's pinned
 these tests run the stage CLIs with it first on PYTHONPATH and as SPARK_HOME,
 so the driver, the JVMs and the executors' Python all run 3.5. Each test runs
 on a real standalone cluster of 3.5 (its own master, worker and executor JVMs,
-as YARN gives on EMR).
+as YARN gives on EMR). The allreduce engine's step-equivalence oracle and its
+kill-and-resume test run on this tier in ``test_train_allreduce.py``.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import wave
@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import spark35
 from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
 from waveforms import mulaw
 from waveforms.transform import read_tracks
 
 ROOT = Path(__file__).resolve().parents[1]
-SPARK35 = ROOT / ".spark35"
-SPARK35_HOME = SPARK35 / "pyspark"
 RATE = 8000
 FREQS = {"low": 250.0, "mid": 500.0, "high": 1000.0}
 
@@ -35,9 +34,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def spark35_installed() -> None:
-    """The tier fails, never skips, without its PySpark: ``make setup`` installs it."""
-    if not (SPARK35_HOME / "__init__.py").exists():
-        pytest.fail("pyspark 3.5 is not installed in .spark35: run make setup", pytrace=False)
+    spark35.require()
 
 # The stage CLI, after printing the driver's and the executors' pyspark versions
 # and the JVM's Spark version from the same session (the stage reuses it).
@@ -63,15 +60,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def env35() -> dict[str, str]:
-    """This environment with pyspark 3.5.6 first on PYTHONPATH and as SPARK_HOME."""
-    path = os.pathsep.join(p for p in (str(SPARK35), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "SPARK_HOME": str(SPARK35_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
 def run35(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, *args], env=env35(), cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, *args], env=spark35.env35(), cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -79,7 +69,7 @@ def run35(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
-    with standalone_cluster(spark_home=str(SPARK35_HOME)) as url:
+    with standalone_cluster(spark_home=str(spark35.SPARK35_HOME)) as url:
         yield url
 
 
@@ -145,18 +135,3 @@ def test_elephas_training_then_generation(master, tone_data, tmp_path, mode):
           "--seed", "1")
     rate, width, pcm = read_wav(wav)
     assert (rate, width, len(pcm)) == (RATE, 2, int(0.05 * RATE))
-
-
-def test_allreduce_training(master, tone_data, tmp_path):
-    """The allreduce engine's barrier stage under 3.5: two ranks, one model folder written by rank 0."""
-    model = tmp_path / "model"
-    run35("-m", "waveforms", "train", "--data", str(tone_data), "--model-dir", str(model), "--preset", "tiny",
-          "--engine", "allreduce", "--master", master, "--workers", "2", "--steps", "6", "--batch-size", "4",
-          "--window", "64", "--seed", "3", "--set", "learning_rate=0.01", "--set", "warmup_steps=2",
-          "--set", "val_every=3", "--set", "log_every=3", "--set", "preview_every=-1", timeout=600)
-    meta = json.loads((model / "model.json").read_text())
-    assert (meta["training"]["engine"], meta["training"]["workers"], meta["training"]["steps"]) == ("allreduce", 2, 6)
-    rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [3, 6]
-    assert rows[1]["val_loss"] < rows[0]["val_loss"]
-    assert (model / "checkpoints" / "latest").read_text().strip() == "ckpt-00000006"

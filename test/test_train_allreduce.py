@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import spark35
 from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
@@ -25,6 +26,16 @@ from waveforms.train.collective import tf_config
 from waveforms.train.windows import WindowSampler
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=["pyspark-4.1", "pyspark-3.5"])
+def tier(request) -> tuple[str | None, dict[str, str] | None]:
+    """Each Spark tier: the main environment's PySpark, and PySpark 3.5.6 (EMR 7.x) first on the path.
+    Returns the cluster's SPARK_HOME (None: the venv's pyspark) and the CLI's environment (None: this one's)."""
+    if request.param == "pyspark-3.5":
+        spark35.require()
+        return str(spark35.SPARK35_HOME), spark35.env35()
+    return None, None
 
 
 def cfg_for(tmp_path: Path, data: Path, model: str = "model", **kw) -> TrainConfig:
@@ -108,14 +119,15 @@ def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path):
+def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path, tier):
     """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights."""
+    spark_home, env = tier
     data = tone_dataset(tmp_path / "ds")
     local = cfg_for(tmp_path, data, "local")
     run(local)
     two = cfg_for(tmp_path, data, "two")
-    with standalone_cluster(tmp_path / "cluster", workers=2) as url:
-        done = subprocess.run(argv(two, url), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    with standalone_cluster(tmp_path / "cluster", workers=2, spark_home=spark_home) as url:
+        done = subprocess.run(argv(two, url), cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     expected, got = weights(tmp_path / "local"), weights(tmp_path / "two")
     assert len(expected) == len(got)
@@ -160,12 +172,13 @@ def listening(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tmp_path):
+def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tmp_path, tier):
+    _, env = tier
     data = tone_dataset(tmp_path / "ds")
     cfg = cfg_for(tmp_path, data, steps=60, checkpoint_every=5, val_every=20, log_every=5)
     model = Path(cfg.model_dir)
     latest = model / "checkpoints" / "latest"
-    proc = subprocess.Popen(argv(cfg, "local[2]", 2, "--set", "allreduce.timeout_s=60"), cwd=ROOT,
+    proc = subprocess.Popen(argv(cfg, "local[2]", 2, "--set", "allreduce.timeout_s=60"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 600

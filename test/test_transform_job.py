@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.delay_proxy import DelayProxy, Faults
 from waveforms.config import TransformConfig
 from waveforms.transform import Dataset, read_tracks, run
 
@@ -142,15 +143,28 @@ def moto_s3(aws_env):
 
 
 @pytest.mark.slow
-def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3):
+@pytest.mark.parametrize("faults", [None, Faults(body_every=7, headers_every=11, slowdown_every=5, cut_continue=True)],
+                         ids=["clean", "faulty-s3"])
+def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3, moto_url, faults):
+    """Also through an S3 that cuts responses, answers SlowDown and drops 100-continue connections: the
+    same dataset, and no hang (a PUT's 100-continue exchange once made botocore spin on EOF forever)."""
     for name in ("one tone.mp3", "three.mp3", "corrupt.mp3"):
         moto_s3.upload_file(str(music / name), "music", f"raw/{name}")
-    # a fresh process, as a user would start it: Spark's executors inherit the S3 settings from the environment
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", "s3://music/raw", "--output",
-                          "s3://music/ds", "--master", "local[2]", "--sample-rate", "8000"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    with DelayProxy(moto_url, 0.0, faults=faults or Faults()) as proxy:
+        # a fresh process, as a user would start it: Spark's executors inherit the S3 settings from the environment
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+               "AWS_ENDPOINT_URL": proxy.url}
+        out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", "s3://music/raw", "--output",
+                              "s3://music/ds", "--master", "local[2]", "--sample-rate", "8000"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        injected = proxy.stats()["faults"]
+    assert "expect_continue_seen" not in injected  # no PUT asks for 100-continue
+    if faults:
+        assert sum(injected.values()) >= 3, injected
+    verify = subprocess.run([sys.executable, "-m", "waveforms", "verify", "s3://music/ds"], env={**os.environ},
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     keys = {o["Key"] for o in moto_s3.list_objects_v2(Bucket="music", Prefix="ds/")["Contents"]}
     assert {"ds/manifest.jsonl", "ds/errors.jsonl", "ds/dataset.json"} <= keys
     remote = tracks_of("s3://music/ds")

@@ -4,7 +4,9 @@ S3 goes through boto3, which honours ``AWS_ENDPOINT_URL`` (AWS, MinIO, a test
 server) and the standard credential chain. Local writes are atomic: data goes to
 a temporary file in the same folder, is flushed, then renamed over the final name.
 An S3 PUT is atomic by itself. :class:`RangeReader` keeps many ranged reads in
-flight at once (S3 answers each after tens of milliseconds).
+flight at once (S3 answers each after tens of milliseconds). Every S3 operation,
+the reading of its body included, is retried after a network fault and bounded
+in time (:mod:`waveforms.s3retry`).
 
 Outputs that are built from many files (a model folder, checkpoints, metrics)
 are written through :class:`OutputDir`: a local working folder that mirrors an
@@ -14,6 +16,7 @@ are written through :class:`OutputDir`: a local working folder that mirrors an
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -21,6 +24,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
+
+from waveforms.s3retry import call, client_config, configure
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -64,15 +69,12 @@ def basename(uri: str) -> str:
 def s3_client(max_pool_connections: int | None = None):
     """A boto3 S3 client; create one per process or Spark partition, never ship it.
 
-    ``max_pool_connections``: HTTP connections it keeps (botocore's default is 10).
+    ``max_pool_connections``: HTTP connections it keeps (botocore's default is 10). Its
+    timeouts, retries and headers are :mod:`waveforms.s3retry`'s.
     """
     import boto3
 
-    if max_pool_connections is None:
-        return boto3.session.Session().client("s3")
-    from botocore.config import Config
-
-    return boto3.session.Session().client("s3", config=Config(max_pool_connections=max_pool_connections))
+    return configure(boto3.session.Session().client("s3", config=client_config(max_pool_connections)))
 
 
 def exists(uri: str) -> bool:
@@ -81,7 +83,7 @@ def exists(uri: str) -> bool:
 
         bucket, key = split_s3(uri)
         try:
-            s3_client().head_object(Bucket=bucket, Key=key)
+            call(f"HEAD {uri}", lambda: s3_client().head_object(Bucket=bucket, Key=key))
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -90,10 +92,21 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def whole_body(response: dict[str, Any]) -> bytes:
+    """A GET's body, checked against the Content-Length S3 sent (every S3 answer has one); a response
+    whose headers were cut off (no length) or whose body came up short is a transient fault."""
+    data = response["Body"].read()
+    expected = response.get("ContentLength")
+    if expected is None or len(data) != expected:
+        raise http.client.IncompleteRead(data, expected)
+    return data
+
+
 def read_bytes(uri: str, client=None) -> bytes:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        return (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3 = client or s3_client()
+        return call(f"GET {uri}", lambda: whole_body(s3.get_object(Bucket=bucket, Key=key)))
     return Path(uri).read_bytes()
 
 
@@ -108,7 +121,8 @@ def read_range(uri: str, offset: int, length: int, client=None) -> bytes:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         rng = f"bytes={offset}-{offset + length - 1}"
-        return (client or s3_client()).get_object(Bucket=bucket, Key=key, Range=rng)["Body"].read()
+        s3 = client or s3_client()
+        return call(f"GET {uri} {rng}", lambda: whole_body(s3.get_object(Bucket=bucket, Key=key, Range=rng)))
     with open(uri, "rb") as fh:
         fh.seek(offset)
         return fh.read(length)
@@ -195,7 +209,8 @@ def write_bytes(uri: str, data: bytes, client=None) -> None:
     """Write a whole object atomically."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
+        s3 = client or s3_client()
+        call(f"PUT {uri}", lambda: s3.put_object(Bucket=bucket, Key=key, Body=data))
         return
     with atomic_local(uri) as fh:
         fh.write(data)
@@ -212,7 +227,8 @@ def upload_file(local: str | Path, uri: str, client=None, callback=None) -> None
     """
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        (client or s3_client()).upload_file(str(local), bucket, key, Callback=callback)
+        s3 = client or s3_client()
+        call(f"upload of {local} to {uri}", lambda: s3.upload_file(str(local), bucket, key, Callback=callback))
         return
     with open(local, "rb") as src, atomic_local(uri) as dst:
         while chunk := src.read(1 << 20):
@@ -229,7 +245,11 @@ def download_file(uri: str, local: str | Path, client=None, callback=None) -> No
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         try:
-            (client or s3_client()).download_file(bucket, key, str(tmp), Callback=callback)
+            with open(tmp, "wb") as fh:  # one resumable GET stream (s3transfer fails on a cut HEAD: no length)
+                for chunk in iter_bytes(uri, 8 << 20, client):
+                    fh.write(chunk)
+                    if callback:
+                        callback(len(chunk))
             os.replace(tmp, local)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -244,13 +264,7 @@ def list_files(uri: str, suffix: str = "", client=None) -> list[str]:
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        paginator = (client or s3_client()).get_paginator("list_objects_v2")
-        keys = [
-            obj["Key"]
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-            if obj["Key"].endswith(suffix)
-        ]
+        keys = [obj["Key"] for obj in _listing(bucket, prefix, client) if obj["Key"].endswith(suffix)]
         return sorted(f"s3://{bucket}/{k}" for k in keys)
     root = Path(uri)
     if not root.exists():
@@ -263,21 +277,54 @@ def list_sizes(uri: str, client=None) -> dict[str, int]:
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        paginator = (client or s3_client()).get_paginator("list_objects_v2")
-        return {f"s3://{bucket}/{obj['Key']}": int(obj["Size"])
-                for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])}
+        return {f"s3://{bucket}/{obj['Key']}": int(obj["Size"]) for obj in _listing(bucket, prefix, client)}
     root = Path(uri)
     if not root.is_dir():
         return {}
     return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
+def _listing(bucket: str, prefix: str, client=None) -> list[dict[str, Any]]:
+    """Every object under ``prefix``, listed again from the start after a network fault."""
+    s3 = client or s3_client()
+
+    def pages() -> list[dict[str, Any]]:
+        paginator = s3.get_paginator("list_objects_v2")
+        return [obj for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+
+    return call(f"LIST s3://{bucket}/{prefix}", pages)
+
+
 def iter_bytes(uri: str, chunk_size: int = 1 << 20, client=None) -> Iterator[bytes]:
-    """The bytes of ``uri`` in chunks, streamed (one GET on S3), for hashing files of any size."""
+    """The bytes of ``uri`` in chunks, streamed (one GET on S3, resumed at the byte it reached after a
+    network fault, and checked against the length S3 announced), for hashing and copying files of any size."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        body = (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"]
-        yield from body.iter_chunks(chunk_size)
+        s3 = client or s3_client()
+        done, end = 0, -1
+        chunks: Iterator[bytes] | None = None
+
+        def next_chunk() -> bytes:
+            nonlocal chunks, end
+            try:
+                if chunks is None:
+                    extra = {"Range": f"bytes={done}-"} if done else {}
+                    response = s3.get_object(Bucket=bucket, Key=key, **extra)
+                    if response.get("ContentLength") is None:
+                        raise http.client.IncompleteRead(b"", None)  # the headers were cut off
+                    end = done + int(response["ContentLength"])
+                    chunks = response["Body"].iter_chunks(chunk_size)
+                chunk = next(chunks, b"")
+                if not chunk and done < end:
+                    raise http.client.IncompleteRead(b"", end - done)
+                return chunk
+            except BaseException:
+                chunks = None  # the next attempt asks again from the byte reached
+                raise
+
+        while chunk := call(f"GET {uri} from byte {done}", next_chunk):
+            done += len(chunk)
+            yield chunk
         return
     with open(uri, "rb") as fh:
         while chunk := fh.read(chunk_size):
@@ -287,7 +334,8 @@ def iter_bytes(uri: str, chunk_size: int = 1 << 20, client=None) -> Iterator[byt
 def delete(uri: str, client=None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        (client or s3_client()).delete_object(Bucket=bucket, Key=key)
+        s3 = client or s3_client()
+        call(f"DELETE {uri}", lambda: s3.delete_object(Bucket=bucket, Key=key))
         return
     with contextlib.suppress(FileNotFoundError):
         Path(uri).unlink()

@@ -1,4 +1,6 @@
-"""An HTTP reverse proxy on 127.0.0.1 that adds a fixed delay to every request: S3's latency, locally.
+"""An HTTP reverse proxy on 127.0.0.1 that adds a fixed delay to every request: S3's latency, locally,
+and, on request, S3's faults (:class:`Faults`): responses cut during their headers or their body,
+503 SlowDown answers, and connections closed during a PUT's ``Expect: 100-continue`` exchange.
 
 Put in front of the moto S3 server (``AWS_ENDPOINT_URL`` = the proxy's URL), it
 holds each request for ``delay_s`` before forwarding it, as S3 answers a GET
@@ -22,12 +24,42 @@ and sets a new delay::
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import json
+import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+@dataclass
+class Faults:
+    """Which requests fail, counted over the data requests the proxy sees (0 = never):
+    every ``body_every``-th response is cut halfway through its body, every ``headers_every``-th
+    halfway through its status line and headers, every ``slowdown_every``-th is a 503 SlowDown;
+    ``cut_continue`` closes every connection whose request asks ``Expect: 100-continue``."""
+
+    body_every: int = 0
+    headers_every: int = 0
+    slowdown_every: int = 0
+    cut_continue: bool = False
+
+    def pick(self, n: int, has_body: bool) -> str:
+        """The fault for the ``n``-th request (1-based), or ""."""
+        if self.slowdown_every and n % self.slowdown_every == 0:
+            return "slowdown"
+        if self.headers_every and n % self.headers_every == 0:
+            return "headers"
+        if self.body_every and has_body and n % self.body_every == 0:
+            return "body"
+        return ""
+
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
 CONTROL = "/__proxy__/"
@@ -42,6 +74,7 @@ class _Counter:
 
     def reset(self) -> None:
         with self._lock:
+            self.faults: collections.Counter[str] = collections.Counter()
             self.requests = 0
             self.in_flight = 0
             self.max_in_flight = 0
@@ -70,7 +103,11 @@ class _Counter:
             self._advance()
             span = self._t - self._t0
             return {"requests": self.requests, "max_in_flight": self.max_in_flight,
-                    "mean_in_flight": self._area / span if span > 0 else 0.0}
+                    "mean_in_flight": self._area / span if span > 0 else 0.0, "faults": dict(self.faults)}
+
+    def fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,6 +116,41 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # quiet
         pass
+
+    def handle_expect_100(self) -> bool:
+        self.server.counter.fault("expect_continue_seen")
+        if self.server.faults.cut_continue:
+            self.server.counter.fault("continue")
+            self._hang_up()
+            return False
+        return super().handle_expect_100()
+
+    def _hang_up(self) -> None:
+        """Close the client's connection now, whatever was sent."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _faulty(self, kind: str, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
+        """Answer with fault ``kind`` instead of the upstream's response."""
+        self.server.counter.fault(kind)
+        if kind == "slowdown":
+            self.send_response(503, "Slow Down")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOWDOWN)))
+            self.end_headers()
+            self.wfile.write(SLOWDOWN)
+            return
+        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+        head += f"Content-Length: {len(data)}\r\n\r\n"
+        if kind == "headers":
+            self.wfile.write(head.encode()[: len(head) // 2])
+        else:  # "body": all the headers, half the body
+            self.wfile.write(head.encode() + data[: len(data) // 2])
+        self._hang_up()
 
     def _upstream(self) -> http.client.HTTPConnection:
         local = self.server.local
@@ -125,6 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.server.local.conn = None
                     if attempt:
                         raise
+            with self.server.lock:
+                self.server.seen += 1
+                kind = self.server.faults.pick(self.server.seen, bool(data) and self.command != "HEAD")
+            if kind:
+                kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
+                self._faulty(kind, resp.status, resp.reason, kept, data)
+                return
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
@@ -145,8 +224,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many clients connect at once; the default backlog of 5 drops SYNs
 
-    def __init__(self, port: int, upstream: str, delay_s: float):
+    def __init__(self, port: int, upstream: str, delay_s: float, faults: Faults | None = None):
         super().__init__(("127.0.0.1", port), _Handler)
+        self.faults = faults or Faults()
+        self.lock = threading.Lock()
+        self.seen = 0  # data requests, for the fault schedule
         target = urlsplit(upstream)
         self.upstream_host, self.upstream_port = target.hostname, target.port or 80
         self.delay_s = delay_s
@@ -157,8 +239,8 @@ class _Server(ThreadingHTTPServer):
 class DelayProxy:
     """The proxy on a thread of this process (a free port unless ``port``); a context manager."""
 
-    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0):
-        self._server = _Server(port, upstream, delay_s)
+    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0, faults: Faults | None = None):
+        self._server = _Server(port, upstream, delay_s, faults)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="delay-proxy")
 
     @property

@@ -85,8 +85,9 @@ class ShardCache:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART, dir=path.parent)
             os.close(fd)
             try:
-                bucket, key = storage.split_s3(uri)
-                storage.s3_client().download_file(bucket, key, tmp)
+                with open(tmp, "wb") as fh:  # storage's resumable, retried GET stream
+                    for chunk in storage.iter_bytes(uri, 8 << 20):
+                        fh.write(chunk)
                 if _size(Path(tmp)) != size:
                     raise OSError(f"downloaded {_size(Path(tmp))} of {size} bytes")
                 os.replace(tmp, path)

@@ -169,7 +169,7 @@ def read_failure(where: str, uri: str, at: int, length: int, exc: Exception) -> 
     """The DatasetError for a ranged read that failed because the shard is missing or short; else ``exc``."""
     if isinstance(exc, FileNotFoundError):
         return DatasetError(f"{where}: the shard is missing ({uri}); {REPAIR}")
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")  # botocore's ClientError on S3
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")  # botocore's ClientError on S3
     if code in ("NoSuchKey", "404", "InvalidRange", "416"):
         return DatasetError(f"{where}: cannot read bytes {at}..{at + length} of {uri} ({code}); {REPAIR}")
     return exc
@@ -189,7 +189,7 @@ def check_shards(root: str, tracks: list[dict[str, Any]], client=None) -> None:
     try:
         sizes = integrity.listing(root, table, client)
     except Exception as exc:  # botocore errors on S3
-        if not storage.is_s3(root):
+        if not storage.is_s3(root) or isinstance(exc, StorageError):  # a network fault, not a damaged dataset
             raise
         raise DatasetError(f"cannot list the shards of {root}: {exc}") from exc
     problems += integrity.size_problems(table, sizes).values()
