@@ -31,6 +31,7 @@ from waveforms import jsonl, storage
 from waveforms.dataset import integrity
 from waveforms.dataset.cache import ShardCache
 from waveforms.errors import UserError
+from waveforms.s3retry import StorageError
 from waveforms.tracks import MANIFEST
 
 log = logging.getLogger(__name__)
