@@ -23,6 +23,14 @@ Three tables, every figure a ratio against the one-worker run of the same invoca
    + 2 (N - 1) × 50 µs. Elephas's row: its measured E_N × N, communication free
    (an upper bound).
 
+4. With ``--hosts 1,2,4``: the fixed global batch across emulated hosts (test/helpers/hosts.py, root
+   only): each rank on a host of its own with ``--host-cpu`` cores and a link of each rate in
+   ``--rates``; the data and the model on the cluster's S3 (host 0, with the master and the driver).
+   Per N: seconds per step, the all-reduce's share of the step, t_1 / (N · t_N), the largest loss gap
+   to N = 1, and beside them the projection for the same N, link and per-host step time (t_1 / N +
+   the ring all-reduce of the measured bytes), then the projection corrected with the per-step
+   overhead the measurements show beyond it (their mean over N > 1 at that rate).
+
 The full run (``--full``): the small preset on the hyperrogue soundtrack
 (bench/bench_train_budget.py builds it), window 2000, 2,000 steps, 50 fixed
 validation batches. A reduced run: --steps, --window, --data, --val-batches.
@@ -30,6 +38,7 @@ validation batches. A reduced run: --steps, --window, --data, --val-batches.
 Usage: python bench/bench_scaling.py [--full] [--data DIR | --synthetic] [--preset small] [--steps 40] [--window 500]
        [--batch-size 8] [--workers 1,2] [--rules none,sqrt,linear] [--elephas synchronous,asynchronous]
        [--project-presets small,default,large] [--master local[4]]
+       [--hosts 1,2,4 --rates 1gbit,10gbit --host-cpu 0.3]   (root: emulated hosts)
 """
 from __future__ import annotations
 
@@ -227,6 +236,67 @@ def project(args, efficiency: dict[str, dict[int, float]]) -> None:
                   + " | ".join(f"{e * n:.2f}×" for n in nodes) + " |")
 
 
+def hosts_table(args) -> None:
+    """Table 4: the fixed global batch across emulated hosts, measured, with the projection beside it."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "test"))
+    from helpers import hosts as hostlib
+
+    why = hostlib.check()
+    if why:
+        print(f"\n## Across emulated hosts: not run ({why})")
+        return
+    print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
+          f"{args.steps} steps, {args.host_cpu} core per host)\n")
+    print("| link | N | s per step | all-reduce s per step (share) | t_1 / (N t_N) | max loss gap to N = 1 "
+          "| projected s per step (efficiency) | corrected projection (efficiency) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rate in args.rates:
+        gbit = float(rate.rstrip("gbit")) if rate.endswith("gbit") else float(rate.rstrip("mbit")) / 1000
+        measured: dict[int, tuple[float, float, int, list[float]]] = {}
+        for n in args.hosts:
+            with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu) as c:
+                shutil.copytree(args.data, c.shared / "ds")
+                env = {**c.env(c.head), "PYTHONPATH": str(ROOT)}
+                sync = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
+                                   f"s3://{hostlib.BUCKET}/ds"], env)
+                if sync.returncode:
+                    raise SystemExit(sync.stderr[-3000:])
+                cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
+                       "--model-dir", f"s3://{hostlib.BUCKET}/model", "--preset", args.preset, "--steps",
+                       str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
+                       "--seed", "0", *allreduce(n, c.master_url), "--set", "preview_every=-1",
+                       "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
+                       "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
+                t = time.perf_counter()
+                done = c.head.run(cmd, env, timeout=3600)
+                if done.returncode:
+                    raise SystemExit(f"N = {n} at {rate} failed:\n{done.stderr[-3000:]}")
+                got = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", f"s3://{hostlib.BUCKET}/model",
+                                  str(c.shared / "model")], env)
+                if got.returncode:
+                    raise SystemExit(got.stderr[-3000:])
+                d = c.shared / "model"
+                meta = training(d)
+                measured[n] = (step_seconds(d, args.batch_size, args.window), meta.get("allreduce_s", 0.0),
+                               int(meta.get("allreduce_bytes", 0)), [r["loss"] for r in rows(d) if "loss" in r])
+                print(f"  {rate} N = {n}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        t1 = measured[min(measured)][0]
+        nbytes = max(m[2] for m in measured.values())
+        over = [tn - (t1 / n + ring_seconds(n, nbytes, gbit)) for n, (tn, *_) in measured.items() if n > 1]
+        overhead = sum(over) / len(over) if over else 0.0
+        ref = measured[min(measured)][3]
+        for n, (tn, ar, _, losses) in measured.items():
+            gap = max((abs(a - b) / a for a, b in zip(ref, losses)), default=0.0)
+            proj = t1 / n + ring_seconds(n, nbytes, gbit)
+            corr = proj + (overhead if n > 1 else 0.0)
+            print(f"| {rate} | {n} | {tn:.3f} | {ar:.4f} ({ar / tn:.0%}) | {t1 / (n * tn):.2f} | {gap:.1e} | "
+                  f"{proj:.3f} ({t1 / (n * proj):.2f}) | {corr:.3f} ({t1 / (n * corr):.2f}) |")
+        print(f"\n{rate}: the measurements' mean overhead per step beyond the projection, N > 1: {overhead:.3f} s "
+              f"({nbytes / 1e6:.2f} MB of gradient per step)\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="the issue's run: small, hyperrogue, window 2000, 2000 steps")
@@ -250,6 +320,10 @@ def main() -> None:
                     help="with --skip weak: E_N of an earlier growing-batch table, e.g. 'allreduce:2=0.62,"
                          "elephas synchronous:2=0'")
     ap.add_argument("--skip", default="", help="comma-separated tables to skip: strong,weak,project")
+    ap.add_argument("--hosts", default="", help="table 4 across emulated hosts (root): comma-separated N, e.g. 1,2,4")
+    ap.add_argument("--rates", default="1gbit,10gbit", help="link rates of table 4 (tc's units)")
+    ap.add_argument("--host-cpu", type=float, default=0.3, help="cores per emulated host (a CPU quota)")
+    ap.add_argument("--head-cpu", type=float, default=0.4, help="cores of host 0 (S3, the master, the driver)")
     args = ap.parse_args()
     if args.full:
         args.preset, args.window, args.steps, args.val_every, args.log_every = "small", 2000, 2000, 100, 20
@@ -258,6 +332,8 @@ def main() -> None:
     args.rules = [r for r in args.rules.split(",") if r]
     args.elephas = [m for m in args.elephas.split(",") if m]
     args.project_presets = [p for p in args.project_presets.split(",") if p]
+    args.hosts = [int(n) for n in args.hosts.split(",") if n]
+    args.rates = [r for r in args.rates.split(",") if r]
     skip = set(args.skip.split(","))
     if args.synthetic:
         args.data = synthetic_dataset()
@@ -280,6 +356,8 @@ def main() -> None:
             strong(args, Path(tmp))
         if "weak" not in skip:
             efficiency = weak(args, Path(tmp))
+    if args.hosts:
+        hosts_table(args)
     if "project" not in skip:
         project(args, efficiency)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")

@@ -237,7 +237,8 @@ def test_an_elephas_train_step_runs_in_elephas_own_venv_which_only_it_gets(aws_e
     conf = confs(args)
     assert (conf["spark.pyspark.python"], conf["spark.pyspark.driver.python"]) == (elephas_python, elephas_python)
     assert args[args.index("train"):][-8:-4] == ["--engine", "elephas", "--workers", "2"]
-    assert boot[boot.index("--elephas-venv"):] == ["--elephas-venv", "/opt/waveforms/elephas"]
+    assert boot[boot.index("--elephas-venv"):boot.index("--elephas-venv") + 2] == ["--elephas-venv",
+                                                                                  "/opt/waveforms/elephas"]
     allreduce_boot = plan.bootstrap_actions(AwsConfig(bucket="b"), request_args()[0],
                                             train_plan.plan(AwsConfig(bucket="b")))
     assert "--elephas-venv" not in allreduce_boot[0]["ScriptBootstrapAction"]["Args"]

@@ -13,7 +13,7 @@ import typing
 from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
-from waveforms import stages, tflog
+from waveforms import stages
 from waveforms.errors import UserError
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
@@ -89,7 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # string tensors) is not the stage's output; -v or a TF_CPP_MIN_LOG_LEVEL of
     # the user's own brings it back. Python errors are reported either way.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
-    tflog.quiet_import()  # TensorFlow 2.20+ logs at import whatever the variable says
     if own_parser:
         return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
     try:

@@ -15,6 +15,13 @@ reruns the stage up to ``allreduce.retries`` times (Spark may also retry a
 barrier stage itself), and every rerun resumes from the last checkpoint: the
 driver applies ``--fresh`` once, before the first stage. A bad input (a
 UserError in a rank) is not retried.
+
+A host that does not come back never makes the run wait forever: while a run
+of the stage has fewer executors than ranks for ``allreduce.slots_wait_s``, the
+driver cancels it and stops with :class:`SlotsMissing`, naming the slots it
+has and needs (the run resumes from its last checkpoint once they are back, or
+with fewer ``--workers``). Ranks on several hosts need a ``model_dir`` every host
+reaches (``s3://``): a local path is refused before the first step.
 """
 from __future__ import annotations
 
@@ -27,6 +34,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -43,6 +53,18 @@ USER_MARK = "waveforms-user-error: "  # prefixes a rank's bad-input message in a
 
 class StageFailed(UserError):
     """The barrier stage failed more often than ``allreduce.retries`` allows."""
+
+
+class SlotsMissing(UserError):
+    """Fewer task slots than ranks for longer than ``allreduce.slots_wait_s``: a host lost for good."""
+
+
+def shared_model_dir(model_dir: str, hosts: set[str]) -> str:
+    """The error for ranks on several hosts sharing a local ``model_dir`` ("" when it is fine)."""
+    if len(hosts) < 2 or model_dir.startswith("s3://"):
+        return ""
+    return (f"model_dir {model_dir} is a local path, but the ranks run on {len(hosts)} hosts "
+            f"({', '.join(sorted(hosts))}): each would read and write its own disk; give an s3:// model_dir")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -72,6 +94,34 @@ def host_threads(cores: int, ranks_here: int, threads: int = 0) -> int:
     return threads if threads > 0 else max(1, cores // max(1, ranks_here))
 
 
+def quota_cores(cgroup_file: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup in cores (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``); None if none."""
+    try:
+        lines = open(cgroup_file).read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        try:
+            if controllers == "":  # v2
+                quota, period = open(f"{root}/{path.lstrip('/')}/cpu.max").read().split()
+                return None if quota == "max" else int(quota) / int(period)
+            if "cpu" in controllers.split(","):
+                base = f"{root}/{controllers}/{path.lstrip('/')}"
+                quota = int(open(f"{base}/cpu.cfs_quota_us").read())
+                return None if quota <= 0 else quota / int(open(f"{base}/cpu.cfs_period_us").read())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def host_cores() -> int:
+    """The cores this host gives its tasks: the CPU count, or fewer where a cgroup quota caps it (at least 1)."""
+    cores = os.cpu_count() or 1
+    quota = quota_cores()
+    return max(1, min(cores, int(quota + 0.5))) if quota else cores
+
+
 def rank_task(payload: str, _rows: Iterator[Any]) -> Iterator[str]:
     """The barrier task of one rank: start its training process, wait, yield its result as JSON."""
     from pyspark import BarrierTaskContext
@@ -82,7 +132,10 @@ def rank_task(payload: str, _rows: Iterator[Any]) -> Iterator[str]:
     port = free_port(host)
     peers = ctx.allGather(f"{host}:{port}")  # in partition (rank) order
     conf = json.loads(payload)
-    threads = host_threads(os.cpu_count() or 1, sum(p.rsplit(":", 1)[0] == host for p in peers),
+    problem = shared_model_dir(conf["config"]["model_dir"], {p.rsplit(":", 1)[0] for p in peers})
+    if problem:
+        raise RuntimeError(USER_MARK + problem)
+    threads = host_threads(host_cores(), sum(p.rsplit(":", 1)[0] == host for p in peers),
                            int(conf["config"]["allreduce"]["threads"]))
     env = {**os.environ, "TF_CONFIG": tf_config(peers, rank), "WAVEFORMS_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -146,14 +199,67 @@ def start_over(model_dir: str) -> None:
         out.remove(METRICS, TENSORBOARD, previews.DIR)
 
 
+def executors(sc) -> int:
+    """Executors registered with the driver now (not the driver itself)."""
+    return max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
+
+
+class SlotWatch:
+    """Cancels a job group once the cluster has had fewer executors than ``need`` for ``wait_s`` seconds."""
+
+    def __init__(self, sc, group: str, need: int, wait_s: float, every_s: float = 1.0):
+        self.sc, self.group, self.need, self.wait_s, self.every_s = sc, group, need, wait_s, every_s
+        self.short: int | None = None  # the executors there were when it cancelled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="slot-watch", daemon=True)
+
+    def _watch(self) -> None:
+        since = None
+        while not self._stop.wait(self.every_s):
+            have = executors(self.sc)
+            if have >= self.need:
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since >= self.wait_s:
+                self.short = have
+                self.sc.cancelJobGroup(self.group)
+                return
+
+    def __enter__(self) -> SlotWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """One barrier stage of ``workers`` ranks; each rank's result."""
+    """One barrier stage of ``workers`` ranks; each rank's result. On a cluster (not ``local[..]``) it is
+    cancelled, with :class:`SlotsMissing`, after ``allreduce.slots_wait_s`` with fewer executors than ranks."""
     from functools import partial
+
+    from waveforms.spark import is_local_master
 
     n = cfg.workers
     payload = cfgmod.dump_json(cfg, "train")
+    group = f"waveforms-allreduce-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, "allreduce barrier stage", interruptOnCancel=True)
     rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
-    return [json.loads(r) for r in rdd.collect()]
+    if is_local_master(cfg.master):
+        return [json.loads(r) for r in rdd.collect()]
+    with SlotWatch(sc, group, n, cfg.allreduce.slots_wait_s) as watch:
+        try:
+            return [json.loads(r) for r in rdd.collect()]
+        except Exception:
+            if watch.short is not None:
+                raise SlotsMissing(
+                    f"the allreduce stage needs {n} task slots at once (one per rank), but the cluster had "
+                    f"{watch.short} executor(s) for {cfg.allreduce.slots_wait_s:.0f} s (allreduce.slots_wait_s): "
+                    "a host is lost; bring it back and rerun (training resumes from its last checkpoint), or "
+                    f"rerun with --workers {max(1, watch.short)}") from None
+            raise
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -172,6 +278,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         try:
             results = run_stage(sc, cfg)
             break
+        except SlotsMissing:
+            raise
         except Exception as exc:  # py4j's Py4JJavaError: the stage failed
             reason = _reason(exc)
             if USER_MARK in reason:

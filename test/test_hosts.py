@@ -1,0 +1,200 @@
+"""The allreduce engine across emulated hosts (test/helpers/hosts.py): its own network, CPU and /tmp per host.
+
+One cluster for the module: host 0 runs the S3 server, the Spark master and the driver; hosts 1 and 2
+a worker each. The model and the data are on its S3. Faults: a host lost (every process killed, its
+link down) and back, a link cut for longer than the collective timeout, a host that never comes back,
+and a local model_dir shared by ranks on two hosts.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import hosts as hostlib
+from helpers.train import tone_dataset
+from test_train_allreduce import argv, cfg_for, weights
+from waveforms.train import run
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 15  # the collective's: a lost peer fails the step within this
+S3 = f"s3://{hostlib.BUCKET}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = hostlib.check()
+    if why:
+        pytest.skip(why)
+    with hostlib.Cluster(workers=2, cpu=0.5, head_cpu=0.8) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data(cluster, tmp_path_factory) -> Path:
+    """A tone dataset on local disk, and the same files on the cluster's S3 under ``ds/``."""
+    local = tone_dataset(tmp_path_factory.mktemp("hosts") / "ds")
+    shutil.copytree(local, cluster.shared / "ds")
+    copy = cluster.on_head(["-m", "waveforms", "aws", "sync", str(cluster.shared / "ds"), f"{S3}/ds"])
+    assert copy.returncode == 0, copy.stderr[-3000:]
+    return local
+
+
+def on_s3(cfg, name: str):
+    return replace(cfg, data=f"{S3}/ds", model_dir=f"{S3}/{name}")
+
+
+def train_on(cluster, cfg, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**cluster.env(cluster.head), "PYTHONPATH": str(hostlib.ROOT)}
+    return cluster.head.run(argv(cfg, cluster.master_url, 2, *extra), env, timeout)
+
+
+def rank_hosts(cluster) -> set[str]:
+    """The addresses the ranks announced, from the executors' logs on each worker host."""
+    found = set()
+    for host in cluster.hosts[1:]:
+        for log in (host.tmp / "spark-work").rglob("stderr"):
+            found |= set(re.findall(r"rank \d of 2 at ([\d.]+):\d+", log.read_text(errors="replace")))
+    return found
+
+
+def fetch(cluster, uri: str, name: str) -> Path:
+    """Copy ``uri`` (a model folder on the cluster's S3) to this machine."""
+    target = cluster.shared / name
+    done = cluster.on_head(["-m", "waveforms", "aws", "sync", uri, str(target)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return target
+
+
+def rows(model_dir: Path) -> list[dict]:
+    return [json.loads(r) for r in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def latest(cluster, model: str) -> int:
+    done = cluster.on_head(["-c", "from waveforms import storage; "
+                                  f"print(storage.read_text('{model}/checkpoints/latest').strip())"], timeout=60)
+    found = re.search(r"ckpt-(\d+)", done.stdout)
+    return int(found.group(1)) if found else -1
+
+
+def rank_processes(cluster) -> list[int]:
+    found = []
+    for host in cluster.hosts:
+        for pid in host.pids():
+            try:
+                if b"waveforms.train.rank" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+    return found
+
+
+def test_two_hosts_take_the_steps_of_one_process_with_the_model_on_s3(cluster, data, tmp_path):
+    """The oracle across real links: ranks on hosts 1 and 2 end with the local engine's weights."""
+    run(cfg_for(tmp_path, data, "local"))
+    done = train_on(cluster, on_s3(cfg_for(tmp_path, data, "two"), "two"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    got = fetch(cluster, f"{S3}/two", "two")
+    for a, b in zip(weights(tmp_path / "local"), weights(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    meta = json.loads((got / "model.json").read_text())["training"]
+    assert (meta["engine"], meta["workers"], meta["steps"]) == ("allreduce", 2, 6)
+    assert [r["step"] for r in rows(got)] == [r["step"] for r in rows(tmp_path / "local")]
+    assert rank_hosts(cluster) == {h.address for h in cluster.hosts[1:]}  # one rank on each worker host
+
+
+def test_a_local_model_dir_shared_by_two_hosts_is_refused_before_any_step(cluster, data, tmp_path):
+    cfg = replace(cfg_for(tmp_path, data), data=f"{S3}/ds", model_dir="/tmp/model")
+    done = train_on(cluster, cfg, timeout=600)
+    assert done.returncode == 1
+    assert "model_dir /tmp/model is a local path, but the ranks run on 2 hosts" in done.stderr
+    assert "give an s3:// model_dir" in done.stderr and "Traceback" not in done.stderr
+    assert not any((h.tmp / "model" / "checkpoints").exists() for h in cluster.hosts)  # no step was taken
+
+
+def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30) -> tuple[subprocess.CompletedProcess, dict]:
+    """Train ``steps`` steps on 2 hosts, apply ``fault(cluster)`` once checkpoint 10 is on S3; the run's
+    output and timings (the run's seconds, the fault's, and the checkpoint it resumed from)."""
+    cfg = on_s3(cfg_for(tmp_path, data, name, steps=steps, checkpoint_every=5, val_every=20, log_every=5), name)
+    cmd = argv(cfg, cluster.master_url, 2, "--set", f"allreduce.timeout_s={TIMEOUT_S}",
+               "--set", "allreduce.slots_wait_s=60")
+    log = cluster.logs / f"{name}.log"
+    t0 = time.monotonic()
+    proc = cluster.head.popen(cmd, {**cluster.env(cluster.head), "PYTHONPATH": str(hostlib.ROOT)}, log)
+    try:
+        deadline = time.monotonic() + 600
+        while latest(cluster, f"{S3}/{name}") < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(1)
+        at = time.monotonic()
+        fault(cluster)
+        proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text(errors="replace")
+    resumed = [int(m) for m in re.findall(r"resuming from step (\d+)", out)]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, out), {
+        "run_s": time.monotonic() - t0, "fault_at_s": at - t0, "resumed": resumed}
+
+
+def check_complete(cluster, name: str, steps: int, resumed: list[int]) -> None:
+    got = fetch(cluster, f"{S3}/{name}", name)
+    assert json.loads((got / "model.json").read_text())["training"]["steps"] == steps
+    assert [r["step"] for r in rows(got)] == list(range(5, steps + 1, 5))  # no gap, no duplicate
+    assert resumed and min(resumed) >= 10  # no checkpoint lost
+    assert rank_processes(cluster) == []
+
+
+def test_a_host_lost_and_back_resumes_from_its_last_checkpoint_and_completes(cluster, data, tmp_path, record_property):
+    def lose_host_2(c):
+        c.hosts[2].link(False)
+        c.hosts[2].kill()
+        time.sleep(TIMEOUT_S + 15)  # longer than the collective's timeout
+        c.hosts[2].link(True)
+        c.start_worker(2)
+
+    done, t = fault_run(cluster, tmp_path, data, "lost", lose_host_2)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "the allreduce stage failed" in done.stdout
+    check_complete(cluster, "lost", 30, t["resumed"])
+    record_property("lost_host", t)
+
+
+def test_a_link_cut_longer_than_the_timeout_then_restored_resumes_and_completes(cluster, data, tmp_path,
+                                                                               record_property):
+    def partition(c):
+        c.hosts[2].link(False)
+        time.sleep(TIMEOUT_S + 10)
+        c.hosts[2].link(True)
+
+    done, t = fault_run(cluster, tmp_path, data, "cut", partition)
+    assert done.returncode == 0, done.stdout[-4000:]
+    check_complete(cluster, "cut", 30, t["resumed"])
+    record_property("partition", t)
+
+
+def test_a_host_that_never_comes_back_stops_the_run_with_an_error_naming_the_slots(cluster, data, tmp_path):
+    def lose_host_2_for_good(c):
+        c.hosts[2].link(False)
+        c.hosts[2].kill()
+
+    try:
+        done, t = fault_run(cluster, tmp_path, data, "gone", lose_host_2_for_good)
+    finally:
+        cluster.hosts[2].link(True)
+        cluster.start_worker(2)
+    assert done.returncode == 1, done.stdout[-4000:]
+    assert re.search(r"the allreduce stage needs 2 task slots at once \(one per rank\), but the cluster had 1 "
+                     r"executor\(s\) for 60 s", done.stdout), done.stdout[-3000:]
+    assert "Traceback" not in done.stdout
+    assert rank_processes(cluster) == []
