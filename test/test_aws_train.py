@@ -26,8 +26,6 @@ COMMON_CONF = {
     "spark.yarn.am.cores": "1",
     "spark.scheduler.minRegisteredResourcesRatio": "1.0",
     "spark.scheduler.maxRegisteredResourcesWaitingTime": "600s",
-    "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "15s",
-    "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "80",
 }
 
 

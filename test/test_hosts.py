@@ -57,13 +57,19 @@ def train_on(cluster, cfg, *extra: str, timeout: float = 900) -> subprocess.Comp
     return cluster.head.run(argv(cfg, cluster.master_url, 2, *extra), env, timeout)
 
 
+def apps(cluster) -> set[Path]:
+    """The executors' folders of every Spark application so far, on every worker host."""
+    return {app for host in cluster.hosts[1:] for app in (host.tmp / "spark-work").glob("app-*")}
+
+
+def executor_logs(folders) -> str:
+    """The ranks' output: the stderr of every executor in the applications' ``folders``."""
+    return "".join(log.read_text(errors="replace") for app in folders for log in sorted(app.rglob("stderr")))
+
+
 def rank_hosts(cluster) -> set[str]:
     """The addresses the ranks announced, from the executors' logs on each worker host."""
-    found = set()
-    for host in cluster.hosts[1:]:
-        for log in (host.tmp / "spark-work").rglob("stderr"):
-            found |= set(re.findall(r"rank \d of 2 at ([\d.]+):\d+", log.read_text(errors="replace")))
-    return found
+    return set(re.findall(r"rank \d of 2 at ([\d.]+):\d+", executor_logs(apps(cluster))))
 
 
 def fetch(cluster, uri: str, name: str) -> Path:
@@ -127,6 +133,7 @@ def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30) -> tup
     cmd = argv(cfg, cluster.master_url, 2, "--set", f"allreduce.timeout_s={TIMEOUT_S}",
                "--set", "allreduce.slots_wait_s=60")
     log = cluster.logs / f"{name}.log"
+    before = apps(cluster)
     t0 = time.monotonic()
     proc = cluster.head.popen(cmd, {**cluster.env(cluster.head), "PYTHONPATH": str(hostlib.ROOT)}, log)
     try:
@@ -142,7 +149,7 @@ def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30) -> tup
             proc.kill()
             proc.wait()
     out = log.read_text(errors="replace")
-    resumed = [int(m) for m in re.findall(r"resuming from step (\d+)", out)]
+    resumed = [int(m) for m in re.findall(r"resuming from step (\d+)", executor_logs(apps(cluster) - before))]
     return subprocess.CompletedProcess(cmd, proc.returncode, out, out), {
         "run_s": time.monotonic() - t0, "fault_at_s": at - t0, "resumed": resumed}
 
@@ -194,7 +201,7 @@ def test_a_host_that_never_comes_back_stops_the_run_with_an_error_naming_the_slo
         cluster.hosts[2].link(True)
         cluster.start_worker(2)
     assert done.returncode == 1, done.stdout[-4000:]
-    assert re.search(r"the allreduce stage needs 2 task slots at once \(one per rank\), but the cluster had 1 "
-                     r"executor\(s\) for 60 s", done.stdout), done.stdout[-3000:]
+    assert re.search(r"the allreduce stage needs 2 task slots at once \(one per rank\), but the cluster had fewer "
+                     r"for 60 s \(allreduce.slots_wait_s; 1 executor\(s\) now\)", done.stdout), done.stdout[-3000:]
     assert "Traceback" not in done.stdout
     assert rank_processes(cluster) == []

@@ -191,7 +191,8 @@ class Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         (self.shared / "conf").mkdir()
         (self.shared / "conf" / "spark-defaults.conf").write_text(
-            f"spark.network.timeout {NETWORK_TIMEOUT_S}s\nspark.executor.heartbeatInterval 3s\n")
+            f"spark.network.timeout {NETWORK_TIMEOUT_S}s\nspark.network.timeoutInterval 10s\n"
+            "spark.executor.heartbeatInterval 3s\n")
         os.chmod(self.base, 0o755)
         if self._v2:
             (CGROUP_V2 / "cgroup.subtree_control").write_text("+cpu")

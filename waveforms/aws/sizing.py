@@ -22,8 +22,6 @@ from waveforms.aws.instances import InstanceType
 AM_RESERVE_MB = 1024  # spark.yarn.am.memory 512m + 384m overhead, rounded up to YARN's 1 GiB steps
 AM_MEMORY = "512m"
 MAX_HEAP_MB = 4096  # the executor JVM only schedules tasks and moves small results
-BARRIER_CHECK_INTERVAL_S = 15
-BARRIER_CHECK_MAX_FAILURES = 80  # 80 × 15 s = 20 min for lost executors to come back before the job fails
 DRC = "org.apache.hadoop.yarn.util.resource.DominantResourceCalculator"
 CGROUP_ROOT = "/spark-rapids-cgroup"  # EMR 7's documented cgroup v1 mount point for YARN's GPU isolation
 GPU_DISCOVERY = "/opt/waveforms/bin/gpu-discovery.sh"  # installed by the bootstrap on GPU nodes
@@ -87,8 +85,6 @@ def spark_conf(lay: Layout) -> dict[str, str]:
         "spark.yarn.am.cores": "1",
         "spark.scheduler.minRegisteredResourcesRatio": "1.0",
         "spark.scheduler.maxRegisteredResourcesWaitingTime": "600s",
-        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{BARRIER_CHECK_INTERVAL_S}s",
-        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(BARRIER_CHECK_MAX_FAILURES),
     }
     if lay.gpus_per_task:
         conf.update({

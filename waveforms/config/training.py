@@ -32,9 +32,10 @@ class AllreduceConfig:
     timeout_s: float = opt(180.0, gt=0, unit="s",
                            help="a collective (all-reduce) that waits longer fails: a dead or cut-off peer fails the "
                                 "step within this (the first step's tracing must fit in it)")
-    slots_wait_s: float = opt(600.0, gt=0, unit="s",
+    slots_wait_s: float = opt(1200.0, gt=0, unit="s",
                               help="how long a (re)run of the stage waits for one task slot per rank (a host lost "
-                                   "and not yet back) before it stops with an error naming the missing slots")
+                                   "and not yet back, or an EMR node being replaced) before it stops with an error "
+                                   "naming the missing slots")
     retries: int = opt(2, min=0, help="times the driver reruns a failed barrier stage (each resumes from the "
                                       "last checkpoint)")
     threads: int = opt(0, min=0, help="CPU threads per rank; 0 = the host's cores split among its ranks")

@@ -16,10 +16,10 @@ barrier stage itself), and every rerun resumes from the last checkpoint: the
 driver applies ``--fresh`` once, before the first stage. A bad input (a
 UserError in a rank) is not retried.
 
-A host that does not come back never makes the run wait forever: while a run
-of the stage has fewer executors than ranks for ``allreduce.slots_wait_s``, the
-driver cancels it and stops with :class:`SlotsMissing`, naming the slots it
-has and needs (the run resumes from its last checkpoint once they are back, or
+A host that does not come back never makes the run wait forever: Spark's own
+bound on a barrier stage's wait for its task slots is set from
+``allreduce.slots_wait_s`` (on a cluster master), and once it is spent the driver
+stops with :class:`SlotsMissing`, naming the slots it needs (the run resumes from its last checkpoint once they are back, or
 with fewer ``--workers``). Ranks on several hosts need a ``model_dir`` every host
 reaches (``s3://``): a local path is refused before the first step.
 """
@@ -34,9 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import uuid
+import math
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -48,7 +46,8 @@ from waveforms.train.collective import tf_config
 
 log = logging.getLogger(__name__)
 
-USER_MARK = "waveforms-user-error: "  # prefixes a rank's bad-input message in a failed task's error
+USER_MARK = "waveforms-user-error: "
+SPARK_SLOTS = "requires more slots than the total number of slots"  # Spark's barrier check gave up waiting  # prefixes a rank's bad-input message in a failed task's error
 
 
 class StageFailed(UserError):
@@ -204,73 +203,42 @@ def executors(sc) -> int:
     return max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
 
 
-class SlotWatch:
-    """Cancels a job group once the cluster has had fewer executors than ``need`` for ``wait_s`` seconds."""
-
-    def __init__(self, sc, group: str, need: int, wait_s: float, every_s: float = 1.0):
-        self.sc, self.group, self.need, self.wait_s, self.every_s = sc, group, need, wait_s, every_s
-        self.short: int | None = None  # the executors there were when it cancelled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="slot-watch", daemon=True)
-
-    def _watch(self) -> None:
-        since = None
-        while not self._stop.wait(self.every_s):
-            have = executors(self.sc)
-            if have >= self.need:
-                since = None
-                continue
-            since = since or time.monotonic()
-            if time.monotonic() - since >= self.wait_s:
-                self.short = have
-                self.sc.cancelJobGroup(self.group)
-                return
-
-    def __enter__(self) -> SlotWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+def barrier_conf(wait_s: float) -> dict[str, str]:
+    """Spark's bound on how long a barrier stage waits for its task slots: about ``wait_s`` seconds, checked
+    every 15 s at most (the job fails with Spark's "more slots than ..." error after that)."""
+    interval = max(1.0, min(15.0, wait_s / 4))
+    return {"spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{interval:g}s",
+            "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(math.ceil(wait_s / interval))}
 
 
 def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """One barrier stage of ``workers`` ranks; each rank's result. On a cluster (not ``local[..]``) it is
-    cancelled, with :class:`SlotsMissing`, after ``allreduce.slots_wait_s`` with fewer executors than ranks."""
+    """One barrier stage of ``workers`` ranks; each rank's result."""
     from functools import partial
-
-    from waveforms.spark import is_local_master
 
     n = cfg.workers
     payload = cfgmod.dump_json(cfg, "train")
-    group = f"waveforms-allreduce-{uuid.uuid4().hex[:8]}"
-    sc.setJobGroup(group, "allreduce barrier stage", interruptOnCancel=True)
     rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
-    if is_local_master(cfg.master):
-        return [json.loads(r) for r in rdd.collect()]
-    with SlotWatch(sc, group, n, cfg.allreduce.slots_wait_s) as watch:
-        try:
-            return [json.loads(r) for r in rdd.collect()]
-        except Exception:
-            if watch.short is not None:
-                raise SlotsMissing(
-                    f"the allreduce stage needs {n} task slots at once (one per rank), but the cluster had "
-                    f"{watch.short} executor(s) for {cfg.allreduce.slots_wait_s:.0f} s (allreduce.slots_wait_s): "
-                    "a host is lost; bring it back and rerun (training resumes from its last checkpoint), or "
-                    f"rerun with --workers {max(1, watch.short)}") from None
-            raise
+    return [json.loads(r) for r in rdd.collect()]
+
+
+def slots_missing(sc, cfg: TrainConfig) -> SlotsMissing:
+    have = executors(sc)
+    return SlotsMissing(
+        f"the allreduce stage needs {cfg.workers} task slots at once (one per rank), but the cluster had fewer "
+        f"for {cfg.allreduce.slots_wait_s:.0f} s (allreduce.slots_wait_s; {have} executor(s) now): a host is lost; "
+        "bring it back and rerun (training resumes from its last checkpoint), or rerun with fewer --workers")
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with ``workers`` ranks on ``master``; rank 0 writes the artifact; returns its summary."""
-    from waveforms.spark import stage_context  # imports pyspark
+    from waveforms.spark import is_local_master, stage_context  # imports pyspark
 
     validate(cfg)
     if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
         start_over(cfg.model_dir)
         cfg = replace(cfg, fresh=False)
-    sc = stage_context(cfg.master, "waveforms-train")
+    local = is_local_master(cfg.master)
+    sc = stage_context(cfg.master, "waveforms-train", None if local else barrier_conf(cfg.allreduce.slots_wait_s))
     n = cfg.workers
     log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.master,
              recipe.global_batch(cfg, n))
@@ -278,9 +246,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         try:
             results = run_stage(sc, cfg)
             break
-        except SlotsMissing:
-            raise
         except Exception as exc:  # py4j's Py4JJavaError: the stage failed
+            if SPARK_SLOTS in str(exc):
+                raise slots_missing(sc, cfg) from None
             reason = _reason(exc)
             if USER_MARK in reason:
                 raise UserError(reason[len(USER_MARK):]) from None
