@@ -17,8 +17,9 @@ driver applies ``--fresh`` once, before the first stage. A bad input (a
 UserError in a rank) is not retried.
 
 A host that does not come back never makes the run wait forever: Spark's own
-bound on a barrier stage's wait for its task slots is set from
-``allreduce.slots_wait_s`` (on a cluster master), and once it is spent the driver
+bound on a barrier job's wait for its task slots is set from
+``allreduce.slots_wait_s`` (on a cluster master), a :class:`SlotWatch` bounds the
+wait of a stage Spark resubmits itself, and once either is spent the driver
 stops with :class:`SlotsMissing`, naming the slots it needs (the run resumes from its last checkpoint once they are back, or
 with fewer ``--workers``). Ranks on several hosts need a ``model_dir`` every host
 reaches (``s3://``): a local path is refused before the first step.
@@ -35,6 +36,9 @@ import subprocess
 import sys
 import tempfile
 import math
+import threading
+import time
+import uuid
 from dataclasses import replace
 from typing import Any, Iterator
 
@@ -211,14 +215,60 @@ def barrier_conf(wait_s: float) -> dict[str, str]:
             "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(math.ceil(wait_s / interval))}
 
 
+class SlotWatch:
+    """Cancels a job group once the cluster has had fewer executors than ``need`` for ``wait_s`` seconds.
+
+    Spark checks a barrier job's slots when the job is submitted (:func:`barrier_conf`), but a barrier
+    stage that Spark itself resubmits after losing an executor waits for its slots without a bound."""
+
+    def __init__(self, sc, group: str, need: int, wait_s: float, every_s: float = 1.0):
+        self.sc, self.group, self.need, self.wait_s, self.every_s = sc, group, need, wait_s, every_s
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="slot-watch", daemon=True)
+
+    def _watch(self) -> None:
+        since = None
+        while not self._stop.wait(self.every_s):
+            if executors(self.sc) >= self.need:
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since >= self.wait_s:
+                self.fired = True
+                self.sc.cancelJobGroup(self.group)
+                return
+
+    def __enter__(self) -> SlotWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """One barrier stage of ``workers`` ranks; each rank's result."""
+    """One barrier stage of ``workers`` ranks; each rank's result. On a cluster master a :class:`SlotWatch`
+    bounds its wait for slots; a wait it ends is a :class:`SlotsMissing`."""
     from functools import partial
+
+    from waveforms.spark import is_local_master
 
     n = cfg.workers
     payload = cfgmod.dump_json(cfg, "train")
+    group = f"waveforms-allreduce-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, "allreduce barrier stage", interruptOnCancel=True)
     rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
-    return [json.loads(r) for r in rdd.collect()]
+    if is_local_master(cfg.master):
+        return [json.loads(r) for r in rdd.collect()]
+    with SlotWatch(sc, group, n, cfg.allreduce.slots_wait_s) as watch:
+        try:
+            return [json.loads(r) for r in rdd.collect()]
+        except Exception:
+            if watch.fired:
+                raise slots_missing(sc, cfg) from None
+            raise
 
 
 def slots_missing(sc, cfg: TrainConfig) -> SlotsMissing:
@@ -247,6 +297,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             results = run_stage(sc, cfg)
             break
         except Exception as exc:  # py4j's Py4JJavaError: the stage failed
+            if isinstance(exc, SlotsMissing):
+                raise
             if SPARK_SLOTS in str(exc):
                 raise slots_missing(sc, cfg) from None
             reason = _reason(exc)
