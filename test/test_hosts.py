@@ -131,7 +131,7 @@ def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30) -> tup
     output and timings (the run's seconds, the fault's, and the checkpoint it resumed from)."""
     cfg = on_s3(cfg_for(tmp_path, data, name, steps=steps, checkpoint_every=5, val_every=20, log_every=5), name)
     cmd = argv(cfg, cluster.master_url, 2, "--set", f"allreduce.timeout_s={TIMEOUT_S}",
-               "--set", "allreduce.slots_wait_s=60")
+               "--set", "allreduce.slots_wait_s=30")
     log = cluster.logs / f"{name}.log"
     before = apps(cluster)
     t0 = time.monotonic()
@@ -166,7 +166,7 @@ def test_a_host_lost_and_back_resumes_from_its_last_checkpoint_and_completes(clu
     def lose_host_2(c):
         c.hosts[2].link(False)
         c.hosts[2].kill()
-        time.sleep(TIMEOUT_S + 15)  # longer than the collective's timeout
+        time.sleep(TIMEOUT_S + 10)  # longer than the collective's timeout
         c.hosts[2].link(True)
         c.start_worker(2)
 
@@ -202,6 +202,6 @@ def test_a_host_that_never_comes_back_stops_the_run_with_an_error_naming_the_slo
         cluster.start_worker(2)
     assert done.returncode == 1, done.stdout[-4000:]
     assert re.search(r"the allreduce stage needs 2 task slots at once \(one per rank\), but the cluster had fewer "
-                     r"for 60 s \(allreduce.slots_wait_s; 1 executor\(s\) now\)", done.stdout), done.stdout[-3000:]
+                     r"for 30 s \(allreduce.slots_wait_s; 1 executor\(s\) now\)", done.stdout), done.stdout[-3000:]
     assert "Traceback" not in done.stdout
     assert rank_processes(cluster) == []
