@@ -126,12 +126,13 @@ def test_a_local_model_dir_shared_by_two_hosts_is_refused_before_any_step(cluste
     assert not any((h.tmp / "model" / "checkpoints").exists() for h in cluster.hosts)  # no step was taken
 
 
-def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30) -> tuple[subprocess.CompletedProcess, dict]:
+def fault_run(cluster, tmp_path, data, name: str, fault, steps: int = 30,
+              slots_wait_s: int = 300) -> tuple[subprocess.CompletedProcess, dict]:
     """Train ``steps`` steps on 2 hosts, apply ``fault(cluster)`` once checkpoint 10 is on S3; the run's
     output and timings (the run's seconds, the fault's, and the checkpoint it resumed from)."""
     cfg = on_s3(cfg_for(tmp_path, data, name, steps=steps, checkpoint_every=5, val_every=20, log_every=5), name)
     cmd = argv(cfg, cluster.master_url, 2, "--set", f"allreduce.timeout_s={TIMEOUT_S}",
-               "--set", "allreduce.slots_wait_s=30")
+               "--set", f"allreduce.slots_wait_s={slots_wait_s}")
     log = cluster.logs / f"{name}.log"
     before = apps(cluster)
     t0 = time.monotonic()
@@ -196,7 +197,7 @@ def test_a_host_that_never_comes_back_stops_the_run_with_an_error_naming_the_slo
         c.hosts[2].kill()
 
     try:
-        done, t = fault_run(cluster, tmp_path, data, "gone", lose_host_2_for_good)
+        done, t = fault_run(cluster, tmp_path, data, "gone", lose_host_2_for_good, slots_wait_s=30)
     finally:
         cluster.hosts[2].link(True)
         cluster.start_worker(2)
