@@ -83,6 +83,15 @@ def test_global_batch_and_learning_rate_rules():
     assert recipe.scaled_learning_rate(cfg, 8) == 0.004  # the configured batch: the configured rate
 
 
+def test_the_wait_for_slots_is_spark_s_check_in_whole_seconds():
+    from waveforms.train.allreduce import barrier_conf
+
+    check = "spark.scheduler.barrier.maxConcurrentTasksCheck."
+    assert barrier_conf(1200) == {check + "interval": "15s", check + "maxFailures": "80"}  # 20 minutes
+    assert barrier_conf(30) == {check + "interval": "7s", check + "maxFailures": "5"}  # never "7.5s"
+    assert barrier_conf(2) == {check + "interval": "1s", check + "maxFailures": "2"}
+
+
 def test_threads_tf_config_and_the_failure_line():
     assert host_threads(16, 4) == 4 and host_threads(2, 3) == 1 and host_threads(16, 4, threads=3) == 3
     conf = json.loads(tf_config(["127.0.0.1:5000", "127.0.0.1:5001"], 1))

@@ -209,9 +209,10 @@ def executors(sc) -> int:
 
 def barrier_conf(wait_s: float) -> dict[str, str]:
     """Spark's bound on how long a barrier stage waits for its task slots: about ``wait_s`` seconds, checked
-    every 15 s at most (the job fails with Spark's "more slots than ..." error after that)."""
-    interval = max(1.0, min(15.0, wait_s / 4))
-    return {"spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{interval:g}s",
+    every 15 s at most, in whole seconds (Spark refuses "7.5s"); the job then fails with Spark's
+    "more slots than ..." error."""
+    interval = max(1, min(15, int(wait_s // 4)))
+    return {"spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{interval}s",
             "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(math.ceil(wait_s / interval))}
 
 
