@@ -337,7 +337,7 @@ def main() -> None:
     skip = set(args.skip.split(","))
     if args.synthetic:
         args.data = synthetic_dataset()
-    if args.data is None and not {"strong", "weak"} <= skip:
+    if args.data is None and (not {"strong", "weak"} <= skip or args.hosts):
         sys.path.insert(0, str(ROOT / "bench"))
         from bench_train_budget import build_dataset
 

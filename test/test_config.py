@@ -119,7 +119,7 @@ def test_flags_keep_their_names_and_keys():
                   "--master": "master", "--workers": "workers", "--epochs": "elephas.epochs",
                   "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
         "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
-                     "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
+                     "--top-p": "top_p", "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
                      "--save-every": "save_every", "--evaluate": "evaluate"},
         "index": {"--data": "data", "--output": "output", "--master": "master"},
         "evaluate": {"--model": "model", "--data": "data", "--audio": "audio", "--clips": "clips",

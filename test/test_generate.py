@@ -52,11 +52,46 @@ def test_greedy_matches_naive_generator(preset):
     assert len(np.unique(fast)) > 3  # not a constant sequence: the comparison means something
 
 
-def test_sampling_matches_naive_with_same_seed():
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (1.0, 0.9), (0.8, 0.5)])
+def test_sampling_matches_naive_with_same_seed(temperature, top_p):
     w = randomised(build("tiny"), scale=0.3)
-    fast = gen.generate(w, 200, temperature=1.0, seed=7, streams=3)
-    naive = naive_generate(w, 200, temperature=1.0, seed=7, streams=3)
+    fast = gen.generate(w, 200, temperature=temperature, top_p=top_p, seed=7, streams=3)
+    naive = naive_generate(w, 200, temperature=temperature, top_p=top_p, seed=7, streams=3)
     np.testing.assert_array_equal(fast, naive)
+    assert len(np.unique(fast)) > 3
+
+
+def nucleus(p, top_p):
+    """The nucleus distribution, written independently: sort, keep the head reaching top_p, renormalise."""
+    order = np.argsort(-p, kind="stable")
+    head = order[:np.searchsorted(np.cumsum(p[order]), top_p * p.sum()) + 1]
+    q = np.zeros_like(p)
+    q[head] = p[head]
+    return q / q.sum()
+
+
+def test_top_p_rule_is_exact():
+    p = np.array([0.05, 0.5, 0.02, 0.3, 0.13] + [1e-9] * 251)
+    logits = np.log(p).astype(np.float32)
+    u = np.random.default_rng(1).random(40000)
+    for temperature, top_p in [(1.0, 0.75), (1.0, 0.9), (2.0, 0.9), (0.5, 0.95)]:
+        t = np.exp(np.log(p) / temperature)
+        want = nucleus(t / t.sum(), top_p)
+        draws = np.array([sample_code(logits, temperature, x, top_p) for x in u])
+        freq = np.bincount(draws, minlength=256) / len(u)
+        assert set(np.flatnonzero(freq)) == set(np.flatnonzero(want)), (temperature, top_p)
+        np.testing.assert_allclose(freq, want, atol=0.01)
+    assert np.count_nonzero(nucleus(p, 0.75)) == 2  # the expectation itself truncates: {0.5, 0.3}
+    # top_p = 1 keeps every code, however improbable
+    assert sample_code(logits, 1.0, 0.9999999999, 1.0) == 255
+    assert sample_code(logits, 1.0, 0.9999999999, 0.999) == 4
+
+
+def test_top_p_out_of_range_is_a_clear_error():
+    w = build("tiny")
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(UserError, match=f"top_p = {bad:g} is not allowed"):
+            gen.generate(w, 10, top_p=bad)
 
 
 def test_seed_determinism_and_chunking(monkeypatch):

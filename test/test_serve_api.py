@@ -17,7 +17,7 @@ import requests
 from helpers.serve import RATE, TRACK_INFO, add_previews_and_evaluation, make_dataset, running, train_model
 from helpers.train import tone
 from waveforms import mulaw
-from waveforms.config import ServeConfig
+from waveforms.config import ServeConfig, generation
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def root(tmp_path_factory) -> Path:
     train_model(data, root / "runs" / "tiny")
     add_previews_and_evaluation(root / "runs" / "tiny")
     assert main(["generate", "--model", str(root / "runs" / "tiny"), "--seconds", "0.5", "--seed", "3",
-                 "--temperature", "0.9", "--output", str(root / "generated" / "seed3.wav")]) == 0
+                 "--temperature", "0.9", "--top-p", "0.95", "--output", str(root / "generated" / "seed3.wav")]) == 0
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret-model").mkdir()
     (outside / "secret-model" / "model.json").write_text("{}")
@@ -129,15 +129,19 @@ def test_metrics_stream_sends_rows_then_new_ones(base, root):
 
 def test_generate_streams_the_same_bytes_as_the_cli(base, root):
     _, model = ids(base)
-    url = f"{base}/api/models/{model}/generate.wav?seconds=0.5&seed=3&temperature=0.9"
+    url = f"{base}/api/models/{model}/generate.wav?seconds=0.5&seed=3&temperature=0.9&top_p=0.95"
     r = requests.get(url, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
     body = r.content
     assert body == (root / "generated" / "seed3.wav").read_bytes()
-    other = get(base, f"/api/models/{model}/generate.wav?seconds=0.5&seed=4&temperature=0.9").content
+    other = get(base, f"/api/models/{model}/generate.wav?seconds=0.5&seed=4&temperature=0.9&top_p=0.95").content
     assert other[:44] == body[:44] and other != body
-    sidecar = get(base, f"/api/models/{model}/generate.json?seconds=0.5&seed=3&temperature=0.9").json()
-    assert sidecar["samples"] == 4000 and sidecar["settings"]["seed"] == 3
+    untruncated = get(base, f"/api/models/{model}/generate.wav?seconds=0.5&seed=3&temperature=0.9").content
+    assert untruncated != body  # top_p reaches the sampler
+    sidecar = get(base, f"/api/models/{model}/generate.json?seconds=0.5&seed=3&temperature=0.9&top_p=0.95").json()
+    assert sidecar["samples"] == 4000 and sidecar["settings"]["seed"] == 3 and sidecar["settings"]["top_p"] == 0.95
+    assert get(base, "/api/sampling").json() == {"temperature": generation.TEMPERATURE,
+                                                 "top_p": generation.TOP_P}
 
 
 def test_generated_wavs_are_listed_with_sidecars(base, root):
@@ -153,6 +157,8 @@ def test_ten_hours_and_bad_settings_are_refused(base):
     r = get(base, f"/api/models/{model}/generate.wav?seconds=1&genre=rock")
     assert r.status_code == 400 and "not conditioned on genre" in r.json()["detail"]
     assert get(base, f"/api/models/{model}/generate.wav?seconds=-1").status_code == 422
+    for bad in ("0", "1.5", "nan"):
+        assert get(base, f"/api/models/{model}/generate.wav?seconds=1&top_p={bad}").status_code == 422
 
 
 def active(base: str) -> int:

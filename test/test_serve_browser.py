@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers.serve import add_previews_and_evaluation, make_dataset, running, train_model
-from waveforms.config import ServeConfig
+from waveforms.config import ServeConfig, generation
 
 pytestmark = pytest.mark.slow
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -115,6 +115,7 @@ def test_generate_page_plays_while_generating_and_shows_upload_errors(studio, br
     browser.execute_script("document.getElementById('g-prime-file').value = ''")
     browser.find_element("id", "g-seconds").clear()
     browser.find_element("id", "g-seconds").send_keys("3")
+    assert float(browser.find_element("id", "g-top-p").get_attribute("value")) == generation.TOP_P
     browser.find_element("id", "g-start").click()
     first = wait(lambda: browser.execute_script("return document.getElementById('g-audio').currentTime"),
                  what="playback to start")
@@ -122,5 +123,6 @@ def test_generate_page_plays_while_generating_and_shows_upload_errors(studio, br
                  > first + 0.5 and t, what="playback to advance")
     assert later > first
     wait(lambda: browser.find_element("id", "g-status").text == "done", timeout=30, what="the end")
-    assert "download=1" in browser.find_element("id", "g-download-wav").get_attribute("href")
+    href = browser.find_element("id", "g-download-wav").get_attribute("href")
+    assert "download=1" in href and f"top_p={generation.TOP_P:g}" in href
     assert shot(browser, tmp_path, "generate").stat().st_size > 10_000

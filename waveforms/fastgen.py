@@ -125,8 +125,12 @@ def _gate(f, g):
 
 
 @numba.njit(fastmath=False, cache=True)
-def _sample(logits, temperature, u):
-    """Exact sample from softmax(logits / temperature) by inverse CDF; argmax when temperature is 0."""
+def _sample(logits, temperature, top_p, u):
+    """Exact sample from softmax(logits / temperature) by inverse CDF; argmax when temperature is 0.
+
+    With ``top_p < 1`` (nucleus sampling) the draw is from the most probable codes whose mass
+    first reaches ``top_p`` (ties at the boundary all kept), renormalised; the others get 0.
+    """
     q = logits.shape[0]
     best = 0
     for j in range(1, q):
@@ -136,13 +140,29 @@ def _sample(logits, temperature, u):
         return best
     top = logits[best]
     total = 0.0
-    cdf = np.empty(q, dtype=np.float64)
+    p = np.empty(q, dtype=np.float64)
     for j in range(q):
-        total += np.exp((np.float64(logits[j]) - top) / temperature)
-        cdf[j] = total
+        p[j] = np.exp((np.float64(logits[j]) - top) / temperature)
+        total += p[j]
+    floor = 0.0
+    if top_p < 1.0:
+        ranked = np.sort(p)
+        mass = 0.0
+        for j in range(q - 1, -1, -1):
+            mass += ranked[j]
+            if mass >= top_p * total:
+                floor = ranked[j]
+                break
+        total = 0.0
+        for j in range(q):
+            if p[j] < floor:
+                p[j] = 0.0
+            total += p[j]
     target = u * total
+    cdf = 0.0
     for j in range(q):
-        if cdf[j] > target:
+        cdf += p[j]
+        if cdf > target:
             return j
     return best
 
@@ -167,7 +187,7 @@ def _product_add(out, a, w, tmp, loops):
 
 
 @numba.njit(fastmath=True, cache=True)
-def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
+def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
            w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
     """Advance streams ``s0:s1`` in lockstep by ``n_steps`` inputs: the network, once, for generation.
 
@@ -201,7 +221,7 @@ def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms
             if i < n_forced:
                 code = forced[s, i]
             else:
-                code = _sample(logits[u], temperature, uniforms[s, i - n_forced])
+                code = _sample(logits[u], temperature, top_p, uniforms[s, i - n_forced])
                 out[s, i - n_forced] = code
             for j in range(r):  # the first causal conv over one-hot codes: one kernel row per tap
                 x[u, j] = b0[j] + w0[k0 - 1, code, j]
@@ -255,7 +275,7 @@ def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms
 
 
 @numba.njit(parallel=True, cache=True)
-def _run_blocks(n_blocks, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr,
+def _run_blocks(n_blocks, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr,
                 w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
     """Split the streams into ``n_blocks`` blocks run in parallel by :func:`_block`."""
     streams = forced.shape[0]
@@ -263,7 +283,7 @@ def _run_blocks(n_blocks, dot_min, forced, n_forced, n_steps, t0, temperature, u
         s0 = blk * streams // n_blocks
         s1 = (blk + 1) * streams // n_blocks
         if s1 > s0:
-            _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, uniforms, w0, b0, wd, bias, wsr, bsr,
+            _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr,
                    w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out)
 
 
@@ -276,8 +296,8 @@ class Sampler:
         self.last_logits = np.zeros((streams, fw.w2.shape[1]), dtype=F32)
         self.fed = False
 
-    def _advance(self, forced: np.ndarray, n_new: int, temperature: float, uniforms: np.ndarray | None,
-                 record: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _advance(self, forced: np.ndarray, n_new: int, temperature: float, top_p: float,
+                 uniforms: np.ndarray | None, record: bool) -> tuple[np.ndarray, np.ndarray | None]:
         fw, st = self.fw, self.state
         k = st.streams
         forced = np.ascontiguousarray(np.asarray(forced, dtype=np.int64).reshape(k, -1))
@@ -296,7 +316,7 @@ class Sampler:
         n_blocks = k if k < BLOCK_MIN else min(numba.get_num_threads(), k // BLOCK_MIN)
         # Each block thread calls BLAS on small matrices: BLAS's own threads would only contend.
         with threadpool_limits(limits=1, user_api="blas"):
-            _run_blocks(n_blocks, BLOCK_MIN, forced, n_forced, n_steps, st.t, float(temperature),
+            _run_blocks(n_blocks, BLOCK_MIN, forced, n_forced, n_steps, st.t, float(temperature), float(top_p),
                         np.ascontiguousarray(uniforms, dtype=np.float64), fw.w0, fw.b0, fw.wd, st.bias, fw.wsr, fw.bsr,
                         fw.w1, fw.b1, fw.w2, fw.b2, fw.dilations, st.buf_off, st.buf_len, st.bufs, st.history,
                         self.last_logits, out, record, logits_out)
@@ -306,15 +326,16 @@ class Sampler:
 
     def feed(self, codes: np.ndarray, record: bool = False) -> np.ndarray | None:
         """Push known codes ``(streams, n)`` through the cache; with ``record``, return the logits after each."""
-        _, logits = self._advance(codes, 0, 1.0, None, record)
+        _, logits = self._advance(codes, 0, 1.0, 1.0, None, record)
         return logits
 
-    def sample_with(self, uniforms: np.ndarray, temperature: float) -> np.ndarray:
+    def sample_with(self, uniforms: np.ndarray, temperature: float, top_p: float = 1.0) -> np.ndarray:
         """One new code per column of ``uniforms`` ``(streams, n)`` in [0, 1), each fed back in."""
-        out, _ = self._advance(np.zeros((self.state.streams, 0)), uniforms.shape[1], temperature, uniforms, False)
+        out, _ = self._advance(np.zeros((self.state.streams, 0)), uniforms.shape[1], temperature, top_p, uniforms,
+                               False)
         return out
 
 
-def sample_code(logits: np.ndarray, temperature: float, u: float) -> int:
+def sample_code(logits: np.ndarray, temperature: float, u: float, top_p: float = 1.0) -> int:
     """The sampling rule of the fast path, for one distribution (used by the naive reference)."""
-    return int(_sample(np.ascontiguousarray(logits, dtype=F32), float(temperature), float(u)))
+    return int(_sample(np.ascontiguousarray(logits, dtype=F32), float(temperature), float(top_p), float(u)))

@@ -61,14 +61,15 @@ def start_sampler(weights, wavenet, streams: int, genre: int | str | None = None
     return sampler
 
 
-def draw(sampler, rng: np.random.Generator, n: int, streams: int, temperature: float) -> np.ndarray:
+def draw(sampler, rng: np.random.Generator, n: int, streams: int, temperature: float,
+         top_p: float = 1.0) -> np.ndarray:
     """The next ``n`` codes of every stream, uint8 ``(streams, n)``.
 
     One uniform per stream per step, drawn in step order: the same seed gives the same
     codes however the samples are split into calls.
     """
     uniforms = np.ascontiguousarray(rng.random((n, streams)).T)
-    return sampler.sample_with(uniforms, temperature)
+    return sampler.sample_with(uniforms, temperature, top_p)
 
 
 def generate(
@@ -77,6 +78,7 @@ def generate(
     *,
     prime: np.ndarray | None = None,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     seed: int | None = None,
     streams: int = 1,
     genre: int | str | None = None,
@@ -84,13 +86,16 @@ def generate(
 ) -> np.ndarray:
     """Sample ``n_samples`` new mu-law codes per stream: uint8 ``(streams, n_samples)``.
 
-    Each new sample costs one pass through the layers' cached state.
+    Each new sample costs one pass through the layers' cached state. ``top_p < 1`` draws
+    from the nucleus of each step's distribution (:func:`waveforms.fastgen.sample_code`).
     ``on_chunk(codes_so_far, n_done)`` is called after every chunk.
     """
     from waveforms.fastgen import FastWeights  # numba: compiled kernels load only when generating
 
     if temperature < 0:
         raise UserError("temperature must be >= 0")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p = {top_p:g} is not allowed; allowed: > 0 and <= 1")
     sampler = start_sampler(FastWeights.from_keras(wavenet.keras_model, wavenet.config), wavenet, streams,
                             genre, prime)
     rng = np.random.default_rng(seed)
@@ -98,7 +103,7 @@ def generate(
     done = 0
     while done < n_samples:
         n = min(CHUNK, n_samples - done)
-        out[:, done:done + n] = draw(sampler, rng, n, streams, temperature)
+        out[:, done:done + n] = draw(sampler, rng, n, streams, temperature, top_p)
         done += n
         if on_chunk:
             on_chunk(out, done)
@@ -200,8 +205,8 @@ def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> i
             save(codes, done)
             state["saved"] = done
 
-    codes = generate(wavenet, n, prime=prime, temperature=cfg.temperature, seed=cfg.seed, streams=cfg.streams,
-                     genre=cfg.genre or None, on_chunk=on_chunk)
+    codes = generate(wavenet, n, prime=prime, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                     streams=cfg.streams, genre=cfg.genre or None, on_chunk=on_chunk)
     bar.close()
     elapsed = time.perf_counter() - started
     save(codes, n)

@@ -16,6 +16,7 @@ def naive_generate(
     *,
     prime: np.ndarray | None = None,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     seed: int | None = None,
     streams: int = 1,
     genre: int | str | None = None,
@@ -31,7 +32,7 @@ def naive_generate(
         inputs = window if genres is None else [window, genres]
         logits = np.asarray(wavenet.keras_model(inputs, training=False))[:, -1, :]
         uniforms = rng.random(streams)
-        codes = np.array([sample_code(logits[s], temperature, uniforms[s]) for s in range(streams)])
+        codes = np.array([sample_code(logits[s], temperature, uniforms[s], top_p) for s in range(streams)])
         out[:, i] = codes
         seq = np.concatenate([seq, codes[:, None]], axis=1)
     return out

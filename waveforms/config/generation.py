@@ -5,6 +5,12 @@ from dataclasses import dataclass
 
 from waveforms.config.metadata import opt
 
+# The sampling defaults of every place that samples (generate, evaluate's clips, training previews, the studio),
+# chosen by bench/bench_sampling.py's sweep (docs/generation.md).
+TEMPERATURE = 1.0
+TOP_P = 1.0
+TOP_P_HELP = "nucleus sampling: draw only from the most probable codes holding this share of the mass; 1 = off"
+
 
 @dataclass
 class GenerateConfig:
@@ -13,7 +19,8 @@ class GenerateConfig:
     model: str = opt("data/model", flag="--model", help="model folder or s3:// prefix")
     seconds: float = opt(2.0, gt=0, unit="s", flag="--seconds", help="seconds of audio per stream")
     output: str = opt("generated.wav", flag="--output", help="output WAV (stream k > 0 gets a _k suffix)")
-    temperature: float = opt(1.0, min=0, flag="--temperature", help="sampling temperature; 0 = greedy")
+    temperature: float = opt(TEMPERATURE, min=0, flag="--temperature", help="sampling temperature; 0 = greedy")
+    top_p: float = opt(TOP_P, gt=0, max=1, flag="--top-p", help=TOP_P_HELP)
     prime: str = opt("", flag="--prime", help="audio file whose samples start the sequence")
     seed: int = opt(0, min=0, flag="--seed", help="random seed")
     streams: int = opt(1, min=1, flag="--streams", help="independent streams generated together")
@@ -55,7 +62,8 @@ class EvaluateConfig:
     audio: list[str] = opt([], flag="--audio", help="WAV files to judge instead of generated clips (flag repeatable)")
     clips: int = opt(2, min=1, flag="--clips", help="clips generated when no --audio is given")
     seconds: float = opt(5.0, gt=0, unit="s", flag="--seconds", help="seconds per generated clip")
-    temperature: float = opt(1.0, min=0, help="sampling temperature of the generated clips")
+    temperature: float = opt(TEMPERATURE, min=0, help="sampling temperature of the generated clips")
+    top_p: float = opt(TOP_P, gt=0, max=1, help=TOP_P_HELP)
     seed: int = opt(0, min=0, help="random seed of the generated clips and the noise yardstick")
     output: str = opt("", flag="--output", help="folder for evaluation.json and .png; empty = the model folder")
     index: str = opt("", flag="--index", help="index folder; empty = DATA/index")

@@ -80,7 +80,7 @@ def load_clips(cfg: cfgmod.EvaluateConfig, wavenet, out: OutputDir) -> dict[str,
     if cfg.audio:
         return {storage.basename(p): load_prime(p, wavenet) for p in cfg.audio}
     n = int(round(cfg.seconds * wavenet.sample_rate))
-    codes = generate(wavenet, n, temperature=cfg.temperature, seed=cfg.seed, streams=cfg.clips)
+    codes = generate(wavenet, n, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, streams=cfg.clips)
     clips = {}
     for k in range(cfg.clips):
         name = f"evaluation_{k}.wav"

@@ -80,11 +80,11 @@ class Limiter:
 class Job:
     """One generation, advanced chunk by chunk with :meth:`next_chunk`."""
 
-    def __init__(self, loaded: Loaded, n_samples: int, *, temperature: float, seed: int,
+    def __init__(self, loaded: Loaded, n_samples: int, *, temperature: float, seed: int, top_p: float = 1.0,
                  genre: str | None = None, prime: np.ndarray | None = None):
         self.n = int(n_samples)
         self.done = 0
-        self.temperature = float(temperature)
+        self.temperature, self.top_p = float(temperature), float(top_p)
         self.sampler = gen.start_sampler(loaded.weights, loaded.wavenet, 1, genre, prime)
         self.rng = np.random.default_rng(seed)
 
@@ -97,7 +97,7 @@ class Job:
         size = min(FIRST_CHUNK if self.done == 0 else CHUNK, self.n - self.done)
         if size <= 0:
             return np.zeros(0, np.uint8)
-        codes = gen.draw(self.sampler, self.rng, size, 1, self.temperature)[0]
+        codes = gen.draw(self.sampler, self.rng, size, 1, self.temperature, self.top_p)[0]
         self.done += size
         return codes
 

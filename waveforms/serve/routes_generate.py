@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from waveforms import config as cfgmod
 from waveforms import storage
+from waveforms.config import generation as sampling
 from waveforms.errors import UserError
 from waveforms.generate import sidecar
 from waveforms.serve import primes, wav
@@ -19,6 +20,8 @@ from waveforms.serve.state import Studio, read_json, studio
 router = APIRouter(tags=["generate"])
 RETRY_AFTER_S = 5
 SECONDS = Query(2.0, gt=0, allow_inf_nan=False, json_schema_extra=capped_by("max_generate_seconds"))
+TEMPERATURE = Query(sampling.TEMPERATURE, ge=0, allow_inf_nan=False, description="sampling temperature; 0 = greedy")
+TOP_P = Query(sampling.TOP_P, gt=0, le=1, allow_inf_nan=False, description=sampling.TOP_P_HELP)
 TOO_LONG = "seconds is over the server's max_generate_seconds"
 NO_MODEL = "no model with this id"
 NO_GENERATED = "no generated WAV with this id"
@@ -33,8 +36,10 @@ def _check(st: Studio, seconds: float) -> None:
                                  f"{cap:g} s of audio (the server's max_generate_seconds)")
 
 
-def _settings(name: str, seconds: float, temperature: float, seed: int, genre: str, prime: str) -> dict[str, Any]:
-    cfg = cfgmod.GenerateConfig(model=name, seconds=seconds, temperature=temperature, seed=seed, genre=genre,
+def _settings(name: str, seconds: float, temperature: float, top_p: float, seed: int, genre: str,
+              prime: str) -> dict[str, Any]:
+    cfg = cfgmod.GenerateConfig(model=name, seconds=seconds, temperature=temperature, top_p=top_p, seed=seed,
+                                genre=genre,
                                 prime=f"prime:{prime}" if prime else "", output=f"{name}-seed{seed}.wav")
     return cfgmod.to_dict(cfg)
 
@@ -46,7 +51,7 @@ def _settings(name: str, seconds: float, temperature: float, seed: int, genre: s
                                            "or the prime was decoded for another sample rate or mu",
                            404: NO_MODEL + ", or no prime with this id (the oldest are removed)"})})
 async def generate_wav(model: str, request: Request, seconds: float = SECONDS,
-                       temperature: float = Query(1.0, ge=0, allow_inf_nan=False), seed: int = Query(0, ge=0),
+                       temperature: float = TEMPERATURE, top_p: float = TOP_P, seed: int = Query(0, ge=0),
                        genre: str = "", prime: str = "", download: bool = False,
                        st: Studio = Depends(studio)) -> Response:
     """New audio from a trained model, streamed as it is made: a WAV header, then PCM chunks.
@@ -63,7 +68,7 @@ async def generate_wav(model: str, request: Request, seconds: float = SECONDS,
     headers = {"Cache-Control": "no-store"}
     if download:
         headers["Content-Disposition"] = f'attachment; filename="{name}-seed{seed}.wav"'
-    key = (entry.id, meta_text, seconds, temperature, seed, genre, prime)
+    key = (entry.id, meta_text, seconds, temperature, top_p, seed, genre, prime)
     cached = st.results.get(key)
     if cached is not None:
         headers["X-Samples"] = str((len(cached) - 44) // 2)
@@ -77,7 +82,7 @@ async def generate_wav(model: str, request: Request, seconds: float = SECONDS,
             primes.check_matches(prime_codes, loaded.wavenet)
         n = int(round(seconds * loaded.wavenet.sample_rate))
         job = await anyio.to_thread.run_sync(
-            lambda: Job(loaded, n, temperature=temperature, seed=seed, genre=genre or None,
+            lambda: Job(loaded, n, temperature=temperature, top_p=top_p, seed=seed, genre=genre or None,
                         prime=None if prime_codes is None else prime_codes.codes))
     except UserError as exc:
         st.limiter.release(True)
@@ -108,8 +113,8 @@ async def generate_wav(model: str, request: Request, seconds: float = SECONDS,
 
 @router.get("/api/models/{model}/generate.json", responses=errors(409, 422, texts={400: TOO_LONG, 404: NO_MODEL}))
 def generate_sidecar(model: str, request: Request, seconds: float = SECONDS,
-                     temperature: float = Query(1.0, ge=0, allow_inf_nan=False),
-                     seed: int = Query(0, ge=0), genre: str = "", prime: str = "",
+                     temperature: float = TEMPERATURE, top_p: float = TOP_P, seed: int = Query(0, ge=0),
+                     genre: str = "", prime: str = "",
                      st: Studio = Depends(studio)) -> dict[str, Any]:
     """The sidecar JSON of a generation with these settings (as ``waveforms generate`` writes beside a WAV)."""
     entry = st.entry("model", model)
@@ -120,7 +125,7 @@ def generate_sidecar(model: str, request: Request, seconds: float = SECONDS,
         raise HTTPException(409, "this model has no model.json yet (still training)")
     name = entry.rel.rpartition("/")[2] if entry.rel != "." else "model"
     rate = int(meta["sample_rate"])
-    return sidecar(name, meta, rate, int(round(seconds * rate)), _settings(name, seconds, temperature, seed, genre, prime))
+    return sidecar(name, meta, rate, int(round(seconds * rate)), _settings(name, seconds, temperature, top_p, seed, genre, prime))
 
 
 def _model_json(entry) -> str:
@@ -129,6 +134,12 @@ def _model_json(entry) -> str:
     except Exception as exc:
         raise HTTPException(409, "this model has no model.json yet (still training); generate once it is saved") \
             from exc
+
+
+@router.get("/api/sampling")
+def sampling_defaults() -> dict[str, float]:
+    """The sampling settings a generation gets when the request names none (the studio's form starts there)."""
+    return {"temperature": sampling.TEMPERATURE, "top_p": sampling.TOP_P}
 
 
 @router.get("/api/generated")

@@ -2,7 +2,7 @@
 
 Every preview is ``preview_seconds`` of audio generated from the weights the
 model would be saved with (the moving average when training keeps one), with
-a fixed seed and temperature 1, written as ``MODEL_DIR/previews/step_NNNNNN.wav``
+a fixed seed and the sampling defaults of every generation (``config.generation``), written as ``MODEL_DIR/previews/step_NNNNNN.wav``
 (16-bit PCM, through the model folder's OutputDir, so s3:// works), as a
 TensorBoard audio summary, and named in metrics.jsonl. Generation draws from
 its own NumPy generator and reads a copy of the weights, so previews never
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from waveforms import mulaw
+from waveforms.config.generation import TEMPERATURE, TOP_P
 from waveforms.generate import generate, write_wav
 from waveforms.storage import OutputDir
 from waveforms.train.metrics import MetricsLog
@@ -52,7 +53,8 @@ class Previewer:
         """Generate, write and log the preview of ``step``; returns the keys for the metrics row."""
         t0 = time.perf_counter()
         self.wavenet.keras_model.set_weights(weights)
-        codes = generate(self.wavenet, self.n, temperature=1.0, seed=self.seed, genre=self.genre)[0]
+        codes = generate(self.wavenet, self.n, temperature=TEMPERATURE, top_p=TOP_P, seed=self.seed,
+                         genre=self.genre)[0]
         rel = name(step)
         write_wav(self.out.path(rel), codes, self.wavenet.sample_rate, self.wavenet.mu)
         self.out.upload(rel)

@@ -134,7 +134,7 @@ let primeId = "", live = null;
 
 function genQuery() {
   const q = new URLSearchParams({ seconds: $("g-seconds").value, temperature: $("g-temperature").value,
-                                  seed: $("g-seed").value });
+                                  top_p: $("g-top-p").value, seed: $("g-seed").value });
   if ($("g-genre").value) q.set("genre", $("g-genre").value);
   if (primeId) q.set("prime", primeId);
   return q.toString();
@@ -206,7 +206,9 @@ async function uploadPrime() {
   box.textContent = `prime: ${body.filename}, ${body.seconds} s`;
 }
 
-function initGenerate(models) {
+function initGenerate(models, sampling) {
+  $("g-temperature").value = sampling.temperature;
+  $("g-top-p").value = sampling.top_p;
   const trained = models.filter(m => m.status === "trained");
   $("g-model").replaceChildren(...trained.map(m => el("option", { value: m.id }, m.name)));
   const genres = () => {
@@ -222,8 +224,8 @@ function initGenerate(models) {
 
 (async () => {
   show();
-  const models = await api("/api/models");
-  initGenerate(models);
+  const [models, sampling] = await Promise.all([api("/api/models"), api("/api/sampling")]);
+  initGenerate(models, sampling);
   await Promise.all([initDatasets(), initModels(models)]);
   document.body.dataset.ready = "1";
 })();
