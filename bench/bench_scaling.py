@@ -248,7 +248,7 @@ def hosts_table(args) -> None:
         print(f"\n## Across emulated hosts: not run ({why})")
         return
     print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
-          f"{args.steps} steps, {args.host_cpu} core per host)\n")
+          f"{args.steps} steps, {args.host_cpu} core per host, quota period {args.cpu_period_ms:g} ms)\n")
     print("| link | N | s per step | all-reduce s per step (share) | t_1 / (N t_N) | max loss gap to N = 1 "
           "| projected s per step (efficiency) | corrected projection (efficiency) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -256,7 +256,8 @@ def hosts_table(args) -> None:
         gbit = float(rate.rstrip("gbit")) if rate.endswith("gbit") else float(rate.rstrip("mbit")) / 1000
         measured: dict[int, tuple[float, float, int, list[float]]] = {}
         for n in args.hosts:
-            with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu) as c:
+            with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu,
+                                 period_us=int(args.cpu_period_ms * 1000)) as c:
                 shutil.copytree(args.data, c.shared / "ds")
                 env = {**c.env(c.head), "PYTHONPATH": str(ROOT)}
                 sync = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
@@ -324,6 +325,7 @@ def main() -> None:
     ap.add_argument("--rates", default="1gbit,10gbit", help="link rates of table 4 (tc's units)")
     ap.add_argument("--host-cpu", type=float, default=0.3, help="cores per emulated host (a CPU quota)")
     ap.add_argument("--head-cpu", type=float, default=0.4, help="cores of host 0 (S3, the master, the driver)")
+    ap.add_argument("--cpu-period-ms", type=float, default=100.0, help="the CPU quotas' accounting period")
     args = ap.parse_args()
     if args.full:
         args.preset, args.window, args.steps, args.val_every, args.log_every = "small", 2000, 2000, 100, 20

@@ -42,6 +42,12 @@ def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
         noisy = [line for line in lines if CPP_LOG.search(line)]
         assert noisy == [], noisy
     assert (tmp_path / "g.wav").stat().st_size == 44 + 2 * 80  # 0.01 s at 8 kHz, 16-bit mono
+    # piped, not a terminal: plain lines in a reader's units, no bar redraws, no timestamps or module paths
+    assert "\r" not in train.stderr
+    assert re.search((r"^step 2/2 · loss \d\.\d{3} · val \d\.\d{3} · lr [\d.e-]+ · [\d.]+k? samples/s"
+                      r" · preview previews/step_000002\.wav · 0:00 left$"), train.stderr, re.M), \
+        train.stderr
+    assert not re.search(r"^\d{4}-\d\d-\d\d|INFO waveforms", train.stderr, re.M)
 
 
 # The lines the JVM and Spark print on every start (waveforms.spark.BANNER keeps them out; -v lets them through).
@@ -59,6 +65,7 @@ def test_a_spark_stage_prints_no_spark_banner_unless_verbose(tmp_path, sine_mp3)
     out = quiet.stdout + quiet.stderr
     assert f"dataset: {tmp_path / 'ds'} (1 tracks, 1.0 s, 0 set aside)" in out
     assert [line for line in out.splitlines() if any(b in line for b in SPARK_BANNER)] == []
+    assert "transform: 1/1 tracks" in out.splitlines() and "\r" not in out  # piped: the plain closing line
     # -v shows what the quiet run kept out, so the lines above are the ones Spark really prints
     loud = _cli("-v", *args, "--output", str(tmp_path / "ds-v"))
     assert loud.returncode == 0, loud.stderr

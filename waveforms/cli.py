@@ -6,14 +6,13 @@ and their help come from the config fields' metadata (``waveforms.config.opt``).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import typing
 from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
-from waveforms import stages
+from waveforms import progress, stages
 from waveforms.errors import UserError
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
@@ -54,7 +53,10 @@ def add_stage_flags(p: argparse.ArgumentParser, stage: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="waveforms", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, with timestamps and module names")
+    parser.add_argument("--log-file", metavar="PATH", default="",
+                        help="also write the whole log (debug level, with timestamps) to PATH")
     sub = parser.add_subparsers(dest="stage", required=True)
     for s in sorted(stages.REGISTRY, key=lambda s: s.own_parser):
         if s.own_parser:  # the stage parses the rest of the command line itself
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def stage_config(stage: str, args: argparse.Namespace) -> Any:
     flags = {key: value for key, value in vars(args).items()
-             if key not in ("config", "set", "stage", "verbose", "positional") and value is not None}
+             if key not in ("config", "set", "stage", "verbose", "log_file", "positional") and value is not None}
     if getattr(args, "positional", None):
         flags[stages.stage(stage).positional] = args.positional
     return cfgmod.load(stage, args.config, args.set, flags)
@@ -81,10 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     own_parser = stages.stage(args.stage).own_parser
     if extra and not own_parser:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        progress.setup_logging(args.verbose, args.log_file)
+    except OSError as exc:
+        print(f"waveforms {args.stage}: cannot write the log file {args.log_file}: {exc.strerror}", file=sys.stderr)
+        return 2
     # Before TensorFlow loads: its C++ log (even its E lines, e.g. oneDNN's note on
     # string tensors) is not the stage's output; -v or a TF_CPP_MIN_LOG_LEVEL of
     # the user's own brings it back. Python errors are reported either way.

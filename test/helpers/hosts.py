@@ -118,6 +118,7 @@ class Cluster:
     cpu: float = 0.3
     rate: str = "1gbit"
     head_cpu: float = 0.4  # host 0: the S3 server, the Spark master and the driver
+    period_us: int = PERIOD_US  # the CPU quota's accounting period
     worker_memory: str = "2g"
     tag: str = field(default_factory=lambda: f"wf{os.getpid() % 10000}x{random.randrange(100)}")
     hosts: list[Host] = field(default_factory=list)
@@ -177,11 +178,11 @@ class Cluster:
                "burst", "256kb", "latency", "50ms")
         cgroup = self._cgroup_root / f"h{i}"
         cgroup.mkdir(parents=True, exist_ok=True)
-        quota = int(cpu * PERIOD_US)
+        quota = max(1000, int(cpu * self.period_us))  # the kernel's smallest quota is 1 ms
         if self._v2:
-            (cgroup / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            (cgroup / "cpu.max").write_text(f"{quota} {self.period_us}")
         else:
-            (cgroup / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (cgroup / "cpu.cfs_period_us").write_text(str(self.period_us))
             (cgroup / "cpu.cfs_quota_us").write_text(str(quota))
         tmp = self.base / f"h{i}-tmp"
         tmp.mkdir(parents=True, exist_ok=True)

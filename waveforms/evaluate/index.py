@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import runs, spark, storage
+from waveforms import progress, runs, spark, storage
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
@@ -138,8 +138,10 @@ def fit_projection(sc, ds: Dataset, tracks: list[dict[str, Any]], spec: Embeddin
     per_track = max(1, math.ceil(cfg.sample_windows / len(tracks)))
     items = [(i, t, sample_starts(int(t["num_samples"]), spec, per_track)) for i, t in enumerate(tracks)]
     root, sd, mu = ds.root, spec.to_dict(), ds.mu
-    rows = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
-        lambda it: sample_partition(it, root, sd, mu)).collect()
+    done = sc.accumulator(0)
+    with progress.watching(progress.Progress("index: sampling", len(items), "tracks"), lambda: done.value):
+        rows = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
+            lambda it: sample_partition(progress.counted(it, done), root, sd, mu)).collect()
     n = spec.features
     feats = np.concatenate([np.frombuffer(b, np.float32).reshape(-1, n) for _, b in rows])
     owner = np.concatenate([np.full(len(b) // (4 * n), p) for p, b in rows])
@@ -199,11 +201,14 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
         root, sd, mu, pd = ds.root, spec.to_dict(), ds.mu, proj.to_dict()
         rdd = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
             lambda it: embed_partition(it, root, sd, mu, pd))
-        for pos, offs, vecs in rdd.toLocalIterator():
-            v = np.frombuffer(vecs, np.float32).reshape(-1, proj.dims)
-            index.add(np.ascontiguousarray(v))
-            track_col.append(np.full(len(v), pos, np.int32))
-            offset_col.append(np.frombuffer(offs, np.float32))
+        windows = sum(len(window_starts(int(t["num_samples"]), spec)) for t in new)
+        with progress.Progress("index: embedding", windows, "windows") as bar:
+            for pos, offs, vecs in rdd.toLocalIterator():
+                v = np.frombuffer(vecs, np.float32).reshape(-1, proj.dims)
+                index.add(np.ascontiguousarray(v))
+                track_col.append(np.full(len(v), pos, np.int32))
+                offset_col.append(np.frombuffer(offs, np.float32))
+                bar.update(bar.done + len(v))
     track_arr, offset_arr = np.concatenate(track_col), np.concatenate(offset_col)
     if index.ntotal != len(track_arr):
         raise RuntimeError(f"index holds {index.ntotal} vectors but the map {len(track_arr)}")

@@ -22,12 +22,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from waveforms import progress
 from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint, previews, recipe
+from waveforms.train import checkpoint, previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
@@ -179,6 +180,22 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
     def wall() -> float:
         return wall0 + (time.perf_counter() - t0)
 
+    pace: float | None = None  # seconds per step over the last logged interval
+    last_fields: list[str] = []
+
+    def total() -> int | None:
+        return status.total_steps(cfg.steps, cfg.max_minutes, state.get("schedule_steps"))
+
+    def left() -> str:
+        return status.time_left(step, total(), wall(), cfg.max_minutes, pace)
+
+    bar = progress.Progress("train", total(), "steps", eta=False, plain=False) if lead else None
+
+    def row_due(step: int) -> bool:
+        """Whether ``step`` writes a metrics row whatever the clock says: the same answer on every rank."""
+        return (step % cfg.log_every == 0 or step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0
+                or step == cfg.steps or previews.due(step, cfg.preview_every, cfg.val_every, step == cfg.steps))
+
     try:
         with Prefetcher(batch, step, sampler.prefetch_depth()) as batches:
             while step < cfg.steps and not state["stopped_early"] and not out_of_time:
@@ -191,22 +208,25 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
                 check_finite(loss, step)
                 interval.append(loss)
                 state["step"] = step
+                # Ranks agree on rank 0's decisions at row steps only (one collective fewer per step), so with
+                # several ranks the budget is checked there and may run over by up to log_every steps.
+                decide = n == 1 or row_due(step)
                 if lead:
                     if since is None and step >= first_step + 10:
                         since = (step, wall())
-                    if since and "schedule_steps" not in state:
+                    if since and "schedule_steps" not in state and decide:
                         fitted = recipe.budget_steps(cfg, step, wall(), since)
                         if fitted:
                             state["schedule_steps"], schedule = fitted, recipe.learning_rate(cfg, fitted)
                             log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps",
                                      cfg.max_minutes, fitted)
-                    out_of_time = step < cfg.steps and cfg.max_minutes > 0 and wall() >= cfg.max_minutes * 60
+                    out_of_time = (decide and step < cfg.steps and cfg.max_minutes > 0
+                                   and wall() >= cfg.max_minutes * 60)
                     if out_of_time:
                         log.info("stopping at step %d: the %.1f-minute budget is spent", step, cfg.max_minutes)
                     done = step == cfg.steps or out_of_time
                     preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
-                    if (step % cfg.log_every == 0 or step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0
-                            or done or preview_due):
+                    if row_due(step) or done:
                         row: dict[str, Any] = {"step": step, "lr": recipe.lr_at(schedule, step - 1)}
                         now = time.perf_counter()
                         if interval:
@@ -230,13 +250,15 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
                         row["wall_time"] = state["wall_time"] = wall()
                         state["loss"] = last_loss
                         metrics.append(row)
-                        log.info("step %d/%d %s", step, cfg.steps,
-                                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in row.items() if k != "step"))
+                        if interval:
+                            pace = (now - t_interval) / len(interval)
+                        last_fields = status.fields(row)
+                        log.info(status.line(row, total(), left()))
                         interval, t_interval = [], time.perf_counter()
                         if step % cfg.checkpoint_every == 0 or done or state["stopped_early"]:
                             save_checkpoint()
-                if n > 1:  # rank 0's decisions, on every rank before the next step
+                    bar.update(step, total(), " · ".join(last_fields + [left()]))
+                if n > 1 and decide:  # rank 0's decisions, on every rank before the next step
                     known = state.get("schedule_steps")
                     stop, fitted, stopped = team.agree(
                         [out_of_time, state.get("schedule_steps") or 0, state["stopped_early"]])
@@ -247,6 +269,8 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
             save_checkpoint()
         allreduce_s = collective.time_all_reduce() if collective is not None else 0.0
     finally:
+        if bar:
+            bar.close()
         if metrics:
             metrics.close()
         if cache:

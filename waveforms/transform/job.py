@@ -18,7 +18,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import checksums, jsonl, runs, spark, storage
+from waveforms import checksums, jsonl, progress, runs, spark, storage
 from waveforms.errors import UserError
 from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.dataset import format as ds
@@ -120,6 +120,7 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
     # Many small tasks, longest first, keep every core busy to the end (the
     # last task is short); each partition writes one shard.
     n = cfg.partitions or min(len(records), TASKS_PER_CORE * sc.defaultParallelism)
+    done = sc.accumulator(0)  # tracks finished; the driver sees a task's count when the task ends
     out_root = cfg.output
 
     def task(index: int, part: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -127,10 +128,11 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
 
         ctx = TaskContext.get()
         attempt = ctx.attemptNumber() if ctx else 0
-        return process_partition(part, settings, out_root, run_id, index, attempt)
+        return process_partition(progress.counted(part, done), settings, out_root, run_id, index, attempt)
 
     ordered = sorted(records, key=lambda r: -int(r.get("size") or 0))
-    return sc.parallelize(ordered, max(n, 1)).mapPartitionsWithIndex(task).collect()
+    with progress.watching(progress.Progress("transform", len(ordered), "tracks"), lambda: done.value):
+        return sc.parallelize(ordered, max(n, 1)).mapPartitionsWithIndex(task).collect()
 
 
 def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, Any]]:
