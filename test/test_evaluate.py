@@ -3,6 +3,7 @@ against its closed form and its yardsticks on real music, and evaluation.json en
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -77,7 +78,7 @@ def test_val_nll_equals_a_direct_computation(music_dataset):
     assert result["val_bits_per_sample"] == pytest.approx(total / count / math.log(2), rel=1e-5)
 
 
-def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path):
+def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path, capsys):
     from waveforms.cli import main
     from waveforms.model import build
 
@@ -90,6 +91,13 @@ def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path
                  "--output", str(tmp_path / "ev")]) == 0
     result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert (tmp_path / "ev" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    err = capsys.readouterr().err.splitlines()  # not a terminal: plain progress lines
+    windows = [line for line in err if line.startswith("index: embedding: ")]
+    assert len(windows) == 1 and re.fullmatch(r"index: embedding: (\d+)/\1 windows", windows[0]), windows
+    assert [line for line in err if line.startswith("evaluate: ")] == [
+        "evaluate: 0/4 phases · validation bits per sample", "evaluate: 1/4 phases · clips",
+        "evaluate: 2/4 phases · Fréchet mel distance", "evaluate: 3/4 phases · memorisation",
+        "evaluate: 4/4 phases · done"]
     assert set(result) == {"format", "version", "model_dir", "dataset", "dataset_id", "val_nats",
                            "val_bits_per_sample", "val_windows", "val_samples", "fd_mel", "memorisation", "clips",
                            "created"}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import mulaw, storage
+from waveforms import mulaw, progress, storage
 from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
@@ -100,6 +100,9 @@ def memorisation_section(index: str, clips: dict[str, np.ndarray], sample_rate: 
     return memorisation.check(memorisation.LoadedIndex.open(index), clips, sample_rate, mu)
 
 
+PHASES = ("validation bits per sample", "clips", "Fréchet mel distance", "memorisation")
+
+
 def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
     """Compute every field of evaluation.json (and write the generated clips into ``out``)."""
     from waveforms.model import load  # TensorFlow
@@ -113,20 +116,26 @@ def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
         raise UserError(f"the model runs at {wavenet.sample_rate} Hz but {data} holds {ds.sample_rate} Hz audio")
     if cfg.window <= wavenet.receptive_field:
         raise UserError(f"window ({cfg.window}) must exceed the receptive field ({wavenet.receptive_field})")
-    nll = val_nll(wavenet, ds, cfg.window, cfg.batch_size)
-    clips = load_clips(cfg, wavenet, out)
     sr, mu = wavenet.sample_rate, wavenet.mu
-    heldout, even, odd = heldout_stats(ds, cfg.window, cfg.heldout_seconds)
-    generated = clip_stats(clips, sr, mu)
-    seconds = max(1, sum(len(c) for c in clips.values()) // sr)
-    noise = clip_stats({"noise": noise_codes(seconds, sr, cfg.seed, mu)}, sr, mu)
-    fd_mel = {"generated": fd(generated, heldout) if generated.n > 1 else None, "halves": fd(even, odd),
-              "noise": fd(noise, heldout), "frames_generated": generated.n, "frames_heldout": heldout.n}
+    with progress.Progress("evaluate", len(PHASES), "phases", every_s=0, eta=False) as phases:
+        phases.update(0, status=PHASES[0])
+        nll = val_nll(wavenet, ds, cfg.window, cfg.batch_size)
+        phases.update(1, status=PHASES[1])
+        clips = load_clips(cfg, wavenet, out)
+        phases.update(2, status=PHASES[2])
+        heldout, even, odd = heldout_stats(ds, cfg.window, cfg.heldout_seconds)
+        generated = clip_stats(clips, sr, mu)
+        seconds = max(1, sum(len(c) for c in clips.values()) // sr)
+        noise = clip_stats({"noise": noise_codes(seconds, sr, cfg.seed, mu)}, sr, mu)
+        fd_mel = {"generated": fd(generated, heldout) if generated.n > 1 else None, "halves": fd(even, odd),
+                  "noise": fd(noise, heldout), "frames_generated": generated.n, "frames_heldout": heldout.n}
+        phases.update(3, status=PHASES[3])
+        memorised = memorisation_section(cfg.index or index_uri(data), clips, sr, mu)
+        phases.update(4, status="done", force=True)
     return {
         "format": FORMAT, "version": VERSION,
         "model_dir": cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve()),
-        "dataset": data, "dataset_id": ds.dataset_id, **nll, "fd_mel": fd_mel,
-        "memorisation": memorisation_section(cfg.index or index_uri(data), clips, sr, mu),
+        "dataset": data, "dataset_id": ds.dataset_id, **nll, "fd_mel": fd_mel, "memorisation": memorised,
         "clips": list(clips), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
