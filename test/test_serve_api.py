@@ -90,7 +90,7 @@ def test_model_detail_metrics_previews_and_evaluation(base, root):
     _, model = ids(base)
     detail = get(base, f"/api/models/{model}").json()
     rows = [json.loads(line) for line in (root / "runs/tiny/metrics.jsonl").read_text().splitlines()]
-    assert detail["status"] == "trained" and detail["preset"] == "tiny"
+    assert detail["status"] == "trained" and detail["preset"] == "tiny" and detail["parent"] is None
     assert detail["model_json"]["sample_rate"] == RATE
     assert detail["training"]["step"] == rows[-1]["step"] == 30
     best = min(r["val_loss"] for r in rows if "val_loss" in r)

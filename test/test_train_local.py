@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from helpers.train import tone_dataset, write_dataset
+from helpers.train import tone_dataset, train_argv, write_dataset
 from waveforms.config import TrainConfig
 from waveforms.errors import UserError
 from waveforms.model import build, load
@@ -160,3 +160,36 @@ def test_time_budget_stops_training_and_keeps_a_complete_artifact(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == steps and rows[-1]["wall_time"] >= 3.0
     assert (tmp_path / "model" / "model.keras").exists()
+
+
+def test_init_from_fine_tunes_a_model_and_records_its_parent(tmp_path, capsys):
+    from waveforms.cli import main
+    from waveforms.model import load
+
+    first, second = tone_dataset(tmp_path / "a", n_tracks=3), tone_dataset(tmp_path / "b", n_tracks=2, seconds=0.5)
+    parent_dir, child_dir = tmp_path / "parent", tmp_path / "child"
+    assert main(train_argv(first, parent_dir, "--steps", "30", "--set", "stacks=2")) == 0
+    parent = load(str(parent_dir))
+    # a learning rate of ~0: the child's saved weights are the parent's, whatever the preset flag says
+    assert main(train_argv(second, child_dir, "--steps", "2", "--init-from", str(parent_dir), "--preset", "small",
+                           "--set", "learning_rate=1e-12", "--set", "preview_every=-1")) == 0
+    child = load(str(child_dir))
+    assert child.config == parent.config and child.config.stacks == 2
+    for a, b in zip(parent.keras_model.get_weights(), child.keras_model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    pmeta = json.loads((parent_dir / "model.json").read_text())
+    lineage = json.loads((child_dir / "model.json").read_text())["parent"]
+    assert lineage == {"path": str(parent_dir), "id": pmeta["files"]["model.keras"]["sha256"], "dataset": str(first),
+                       "dataset_id": pmeta["dataset_id"], "preset": "tiny", "steps": 30}
+    assert json.loads((parent_dir / "model.json").read_text()).get("parent") is None
+    capsys.readouterr()
+    # refused: a conflicting architecture key, another sample rate, no model there
+    assert main(train_argv(second, tmp_path / "x", "--init-from", str(parent_dir), "--set", "stacks=3")) == 1
+    assert ("init_from = " + str(parent_dir) + ": the architecture comes from that model, but stacks = 3 "
+            "(the model has 2); drop these keys") in capsys.readouterr().err
+    other_rate = tone_dataset(tmp_path / "c", n_tracks=2, sample_rate=16000)
+    assert main(train_argv(other_rate, tmp_path / "y", "--init-from", str(parent_dir))) == 1
+    assert "the model was trained at 8000 Hz but" in capsys.readouterr().err
+    assert main(train_argv(second, tmp_path / "z", "--init-from", str(tmp_path / "nothing"))) == 1
+    assert "no model at" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() or not (tmp_path / "x" / "model.json").exists()

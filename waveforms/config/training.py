@@ -69,6 +69,9 @@ class TrainConfig:
                              help="channels of the skip sum and the output head; 0 = from the preset")
     genre_channels: int = opt(0, min=0, max=256, unit="channels",
                               help="genre embedding size (condition_on_genre); 0 = from the preset")
+    init_from: str = opt("", flag="--init-from",
+                         help="fine-tune: start from this model's architecture and weights (a model folder or "
+                              "s3:// prefix), with a fresh optimizer and schedule; empty = a new model")
     steps: int = opt(1000, min=1, unit="steps", flag="--steps", help="training steps (local and allreduce engines)")
     batch_size: int = opt(8, min=1, unit="windows", flag="--batch-size",
                           help="windows per optimizer step (the global batch), split evenly among the ranks")

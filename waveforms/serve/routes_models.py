@@ -63,6 +63,7 @@ def _summary(st: Studio, entry: Entry) -> dict[str, Any]:
             "preset": (meta or {}).get("preset") or cfg.get("preset"),
             "sample_rate": (meta or {}).get("sample_rate"), "receptive_field": (meta or {}).get("receptive_field"),
             "genres": (meta or {}).get("genres", []), "dataset": ds.id if ds else None,
+            "parent": (meta or {}).get("parent"),
             "has_evaluation": storage.exists(entry.file("evaluation.json"))}
 
 

@@ -47,7 +47,15 @@ def prepare(cfg: TrainConfig) -> Setup:
     overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "quantization": ds.mu + 1}
     if genres:
         overrides["num_genres"] = len(genres)
-    wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
+    notes: dict[str, Any] = {}
+    if cfg.init_from:
+        from waveforms.train.parent import from_parent
+
+        wavenet, notes["parent"] = from_parent(cfg, ds, genres)
+        log.info("starting from %s (%s, %s steps on %s)", cfg.init_from, notes["parent"]["preset"],
+                 notes["parent"]["steps"], notes["parent"]["dataset"])
+    else:
+        wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
     log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
     length = wavenet.receptive_field + cfg.window
     train_regions, val_regions, how = regions(ds, length, genres)
@@ -57,7 +65,7 @@ def prepare(cfg: TrainConfig) -> Setup:
         log.warning("no validation region fits a window of %d samples: validation is off", length)
     if genres:
         log.info("conditioning on %d genres: %s", len(genres), genres)
-    return Setup(cfg, ds, wavenet, genres, train_regions, val_regions, {"validation": how})
+    return Setup(cfg, ds, wavenet, genres, train_regions, val_regions, {**notes, "validation": how})
 
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
@@ -119,7 +127,8 @@ def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: M
         "dataset": cfg.data,
         "transform": setup.ds.transform_settings(),  # primes are decoded like the training data
         "genres": setup.genres,
-        "preset": cfg.preset,
+        "preset": setup.notes["parent"]["preset"] if "parent" in setup.notes else cfg.preset,
+        "parent": setup.notes.get("parent"),
         "training": summary,
     })
     out = metrics.out

@@ -123,7 +123,8 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
     per_rank = cfg.batch_size // n
     seed_everything(cfg.seed)
     setup = prepare(cfg)
-    setup.notes.update(recipe.initialise(setup, cfg.init))  # a resumed run's checkpoint replaces these weights
+    if not cfg.init_from:  # a resumed run's checkpoint replaces these weights
+        setup.notes.update(recipe.initialise(setup, cfg.init))
     model = compile_model(setup.wavenet.training_model(), cfg, driven=True)
     state = start_state(setup, model, out) if team.lead else fresh_state()
     if n > 1:

@@ -82,6 +82,8 @@ async function loadModel(slot, id) {
   const numbers = el("table", { className: "numbers" },
     el("tr", {}, el("td", {}, "status"), el("td", {}, m.status)),
     el("tr", {}, el("td", {}, "preset"), el("td", {}, m.preset || "–")),
+    el("tr", {}, el("td", {}, "fine-tuned from"), el("td", { className: "parent" }, m.parent
+      ? `${m.parent.path} (${fmt(m.parent.steps, 0)} steps on ${m.parent.dataset})` : "–")),
     el("tr", {}, el("td", {}, "steps"), el("td", { className: "steps" }, fmt(t.step, 0))),
     el("tr", {}, el("td", {}, "last loss"), el("td", {}, fmt(t.loss))),
     el("tr", {}, el("td", {}, "best val loss"), el("td", {}, fmt(t.best_val_loss))),
