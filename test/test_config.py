@@ -115,7 +115,7 @@ def test_flags_keep_their_names_and_keys():
                       "--val-fraction": "val_fraction"},
         "train": {"--data": "data", "--model-dir": "model_dir", "--preset": "preset", "--steps": "steps",
                   "--batch-size": "batch_size", "--window": "window", "--engine": "engine", "--seed": "seed",
-                  "--fresh": "fresh", "--mode": "elephas.mode", "--frequency": "elephas.frequency",
+                  "--fresh": "fresh", "--init-from": "init_from", "--mode": "elephas.mode", "--frequency": "elephas.frequency",
                   "--master": "master", "--workers": "workers", "--epochs": "elephas.epochs",
                   "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
         "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
