@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,12 +251,15 @@ def hosts_table(args) -> None:
         return
     print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
           f"{args.steps} steps, {args.host_cpu} core per host, quota period {args.cpu_period_ms:g} ms)\n")
-    print("| link | N | s per step | all-reduce s per step (share) | t_1 / (N t_N) | max loss gap to N = 1 "
-          "| projected s per step (efficiency) | corrected projection (efficiency) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| link | N | s per step | all-reduce s per step (share) | one agreement s | t_1 / (N t_N) "
+          "| max loss gap to N = 1 | one rank alone on B/N windows: s per step | projected s per step (efficiency) "
+          "| corrected projection (efficiency) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
         gbit = float(rate.rstrip("gbit")) if rate.endswith("gbit") else float(rate.rstrip("mbit")) / 1000
         measured: dict[int, tuple[float, float, int, list[float]]] = {}
+        alone: dict[int, float] = {}
+        agreement: dict[int, float] = {}
         for n in args.hosts:
             with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu,
                                  period_us=int(args.cpu_period_ms * 1000)) as c:
@@ -264,38 +269,66 @@ def hosts_table(args) -> None:
                                    f"s3://{hostlib.BUCKET}/ds"], env)
                 if sync.returncode:
                     raise SystemExit(sync.stderr[-3000:])
-                cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
-                       "--model-dir", f"s3://{hostlib.BUCKET}/model", "--preset", args.preset, "--steps",
-                       str(args.steps), "--batch-size", str(args.batch_size), "--window", str(args.window),
-                       "--seed", "0", *allreduce(n, c.master_url), "--set", "preview_every=-1",
-                       "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
-                       "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
-                t = time.perf_counter()
-                done = c.head.run(cmd, env, timeout=3600)
-                if done.returncode:
-                    raise SystemExit(f"N = {n} at {rate} failed:\n{done.stderr[-3000:]}")
-                got = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", f"s3://{hostlib.BUCKET}/model",
-                                  str(c.shared / "model")], env)
-                if got.returncode:
-                    raise SystemExit(got.stderr[-3000:])
-                d = c.shared / "model"
+                def run(workers: int, batch: int, name: str) -> Path:
+                    cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
+                           "--model-dir", f"s3://{hostlib.BUCKET}/{name}", "--preset", args.preset, "--steps",
+                           str(args.steps), "--batch-size", str(batch), "--window", str(args.window),
+                           "--seed", "0", *allreduce(workers, c.master_url), "--set", "preview_every=-1",
+                           "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
+                           "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
+                    t = time.perf_counter()
+                    done = c.head.run(cmd, env, timeout=3600)
+                    if done.returncode:
+                        raise SystemExit(f"N = {workers}, batch {batch} at {rate} failed:\n{done.stderr[-3000:]}")
+                    got = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", f"s3://{hostlib.BUCKET}/{name}",
+                                      str(c.shared / name)], env)
+                    if got.returncode:
+                        raise SystemExit(got.stderr[-3000:])
+                    print(f"  {rate} N = {workers}, batch {batch}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+                    return c.shared / name
+
+                d = run(n, args.batch_size, "model")
                 meta = training(d)
                 measured[n] = (step_seconds(d, args.batch_size, args.window), meta.get("allreduce_s", 0.0),
                                int(meta.get("allreduce_bytes", 0)), [r["loss"] for r in rows(d) if "loss" in r])
-                print(f"  {rate} N = {n}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+                agreement[n] = meta.get("agree_s", 0.0)
+                if n == 1 and args.alone:  # one rank alone on each larger N's share: compute without communication
+                    for m in (m for m in args.hosts if m > 1):
+                        alone[m] = step_seconds(run(1, args.batch_size // m, f"alone-{m}"), args.batch_size // m,
+                                                args.window)
         t1 = measured[min(measured)][0]
         nbytes = max(m[2] for m in measured.values())
-        over = [tn - (t1 / n + ring_seconds(n, nbytes, gbit)) for n, (tn, *_) in measured.items() if n > 1]
-        overhead = sum(over) / len(over) if over else 0.0
+        # The corrected model: a rank's compute is a + b * windows (a fixed cost per step that does not shrink
+        # with the share), fitted on the one-rank runs; the rest beyond it and the ring is a synchronisation
+        # cost c per step (the mean over N > 1).
+        points = [(args.batch_size, t1)] + [(args.batch_size // m, t) for m, t in alone.items()]
+        if len(points) > 1:
+            b, a = np.polyfit([p[0] for p in points], [p[1] for p in points], 1)
+        else:
+            a, b = 0.0, t1 / args.batch_size
+        compute = {n: a + b * args.batch_size / n for n in measured}
+        sync = [tn - compute[n] - ring_seconds(n, nbytes, gbit) for n, (tn, *_) in measured.items() if n > 1]
+        c = sum(sync) / len(sync) if sync else 0.0
         ref = measured[min(measured)][3]
+        errors = []
         for n, (tn, ar, _, losses) in measured.items():
-            gap = max((abs(a - b) / a for a, b in zip(ref, losses)), default=0.0)
+            gap = max((abs(x - y) / x for x, y in zip(ref, losses)), default=0.0)
             proj = t1 / n + ring_seconds(n, nbytes, gbit)
-            corr = proj + (overhead if n > 1 else 0.0)
-            print(f"| {rate} | {n} | {tn:.3f} | {ar:.4f} ({ar / tn:.0%}) | {t1 / (n * tn):.2f} | {gap:.1e} | "
+            corr = compute[n] + ring_seconds(n, nbytes, gbit) + (c if n > 1 else 0.0)
+            errors.append((n, proj / tn - 1, corr / tn - 1))
+            solo = f"{alone[n]:.3f}" if n in alone else "-"
+            print(f"| {rate} | {n} | {tn:.3f} | {ar:.4f} ({ar / tn:.0%}) | {agreement.get(n, 0.0):.4f} | "
+                  f"{t1 / (n * tn):.2f} | {gap:.1e} | {solo} | "
                   f"{proj:.3f} ({t1 / (n * proj):.2f}) | {corr:.3f} ({t1 / (n * corr):.2f}) |")
-        print(f"\n{rate}: the measurements' mean overhead per step beyond the projection, N > 1: {overhead:.3f} s "
-              f"({nbytes / 1e6:.2f} MB of gradient per step)\n")
+        print(f"\n{rate}: corrected model: compute a + b x windows with a = {a:.3f} s per step, b = {b:.4f} s per "
+              f"window; synchronisation c = {c:.3f} s per step beyond the ring ({nbytes / 1e6:.2f} MB of gradient); "
+              "errors of the step time, plain / corrected: "
+              + ", ".join(f"N = {n}: {p:+.0%} / {q:+.0%}" for n, p, q in errors))
+        for n in (m for m in (8, 16) if args.batch_size % m == 0 and m > max(measured)):
+            t = a + b * args.batch_size / n + ring_seconds(n, nbytes, gbit) + c
+            print(f"{rate}: corrected projection at N = {n}: {t:.3f} s per step, efficiency {t1 / (n * t):.2f} "
+                  f"(fixed global batch {args.batch_size}: {args.batch_size / n:g} windows per rank)")
+        print()
 
 
 def main() -> None:
@@ -326,6 +359,8 @@ def main() -> None:
     ap.add_argument("--host-cpu", type=float, default=0.3, help="cores per emulated host (a CPU quota)")
     ap.add_argument("--head-cpu", type=float, default=0.4, help="cores of host 0 (S3, the master, the driver)")
     ap.add_argument("--cpu-period-ms", type=float, default=100.0, help="the CPU quotas' accounting period")
+    ap.add_argument("--alone", action="store_true",
+                    help="also time one rank alone on each N's share of the batch (compute without communication)")
     args = ap.parse_args()
     if args.full:
         args.preset, args.window, args.steps, args.val_every, args.log_every = "small", 2000, 2000, 100, 20

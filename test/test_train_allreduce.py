@@ -145,7 +145,7 @@ def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_pat
     meta = json.loads((tmp_path / "two" / "model.json").read_text())["training"]
     assert (meta["engine"], meta["workers"], meta["batch_size"], meta["batch_per_rank"], meta["steps"]) == (
         "allreduce", 2, 4, 2, 6)
-    assert meta["allreduce_bytes"] > 0 and meta["allreduce_s"] > 0
+    assert meta["allreduce_bytes"] > 0 and meta["allreduce_s"] > 0 and meta["agree_s"] > 0
     local_rows = [json.loads(r) for r in (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()]
     two_rows = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [sorted(r) for r in two_rows] == [sorted(r) for r in local_rows]  # the same keys, row by row
@@ -213,3 +213,19 @@ def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tm
     assert rank_pids(model) == {}  # no rank process left
     ports = {int(p) for p in re.findall(r"rank \d of 2 at 127\.0\.0\.1:(\d+)", log)}
     assert len(ports) == 4 and not any(listening(p) for p in ports)  # two ranks, two attempts; no server left
+
+
+def test_two_ranks_stop_together_on_a_budget_at_a_logged_step(tmp_path):
+    """Ranks agree on rank 0's decisions at logged steps only: a budget stop lands on one, for both ranks."""
+    data = tone_dataset(tmp_path / "ds")
+    cfg = cfg_for(tmp_path, data, steps=1_000_000, log_every=5, val_every=1_000_000, checkpoint_every=1_000_000)
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(argv(cfg, "local[2]", 2, "--set", "max_minutes=0.2", "--set", "allreduce.timeout_s=60"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())["training"]
+    rows = [json.loads(r) for r in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    fitted = int(re.search(r"fitted to the 0\.2-minute budget: (\d+) steps", done.stderr).group(1))
+    assert 0 < meta["steps"] <= fitted < 1_000_000 and meta["steps"] % 5 == 0
+    assert [r["step"] for r in rows] == list(range(5, meta["steps"] + 1, 5))  # every logged step once, in order
+    assert rows[-1]["wall_time"] >= 12.0

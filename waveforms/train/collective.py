@@ -101,6 +101,18 @@ class Collective:
         """Rank 0's small list of numbers on every rank (decisions: stop, schedule length)."""
         return [float(v) for v in self.broadcast([np.asarray(values, dtype=np.float64)])[0]]
 
+    def time_agree(self, repeats: int = 5) -> float:
+        """Seconds one :meth:`agree` of three numbers takes here (median of ``repeats``; 0 for one rank)."""
+        if self.strategy is None:
+            return 0.0
+        self.agree([0.0, 0.0, 0.0])  # warmed up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self.agree([0.0, 0.0, 0.0])
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
 
 def sync_model(team: Collective, model) -> None:
     """Give every rank rank 0's weights and optimizer state (the optimizer must be built)."""

@@ -269,6 +269,7 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
         if state["step"] > 0 and lead:
             save_checkpoint()
         allreduce_s = collective.time_all_reduce() if collective is not None else 0.0
+        agree_s = team.time_agree()
     finally:
         if bar:
             bar.close()
@@ -296,7 +297,8 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
     if engine != "local":
         summary.update(workers=n, batch_per_rank=per_rank, learning_rate=cfg.learning_rate,
                        lr_scaling=cfg.lr_scaling if cfg.batch_size != given_batch else "none",
-                       allreduce_s=allreduce_s, allreduce_bytes=collective.grad_bytes if collective else 0)
+                       allreduce_s=allreduce_s, allreduce_bytes=collective.grad_bytes if collective else 0,
+                       agree_s=agree_s)
     save_artifact(setup, model, summary, metrics, weights=final_weights())
     if preview.seconds_spent:
         log.info("previews took %.1f s, %.1f%% of this run's %.0f s", preview.seconds_spent,
