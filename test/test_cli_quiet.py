@@ -32,7 +32,9 @@ def test_native_start_up_lines_below_the_level_are_dropped_and_everything_else_k
 
 def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
     data, model = tone_dataset(tmp_path / "ds", n_tracks=2), tmp_path / "model"
-    train = _cli(*train_argv(data, model, "--steps", "2", "--set", "log_every=1"))
+    log = tmp_path / "logs" / "train.log"
+    log.parent.mkdir()
+    train = _cli("--log-file", str(log), *train_argv(data, model, "--steps", "2", "--set", "log_every=1"))
     assert train.returncode == 0, train.stderr
     gen = _cli("generate", "--model", str(model), "--seconds", "0.01", "--output", str(tmp_path / "g.wav"))
     assert gen.returncode == 0, gen.stderr
@@ -48,6 +50,12 @@ def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
                       r" · preview previews/step_000002\.wav · 0:00 left$"), train.stderr, re.M), \
         train.stderr
     assert not re.search(r"^\d{4}-\d\d-\d\d|INFO waveforms", train.stderr, re.M)
+    # the log file has every line with its time and module, debug included
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO waveforms\.train\.loop: step 2/2 · loss", log.read_text(),
+                     re.M), log.read_text()[-2000:]
+    assert " DEBUG " in log.read_text()
+    bad = _cli("--log-file", str(tmp_path / "no" / "such" / "dir" / "x.log"), "generate", "--model", str(model))
+    assert bad.returncode == 2 and "cannot write the log file" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # The lines the JVM and Spark print on every start (waveforms.spark.BANNER keeps them out; -v lets them through).

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
 from waveforms import progress, stages
-from waveforms.errors import UserError
+from waveforms.errors import reported
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
 CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)
@@ -94,19 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     if own_parser:
         return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
-    try:
-        cfg = stage_config(args.stage, args)
-    except cfgmod.ConfigError as exc:
-        print(f"waveforms {args.stage}: config error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return int(stage_runner(args.stage)(cfg) or 0)
-    except KeyboardInterrupt:
-        print(f"waveforms {args.stage}: interrupted", file=sys.stderr)
-        return 130
-    except UserError as exc:
-        print(f"waveforms {args.stage}: error: {exc}", file=sys.stderr)
-        return 1
+    return reported(f"waveforms {args.stage}", lambda: stage_runner(args.stage)(stage_config(args.stage, args)))
 
 
 if __name__ == "__main__":

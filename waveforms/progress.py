@@ -56,19 +56,29 @@ class _Console(logging.Formatter):
 
 
 def setup_logging(verbose: bool = False, log_file: str = "") -> None:
-    """Console logging (INFO, or DEBUG with ``verbose``), and a detailed DEBUG log in ``log_file`` when set."""
+    """Console logging (INFO, or DEBUG with ``verbose``), and a detailed DEBUG log in ``log_file`` when set.
+
+    Where the root logger already has handlers of someone else's (an application embedding the stages,
+    pytest), they stay and no console handler is added, as ``logging.basicConfig`` would do.
+    """
     root = logging.getLogger()
-    for h in list(root.handlers):
+    for h in [h for h in root.handlers if getattr(h, "waveforms", False)]:
         root.removeHandler(h)
-    console = _AboveBars(sys.stderr)
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console.setFormatter(_Console(verbose))
-    root.addHandler(console)
-    root.setLevel(logging.DEBUG if (verbose or log_file) else logging.INFO)
+        h.close()
+    handlers: list[logging.Handler] = []
+    if not root.handlers:
+        console = _AboveBars(sys.stderr)
+        console.setLevel(logging.DEBUG if verbose else logging.INFO)
+        console.setFormatter(_Console(verbose))
+        handlers.append(console)
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter(DETAILED))
-        root.addHandler(handler)
+        file = logging.FileHandler(log_file, encoding="utf-8")
+        file.setFormatter(logging.Formatter(DETAILED))
+        handlers.append(file)
+    for h in handlers:
+        h.waveforms = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if (verbose or log_file) else logging.INFO)
 
 
 def human(x: float) -> str:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Sequence
 
 from waveforms import config as cfgmod
 from waveforms.aws import cluster
 from waveforms.aws.launch import launch
 from waveforms.aws.sync import sync
-from waveforms.errors import UserError
+from waveforms.errors import reported
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,28 +53,22 @@ def _region(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "launch":
-            cfg = cfgmod.load("aws", args.config, args.set)
-            launch(cfg, args.config, dry_run=args.dry_run)
-            return 0
-        if args.command == "sync":
-            result = sync(args.src, args.dst, progress=not args.no_progress)
-            print(f"copied {len(result.copied)} file(s), {result.bytes} bytes; {result.unchanged} unchanged")
-            return 0
-        region = _region(args)
-        if args.command == "status":
-            return cluster.status(args.cluster_id, region)
-        if args.command == "terminate":
-            return cluster.terminate(args.cluster_id, region)
-        names = tuple(args.file or ("stdout", "stderr"))
-        return cluster.logs(args.cluster_id, region, args.step, names, args.bootstrap)
-    except cfgmod.ConfigError as exc:
-        print(f"waveforms aws {args.command}: config error: {exc}", file=sys.stderr)
-        return 2
-    except UserError as exc:
-        print(f"waveforms aws {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"waveforms aws {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return reported(f"waveforms aws {args.command}", lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "launch":
+        cfg = cfgmod.load("aws", args.config, args.set)
+        launch(cfg, args.config, dry_run=args.dry_run)
+        return 0
+    if args.command == "sync":
+        result = sync(args.src, args.dst, progress=not args.no_progress)
+        print(f"copied {len(result.copied)} file(s), {result.bytes} bytes; {result.unchanged} unchanged")
+        return 0
+    region = _region(args)
+    if args.command == "status":
+        return cluster.status(args.cluster_id, region)
+    if args.command == "terminate":
+        return cluster.terminate(args.cluster_id, region)
+    names = tuple(args.file or ("stdout", "stderr"))
+    return cluster.logs(args.cluster_id, region, args.step, names, args.bootstrap)

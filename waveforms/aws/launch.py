@@ -7,12 +7,10 @@ are objects uploaded and the cluster requested.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import waveforms
-from waveforms import storage
+from waveforms import runs, storage
 from waveforms.aws import plan, releases
 from waveforms.aws.session import AwsError, aws_errors, require_bucket, require_credentials, session
 from waveforms.aws.train_plan import TrainPlan
@@ -44,11 +42,6 @@ class Launch:
     request: dict[str, Any]
     uploads: list[tuple[str, str]]
     train: TrainPlan | None = None
-
-
-def new_run_id() -> str:
-    """UTC time plus a random suffix, so two launches never share artefacts."""
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
 def project_version() -> str:
@@ -139,7 +132,7 @@ def describe(launch: Launch, cfg: AwsConfig) -> str:
 def launch(cfg: AwsConfig, config_file: str, dry_run: bool = False, out: TextIO | None = None) -> str | None:
     """Start the cluster and return its id (``None`` for a dry run)."""
     out = out or sys.stdout
-    run_id = new_run_id()
+    run_id = runs.run_id()  # two launches never share artefacts
     if dry_run:
         out.write(describe(prepare(cfg, config_file, run_id), cfg))
         return None

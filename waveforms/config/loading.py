@@ -17,6 +17,9 @@ from waveforms.errors import UserError
 class ConfigError(UserError, ValueError):
     """A config file, override or value that cannot be used."""
 
+    kind = "config error"
+    exit_code = 2
+
 
 C = TypeVar("C")
 

@@ -1,13 +1,13 @@
 """Bits per sample on the whole validation split, and the Fréchet distance of log-mel frame statistics."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from waveforms.dataset import Dataset, regions
+from waveforms.units import bits
 
 
 # --- Fréchet distance --------------------------------------------------------------------------------------
@@ -126,6 +126,6 @@ def val_nll(wavenet, ds: Dataset, window: int, batch_size: int = 4) -> dict[str,
         s, n = window_nll(wavenet, codes, np.array([w.first for w in batch]), genre)
         total, count = total + s, count + n
     nats = total / count if count else float("nan")
-    return {"val_nats": nats, "val_bits_per_sample": nats / math.log(2), "val_windows": len(wins),
+    return {"val_nats": nats, "val_bits_per_sample": bits(nats), "val_windows": len(wins),
             "val_samples": count}
 

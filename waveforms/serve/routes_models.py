@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ from waveforms import storage
 from waveforms.serve.discovery import Entry
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, read_rows, studio
+from waveforms.units import bits
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 SSE_POLL_S = 0.5
@@ -50,7 +50,7 @@ def _training(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": len(rows), "step": last.get("step"), "loss": last.get("loss"), "wall_time": last.get("wall_time"),
         "samples_per_s": last.get("samples_per_s"),
         "best_val_loss": best["val_loss"] if best else None, "best_val_step": best.get("step") if best else None,
-        "best_val_bits_per_sample": best["val_loss"] / math.log(2) if best else None,
+        "best_val_bits_per_sample": bits(best["val_loss"]) if best else None,
     }
 
 

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from typing import Any, Iterator
 from waveforms import config as cfgmod
 from waveforms.config import TrainConfig
 from waveforms.errors import UserError
+from waveforms.ports import free_port
 from waveforms.train import recipe
 from waveforms.train.collective import tf_config
 
@@ -73,12 +73,6 @@ def shared_model_dir(model_dir: str, hosts: set[str]) -> str:
 def validate(cfg: TrainConfig) -> None:
     """What the engine needs beyond each key's range: a batch that splits among the workers."""
     recipe.global_batch(cfg, cfg.workers)
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:

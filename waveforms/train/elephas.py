@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import socket
 import time
 from typing import Any, Iterator
 
@@ -24,10 +23,12 @@ from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, regions
 from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
+from waveforms.ports import free_port
 from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
-from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
+from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog
 from waveforms.train.windows import READS_IN_FLIGHT, WindowSampler, shared_reader, split_window
+from waveforms.units import bits
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the parameter server logs every request
@@ -48,12 +49,6 @@ def parameter_server_host() -> str:
     from elephas.utils.sockets import determine_master
 
     return determine_master(0).rsplit(":", 1)[0]
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def custom_objects() -> dict[str, Any]:

@@ -32,8 +32,9 @@ from waveforms.train import checkpoint, previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
-from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog, bits
+from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
+from waveforms.units import bits
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,6 @@ PLOT = "loss.png"
 TENSORBOARD = "tensorboard"
 
 
-def bits(nats: float) -> float:
-    return nats / math.log(2)
-
-
 class MetricsLog:
     """Appends one JSON object per log interval; mirrors scalars to TensorBoard.
 
