@@ -15,21 +15,24 @@ Three tables, every figure a ratio against the one-worker run of the same invoca
    windows counted at the validation checks (linearly interpolated).
 3. Projection: wall-clock speed-up to L against one node, for N = 2..16 nodes,
    for each preset in --project-presets, on 10 and 25 Gbit/s. A step's compute
-   is the single-worker step time measured here (``train_on_batch``, batch
-   --batch-size, window --project-window, best of 3 after a warm-up) divided by N
-   (fixed batch, while every rank keeps a window) or kept (growing batch, with
-   the measured E_N; E of the largest measured N beyond it, an assumption), plus
-   a ring all-reduce of the float32 gradient: 2 (N - 1) / N × bytes / bandwidth
-   + 2 (N - 1) × 50 µs. Elephas's row: its measured E_N × N, communication free
-   (an upper bound).
+   is a + b × windows per rank, from the single-worker step times measured here
+   (``train_on_batch``, batch --batch-size and batch 1, window --project-window,
+   best of 3 after a warm-up): a fixed cost per step that does not shrink with a
+   rank's share (table 4 found it), and b per window; with the fixed global
+   batch a rank has batch / N windows (while it keeps one), with the growing
+   batch it keeps its batch (the measured E_N; E of the largest measured N
+   beyond it, an assumption). Plus a ring all-reduce of the float32 gradient:
+   2 (N - 1) / N × bytes / bandwidth + 2 (N - 1) × 50 µs, plus --sync-s per step.
+   Elephas's row: its measured E_N × N, communication free (an upper bound).
 
 4. With ``--hosts 1,2,4``: the fixed global batch across emulated hosts (test/helpers/hosts.py, root
    only): each rank on a host of its own with ``--host-cpu`` cores and a link of each rate in
    ``--rates``; the data and the model on the cluster's S3 (host 0, with the master and the driver).
    Per N: seconds per step, the all-reduce's share of the step, t_1 / (N · t_N), the largest loss gap
    to N = 1, and beside them the projection for the same N, link and per-host step time (t_1 / N +
-   the ring all-reduce of the measured bytes), then the projection corrected with the per-step
-   overhead the measurements show beyond it (their mean over N > 1 at that rate).
+   the ring all-reduce of the measured bytes), then the corrected model: compute a + b × windows
+   fitted on one-rank runs (``--alone`` times one rank on each N's share), the ring, and a
+   synchronisation cost c per step (the mean of what the N > 1 runs show beyond the rest).
 
 The full run (``--full``): the small preset on the hyperrogue soundtrack
 (bench/bench_train_budget.py builds it), window 2000, 2,000 steps, 50 fixed
@@ -219,22 +222,30 @@ def project(args, efficiency: dict[str, dict[int, float]]) -> None:
     if largest is not None:
         print(f"E_N measured for N <= {largest}; beyond it E_{largest} = {measured[largest]:.2f} is assumed.\n")
     nodes = (2, 4, 8, 16)
-    print("| preset | s per step (1 node) | gradient MB | Gbit/s | " + " | ".join(f"N = {n}" for n in nodes) + " |")
-    print("|---|---|---|---|" + "---|" * len(nodes))
+    print("The corrected model (measured across emulated hosts): a rank's compute is a + b x windows, with a, "
+          "the fixed cost of a step, measured here as the step time on one window minus b (from the step on "
+          f"{args.batch_size}), plus the ring, plus --sync-s = {args.sync_s:g} s of synchronisation per step.\n")
+    print("| preset | s per step (1 node) | fixed share a / t_1 | gradient MB | Gbit/s | "
+          + " | ".join(f"N = {n}" for n in nodes) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(nodes))
     for preset in args.project_presets:
         t1, nbytes = step_time(preset, args.batch_size, args.project_window)
+        t_one, _ = step_time(preset, 1, args.project_window)
+        b = max(0.0, (t1 - t_one) / (args.batch_size - 1)) if args.batch_size > 1 else t1
+        a = max(0.0, t1 - b * args.batch_size)
         for gbit in (10.0, 25.0):
             cells = []
             for n in nodes:
-                fixed = t1 / (t1 / n + ring_seconds(n, nbytes, gbit)) if args.batch_size >= n else 0.0
+                step_n = a + b * args.batch_size / n + ring_seconds(n, nbytes, gbit) + args.sync_s
+                fixed = t1 / step_n if args.batch_size >= n else 0.0
                 e = measured.get(n, measured[largest] if largest else 0.0)
                 grow = e * n * t1 / (t1 + ring_seconds(n, nbytes, gbit))
                 cells.append(f"{max(fixed, grow):.2f}× ({'fixed' if fixed >= grow else 'grow'})")
-            print(f"| {preset} | {t1:.3f} | {nbytes / 1e6:.2f} | {gbit:g} | " + " | ".join(cells) + " |")
+            print(f"| {preset} | {t1:.3f} | {a / t1:.2f} | {nbytes / 1e6:.2f} | {gbit:g} | " + " | ".join(cells) + " |")
     for name, eff in efficiency.items():
         if name.startswith("elephas"):
             e = eff[max(eff)]
-            print(f"| {name} (E_{max(eff)} = {e:.2f}, communication free) | | | any | "
+            print(f"| {name} (E_{max(eff)} = {e:.2f}, communication free) | | | | any | "
                   + " | ".join(f"{e * n:.2f}×" for n in nodes) + " |")
 
 
@@ -359,6 +370,8 @@ def main() -> None:
     ap.add_argument("--host-cpu", type=float, default=0.3, help="cores per emulated host (a CPU quota)")
     ap.add_argument("--head-cpu", type=float, default=0.4, help="cores of host 0 (S3, the master, the driver)")
     ap.add_argument("--cpu-period-ms", type=float, default=100.0, help="the CPU quotas' accounting period")
+    ap.add_argument("--sync-s", type=float, default=0.0,
+                    help="the projection's synchronisation cost per step beyond the ring (table 4 measures it)")
     ap.add_argument("--alone", action="store_true",
                     help="also time one rank alone on each N's share of the batch (compute without communication)")
     args = ap.parse_args()
