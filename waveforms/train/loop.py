@@ -6,7 +6,14 @@ is Keras's ``train_on_batch`` in one process, or a collective step
 gradient makes it one optimizer step on the whole batch. Rank 0 alone writes:
 checkpoints, ``metrics.jsonl``, validation, previews, the moving average and the
 artifact; its decisions (stop for the budget or early stopping, the fitted
-schedule) reach the other ranks after every step.
+schedule) reach the other ranks at every logged step.
+
+The loop reads top to bottom: :class:`RunState` is what a run carries from
+step to step (saved whole in each checkpoint); :class:`Trainer` sets a run up,
+then :meth:`Trainer.run` repeats :meth:`~Trainer.step` (one optimizer step),
+:meth:`~Trainer.periodic` (rank 0: the budget, then logging, validation,
+previews and checkpoints when due) and :meth:`~Trainer.agree` (rank 0's
+decisions on every rank).
 
 Resumable: every ``checkpoint_every`` steps (and at the end) the weights,
 optimizer state, step and early-stopping state are checkpointed; batches are a
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -57,30 +64,47 @@ def _same_model(saved: dict[str, Any] | None, cfg: WaveNetConfig) -> bool:
         return False
 
 
-def fresh_state() -> dict[str, Any]:
-    return {"step": 0, "wall_time": 0.0, "best_val": None, "bad_checks": 0, "stopped_early": False}
+@dataclass
+class RunState:
+    """What a run carries from step to step; saved whole in each checkpoint's state (with what identifies it)."""
+
+    step: int = 0
+    wall_time: float = 0.0
+    loss: float | None = None  # the mean training loss of the last logged interval
+    best_val: float | None = None
+    bad_checks: int = 0  # validation checks since the best one (early stopping)
+    stopped_early: bool = False
+    schedule_steps: int | None = None  # the cosine schedule's length once fitted to a budget
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> "RunState":
+        """The state in a checkpoint's ``state.json`` (its other keys identify the run, not its progress)."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if saved.get(f.name) is not None})
+
+    def to_saved(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def start_state(setup: Setup, model, out: OutputDir) -> dict[str, Any]:
+def start_state(setup: Setup, model, out: OutputDir) -> RunState:
     """Resume from the newest checkpoint (fetched from S3 if need be) unless ``--fresh``; the state to continue from."""
     cfg, model_dir = setup.cfg, out.uri
     if cfg.fresh:
         checkpoint.clear(out)
         out.remove(METRICS, TENSORBOARD, previews.DIR)
-    state = checkpoint.pull(out)
-    if state is None:
+    saved = checkpoint.pull(out)
+    if saved is None:
         out.remove(METRICS)  # rows of a run that never checkpointed
-        return fresh_state()
-    if not _same_model(state.get("model_config"), setup.wavenet.config) or state.get("engine") not in ENGINES:
+        return RunState()
+    if not _same_model(saved.get("model_config"), setup.wavenet.config) or saved.get("engine") not in ENGINES:
         raise checkpoint.CheckpointError(
             f"the checkpoint in {model_dir} was made for another model or engine; rerun with --fresh"
         )
-    if state.get("seed") != cfg.seed or state.get("batch_size") != cfg.batch_size or state.get("window") != cfg.window:
+    if saved.get("seed") != cfg.seed or saved.get("batch_size") != cfg.batch_size or saved.get("window") != cfg.window:
         log.warning("seed, batch size or window differ from the checkpoint's; resuming anyway")
     checkpoint.restore(out, model)
     out.download(METRICS)  # truncated to the checkpoint's step by the caller
-    log.info("resuming from step %d (%s)", state["step"], checkpoint.latest_name(out))
-    return {**fresh_state(), **state}
+    log.info("resuming from step %d (%s)", saved["step"], checkpoint.latest_name(out))
+    return RunState.from_saved(saved)
 
 
 def start_ema(cfg: TrainConfig, model, out: OutputDir, step: int) -> EMA | None:
@@ -103,12 +127,231 @@ def for_workers(cfg: TrainConfig, workers: int) -> TrainConfig:
     return replace(cfg, batch_size=batch, learning_rate=recipe.scaled_learning_rate(cfg, batch))
 
 
-def _sync_state(team: Collective, state: dict[str, Any]) -> None:
-    """Rank 0's step, fitted schedule length and stop flag on every rank (at the start)."""
-    step, fitted, stopped = team.agree([state["step"], state.get("schedule_steps") or 0, state["stopped_early"]])
-    state["step"], state["stopped_early"] = int(step), bool(stopped)
-    if fitted:
-        state["schedule_steps"] = int(fitted)
+class Trainer:
+    """One run of the loop as rank ``team.rank``: everything it needs, set up once."""
+
+    def __init__(self, cfg: TrainConfig, out: OutputDir | None, team: Collective, engine: str,
+                 evaluate: Callable[[Any, list], float]):
+        self.team, self.engine, self.evaluate, self.out = team, engine, evaluate, out
+        self.n, self.lead, self.given_batch = team.count, team.lead, cfg.batch_size
+        self.cfg = cfg = for_workers(cfg, team.count)
+        seed_everything(cfg.seed)
+        self.setup = setup = prepare(cfg)
+        if not cfg.init_from:  # a resumed run's checkpoint replaces these weights
+            setup.notes.update(recipe.initialise(setup, cfg.init))
+        self.model = compile_model(setup.wavenet.training_model(), cfg, driven=True)
+        self.state = start_state(setup, self.model, out) if self.lead else RunState()
+        if self.n > 1:
+            sync_model(team, self.model)
+            self.agree(start=True)
+        self.metrics = MetricsLog(out) if self.lead else None
+        if self.metrics:
+            self.metrics.truncate(self.state.step)
+        self.ema = start_ema(cfg, self.model, out, self.state.step) if self.lead else None
+        # validation and previews read the moving average through their own copy of the model
+        self.eval_model = compile_model(setup.wavenet.training_model(), cfg) if self.ema else self.model
+        self.preview = previews.Previewer(setup.wavenet, out, self.metrics, cfg.preview_seconds, cfg.seed,
+                                          genre=0 if setup.genres else None) if self.lead else None
+        self.schedule = recipe.learning_rate(cfg, self.state.schedule_steps)
+        self.collective = None if engine == "local" and self.n == 1 else CollectiveStep(self.model, team)
+        self.reader = shared_reader(cfg.reads_in_flight)
+        self.cache = open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
+        self.sampler = self._sampler(setup.train_regions)
+        self.val_batches = (self._sampler(setup.val_regions).fixed_batches(cfg.val_batches)
+                            if setup.val_regions and self.lead else None)
+        self.out_of_time = False
+        self.interval: list[float] = []  # losses since the last logged row
+        self.pace: float | None = None  # seconds per step over the last logged interval
+        self.last_fields: list[str] = []
+        self.since: tuple[int, float] | None = None  # (step, wall) once this process's train step is traced
+        self.first_step, self.wall0 = self.state.step, self.state.wall_time
+        self.t0 = self.t_interval = time.perf_counter()
+        self.bar = progress.Progress("train", self.total(), "steps", eta=False, plain=False) if self.lead else None
+
+    def _sampler(self, regions) -> WindowSampler:
+        cfg, setup = self.cfg, self.setup
+        return WindowSampler(setup.ds, regions, setup.receptive_field, cfg.window, cfg.batch_size, cfg.seed,
+                             with_genre=bool(setup.genres), reader=self.reader, cache=self.cache)
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train to ``steps``, the budget or early stopping; rank 0 writes the artifact and returns the summary."""
+        cfg, state = self.cfg, self.state
+        try:
+            with Prefetcher(self.batch, state.step, self.sampler.prefetch_depth()) as batches:
+                while state.step < cfg.steps and not state.stopped_early and not self.out_of_time:
+                    self.step(*next(batches))
+                    # Ranks agree on rank 0's decisions at row steps only (one collective fewer per step), so
+                    # with several ranks the budget is checked there and may run over by up to log_every steps.
+                    decide = self.n == 1 or self.row_due(state.step)
+                    if self.lead:
+                        self.periodic(decide)
+                    if self.n > 1 and decide:
+                        self.agree()
+            if state.step > 0 and self.lead:
+                self.save_checkpoint()
+            allreduce_s = self.collective.time_all_reduce() if self.collective is not None else 0.0
+            agree_s = self.team.time_agree()
+        finally:
+            self.close()
+        if not self.lead:
+            return {"rank": self.team.rank, "steps": state.step}
+        return self.finish(allreduce_s, agree_s)
+
+    def batch(self, step: int):
+        """This rank's share of the batch of ``step`` (a pure function of seed and step)."""
+        if self.n == 1:
+            return self.sampler.batch(step)
+        share = self.cfg.batch_size // self.n
+        return self.sampler.batch(step, part=slice(self.team.rank * share, (self.team.rank + 1) * share))
+
+    def step(self, x, y) -> None:
+        """One optimizer step at the schedule's rate; the moving average follows it."""
+        state = self.state
+        self.model.optimizer.learning_rate = recipe.lr_at(self.schedule, state.step)
+        if self.collective is None:
+            loss = scalar(self.model.train_on_batch(x, y))
+        else:
+            loss = self.collective(x, y)
+        state.step += 1
+        if self.ema:
+            self.ema.update()
+        check_finite(loss, state.step)
+        self.interval.append(loss)
+
+    def row_due(self, step: int) -> bool:
+        """Whether ``step`` writes a metrics row whatever the clock says: the same answer on every rank."""
+        cfg = self.cfg
+        return (step % cfg.log_every == 0 or step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0
+                or step == cfg.steps or previews.due(step, cfg.preview_every, cfg.val_every, step == cfg.steps))
+
+    def periodic(self, decide: bool) -> None:
+        """Rank 0 after a step: fit the schedule to the budget, stop for it, and log, validate, preview and
+        checkpoint when due (``decide``: a step at which the ranks agree, so decisions may change)."""
+        cfg, state = self.cfg, self.state
+        if self.since is None and state.step >= self.first_step + 10:
+            self.since = (state.step, self.wall())
+        if self.since and state.schedule_steps is None and decide:
+            fitted = recipe.budget_steps(cfg, state.step, self.wall(), self.since)
+            if fitted:
+                state.schedule_steps, self.schedule = fitted, recipe.learning_rate(cfg, fitted)
+                log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps", cfg.max_minutes, fitted)
+        self.out_of_time = (decide and state.step < cfg.steps and cfg.max_minutes > 0
+                            and self.wall() >= cfg.max_minutes * 60)
+        if self.out_of_time:
+            log.info("stopping at step %d: the %.1f-minute budget is spent", state.step, cfg.max_minutes)
+        done = state.step == cfg.steps or self.out_of_time
+        if self.row_due(state.step) or done:
+            self.log_row(done)
+        self.bar.update(state.step, self.total(), " · ".join(self.last_fields + [self.left()]))
+
+    def log_row(self, done: bool) -> None:
+        """The metrics row of this step: loss, validation, preview when due; then a checkpoint when due."""
+        cfg, state, step = self.cfg, self.state, self.state.step
+        validate = bool(self.val_batches) and (step % cfg.val_every == 0 or done)
+        preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
+        row: dict[str, Any] = {"step": step, "lr": recipe.lr_at(self.schedule, step - 1)}
+        now = time.perf_counter()
+        if self.interval:
+            row["loss"] = state.loss = float(np.mean(self.interval))
+            row["samples_per_s"] = len(self.interval) * cfg.batch_size * cfg.window / (now - self.t_interval)
+            self.pace = (now - self.t_interval) / len(self.interval)
+        if self.ema and (validate or preview_due):
+            self.eval_model.set_weights(self.ema.weights())
+        if validate:
+            self.validate(row)
+        if preview_due:
+            row.update(self.preview(step, self.final_weights()))
+        row["wall_time"] = state.wall_time = self.wall()
+        self.metrics.append(row)
+        self.last_fields = status.fields(row)
+        log.info(status.line(row, self.total(), self.left()))
+        self.interval, self.t_interval = [], time.perf_counter()
+        if step % cfg.checkpoint_every == 0 or done or state.stopped_early:
+            self.save_checkpoint()
+
+    def validate(self, row: dict[str, Any]) -> None:
+        """The validation loss into ``row``; early stopping's count of checks without improvement."""
+        state = self.state
+        val = self.evaluate(self.eval_model, self.val_batches)
+        row.update(val_loss=val, val_bits_per_sample=bits(val))
+        if state.best_val is None or val < state.best_val:
+            state.best_val, state.bad_checks = val, 0
+            return
+        state.bad_checks += 1
+        if 0 < self.cfg.early_stopping_patience <= state.bad_checks:
+            state.stopped_early = True
+            log.info("early stopping at step %d: no validation improvement in %d checks", state.step, state.bad_checks)
+
+    def agree(self, start: bool = False) -> None:
+        """Rank 0's decisions on every rank: at the start its step too (it alone read the checkpoint); later
+        whether to stop (the budget, early stopping) and the schedule's fitted length."""
+        state = self.state
+        first = state.step if start else self.out_of_time
+        known = state.schedule_steps
+        head, fitted, stopped = self.team.agree([first, state.schedule_steps or 0, state.stopped_early])
+        if start:
+            state.step = int(head)
+        else:
+            self.out_of_time = bool(head)
+        state.stopped_early = bool(stopped)
+        if fitted and known is None:
+            state.schedule_steps = int(fitted)
+            if not start:
+                self.schedule = recipe.learning_rate(self.cfg, int(fitted))
+
+    # --- what the loop reports and leaves behind ----------------------------------------------------------
+    def wall(self) -> float:
+        return self.wall0 + (time.perf_counter() - self.t0)
+
+    def total(self) -> int | None:
+        return status.total_steps(self.cfg.steps, self.cfg.max_minutes, self.state.schedule_steps)
+
+    def left(self) -> str:
+        return status.time_left(self.state.step, self.total(), self.wall(), self.cfg.max_minutes, self.pace)
+
+    def final_weights(self) -> list[np.ndarray]:
+        return self.ema.weights() if self.ema else self.model.get_weights()
+
+    def save_checkpoint(self) -> None:
+        cfg = self.cfg
+        checkpoint.save(self.out, self.model, {
+            **self.state.to_saved(), "engine": self.engine, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "window": cfg.window, "model_config": self.setup.wavenet.config.to_dict(),
+            "ema_updates": self.ema.updates if self.ema else 0,
+        }, ema=self.ema.weights() if self.ema else None)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.metrics:
+            self.metrics.close()
+        if self.cache:
+            self.cache.close()
+
+    def finish(self, allreduce_s: float, agree_s: float) -> dict[str, Any]:
+        """Rank 0: the artifact (model, config, loss plot, model.json) and the run's summary."""
+        cfg, state, setup = self.cfg, self.state, self.setup
+        summary = {
+            "engine": self.engine, "steps": state.step, "final_loss": state.loss, "best_val_loss": state.best_val,
+            "stopped_early": state.stopped_early, "batch_size": cfg.batch_size, "window": cfg.window,
+            "seed": cfg.seed, "wall_time_s": state.wall_time, "validation": setup.notes["validation"],
+            "init": setup.notes.get("init"), "ema_decay": cfg.ema_decay,
+            "preview_seconds_spent": self.preview.seconds_spent,
+        }
+        if self.engine != "local":
+            summary.update(workers=self.n, batch_per_rank=cfg.batch_size // self.n, learning_rate=cfg.learning_rate,
+                           lr_scaling=cfg.lr_scaling if cfg.batch_size != self.given_batch else "none",
+                           allreduce_s=allreduce_s, agree_s=agree_s,
+                           allreduce_bytes=self.collective.grad_bytes if self.collective else 0)
+        save_artifact(setup, self.model, summary, self.metrics, weights=self.final_weights())
+        spent = time.perf_counter() - self.t0
+        if self.preview.seconds_spent:
+            log.info("previews took %.1f s, %.1f%% of this run's %.0f s", self.preview.seconds_spent,
+                     100 * self.preview.seconds_spent / max(spent, 1e-9), spent)
+        log.info("model written to %s (loss %.4f after %d steps)", self.out.uri,
+                 state.loss if state.loss is not None else float("nan"), state.step)
+        return summary
 
 
 def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None, engine: str = "local",
@@ -117,193 +360,4 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
 
     ``evaluate(model, batches)`` is the validation loss; other ranks return ``{"rank": r, "steps": n}``.
     """
-    team = team or Collective()
-    n = team.count
-    given_batch = cfg.batch_size
-    cfg = for_workers(cfg, n)
-    per_rank = cfg.batch_size // n
-    seed_everything(cfg.seed)
-    setup = prepare(cfg)
-    if not cfg.init_from:  # a resumed run's checkpoint replaces these weights
-        setup.notes.update(recipe.initialise(setup, cfg.init))
-    model = compile_model(setup.wavenet.training_model(), cfg, driven=True)
-    state = start_state(setup, model, out) if team.lead else fresh_state()
-    if n > 1:
-        sync_model(team, model)
-        _sync_state(team, state)
-    lead = team.lead
-    metrics = MetricsLog(out) if lead else None
-    if metrics:
-        metrics.truncate(state["step"])
-    ema = start_ema(cfg, model, out, state["step"]) if lead else None
-    # validation and previews read the moving average through their own copy of the model
-    eval_model = compile_model(setup.wavenet.training_model(), cfg) if ema else model
-    preview = previews.Previewer(setup.wavenet, out, metrics, cfg.preview_seconds, cfg.seed,
-                                 genre=0 if setup.genres else None) if lead else None
-    schedule = recipe.learning_rate(cfg, state.get("schedule_steps"))
-    if engine == "local" and n == 1:
-        def train_step(x, y) -> float:
-            return scalar(model.train_on_batch(x, y))
-        collective = None
-    else:
-        collective = train_step = CollectiveStep(model, team)
-
-    def final_weights() -> list[np.ndarray]:
-        return ema.weights() if ema else model.get_weights()
-    reader, cache = shared_reader(cfg.reads_in_flight), open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
-    sampler = WindowSampler(setup.ds, setup.train_regions, setup.receptive_field, cfg.window, cfg.batch_size,
-                            cfg.seed, with_genre=bool(setup.genres), reader=reader, cache=cache)
-    val_batches: list | None = None
-    if setup.val_regions and lead:
-        val_sampler = WindowSampler(setup.ds, setup.val_regions, setup.receptive_field, cfg.window,
-                                    cfg.batch_size, cfg.seed, with_genre=bool(setup.genres), reader=reader,
-                                    cache=cache)
-        val_batches = val_sampler.fixed_batches(cfg.val_batches)
-
-    def save_checkpoint() -> None:
-        checkpoint.save(out, model, {
-            **state, "engine": engine, "seed": cfg.seed, "batch_size": cfg.batch_size, "window": cfg.window,
-            "model_config": setup.wavenet.config.to_dict(), "ema_updates": ema.updates if ema else 0,
-        }, ema=ema.weights() if ema else None)
-
-    def batch(step: int):
-        if n == 1:
-            return sampler.batch(step)
-        return sampler.batch(step, part=slice(team.rank * per_rank, (team.rank + 1) * per_rank))
-
-    step, last_loss = state["step"], state.get("loss")
-    first_step = step
-    interval: list[float] = []
-    t0 = t_interval = time.perf_counter()
-    wall0 = state["wall_time"]
-    out_of_time = False
-    since: tuple[int, float] | None = None  # (step, wall) once this process's train step is traced
-
-    def wall() -> float:
-        return wall0 + (time.perf_counter() - t0)
-
-    pace: float | None = None  # seconds per step over the last logged interval
-    last_fields: list[str] = []
-
-    def total() -> int | None:
-        return status.total_steps(cfg.steps, cfg.max_minutes, state.get("schedule_steps"))
-
-    def left() -> str:
-        return status.time_left(step, total(), wall(), cfg.max_minutes, pace)
-
-    bar = progress.Progress("train", total(), "steps", eta=False, plain=False) if lead else None
-
-    def row_due(step: int) -> bool:
-        """Whether ``step`` writes a metrics row whatever the clock says: the same answer on every rank."""
-        return (step % cfg.log_every == 0 or step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0
-                or step == cfg.steps or previews.due(step, cfg.preview_every, cfg.val_every, step == cfg.steps))
-
-    try:
-        with Prefetcher(batch, step, sampler.prefetch_depth()) as batches:
-            while step < cfg.steps and not state["stopped_early"] and not out_of_time:
-                x, y = next(batches)
-                model.optimizer.learning_rate = recipe.lr_at(schedule, step)
-                loss = train_step(x, y)
-                step += 1
-                if ema:
-                    ema.update()
-                check_finite(loss, step)
-                interval.append(loss)
-                state["step"] = step
-                # Ranks agree on rank 0's decisions at row steps only (one collective fewer per step), so with
-                # several ranks the budget is checked there and may run over by up to log_every steps.
-                decide = n == 1 or row_due(step)
-                if lead:
-                    if since is None and step >= first_step + 10:
-                        since = (step, wall())
-                    if since and "schedule_steps" not in state and decide:
-                        fitted = recipe.budget_steps(cfg, step, wall(), since)
-                        if fitted:
-                            state["schedule_steps"], schedule = fitted, recipe.learning_rate(cfg, fitted)
-                            log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps",
-                                     cfg.max_minutes, fitted)
-                    out_of_time = (decide and step < cfg.steps and cfg.max_minutes > 0
-                                   and wall() >= cfg.max_minutes * 60)
-                    if out_of_time:
-                        log.info("stopping at step %d: the %.1f-minute budget is spent", step, cfg.max_minutes)
-                    done = step == cfg.steps or out_of_time
-                    preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
-                    if row_due(step) or done:
-                        row: dict[str, Any] = {"step": step, "lr": recipe.lr_at(schedule, step - 1)}
-                        now = time.perf_counter()
-                        if interval:
-                            row["loss"] = last_loss = float(np.mean(interval))
-                            row["samples_per_s"] = len(interval) * cfg.batch_size * cfg.window / (now - t_interval)
-                        if ema and ((val_batches and (step % cfg.val_every == 0 or done)) or preview_due):
-                            eval_model.set_weights(ema.weights())
-                        if val_batches and (step % cfg.val_every == 0 or done):
-                            val = evaluate(eval_model, val_batches)
-                            row.update(val_loss=val, val_bits_per_sample=bits(val))
-                            if state["best_val"] is None or val < state["best_val"]:
-                                state["best_val"], state["bad_checks"] = val, 0
-                            else:
-                                state["bad_checks"] += 1
-                                if 0 < cfg.early_stopping_patience <= state["bad_checks"]:
-                                    state["stopped_early"] = True
-                                    log.info("early stopping at step %d: no validation improvement in %d checks",
-                                             step, state["bad_checks"])
-                        if preview_due:
-                            row.update(preview(step, final_weights()))
-                        row["wall_time"] = state["wall_time"] = wall()
-                        state["loss"] = last_loss
-                        metrics.append(row)
-                        if interval:
-                            pace = (now - t_interval) / len(interval)
-                        last_fields = status.fields(row)
-                        log.info(status.line(row, total(), left()))
-                        interval, t_interval = [], time.perf_counter()
-                        if step % cfg.checkpoint_every == 0 or done or state["stopped_early"]:
-                            save_checkpoint()
-                    bar.update(step, total(), " · ".join(last_fields + [left()]))
-                if n > 1 and decide:  # rank 0's decisions, on every rank before the next step
-                    known = state.get("schedule_steps")
-                    stop, fitted, stopped = team.agree(
-                        [out_of_time, state.get("schedule_steps") or 0, state["stopped_early"]])
-                    out_of_time, state["stopped_early"] = bool(stop), bool(stopped)
-                    if fitted and known is None:
-                        state["schedule_steps"], schedule = int(fitted), recipe.learning_rate(cfg, int(fitted))
-        if state["step"] > 0 and lead:
-            save_checkpoint()
-        allreduce_s = collective.time_all_reduce() if collective is not None else 0.0
-        agree_s = team.time_agree()
-    finally:
-        if bar:
-            bar.close()
-        if metrics:
-            metrics.close()
-        if cache:
-            cache.close()
-    if not lead:
-        return {"rank": team.rank, "steps": state["step"]}
-    summary = {
-        "engine": engine,
-        "steps": state["step"],
-        "final_loss": state.get("loss"),
-        "best_val_loss": state["best_val"],
-        "stopped_early": state["stopped_early"],
-        "batch_size": cfg.batch_size,
-        "window": cfg.window,
-        "seed": cfg.seed,
-        "wall_time_s": state["wall_time"],
-        "validation": setup.notes["validation"],
-        "init": setup.notes.get("init"),
-        "ema_decay": cfg.ema_decay,
-        "preview_seconds_spent": preview.seconds_spent,
-    }
-    if engine != "local":
-        summary.update(workers=n, batch_per_rank=per_rank, learning_rate=cfg.learning_rate,
-                       lr_scaling=cfg.lr_scaling if cfg.batch_size != given_batch else "none",
-                       allreduce_s=allreduce_s, allreduce_bytes=collective.grad_bytes if collective else 0,
-                       agree_s=agree_s)
-    save_artifact(setup, model, summary, metrics, weights=final_weights())
-    if preview.seconds_spent:
-        log.info("previews took %.1f s, %.1f%% of this run's %.0f s", preview.seconds_spent,
-                 100 * preview.seconds_spent / max(time.perf_counter() - t0, 1e-9), time.perf_counter() - t0)
-    log.info("model written to %s (loss %.4f after %d steps)", out.uri, state.get("loss") or float("nan"),
-             state["step"])
-    return summary
+    return Trainer(cfg, out, team or Collective(), engine, evaluate).run()
