@@ -123,8 +123,12 @@ def windows_to(model_dir: Path, target: float, windows_per_step: float) -> float
     return math.inf
 
 
+EXTRA_SETS: list[str] = []  # --set: train overrides for every run
+
+
 def allreduce(n: int, master: str) -> list[str]:
-    return ["--engine", "allreduce", "--workers", str(n), "--master", master, "--set", "allreduce.threads=1"]
+    extra = [a for s in EXTRA_SETS for a in ("--set", s)]
+    return ["--engine", "allreduce", "--workers", str(n), "--master", master, "--set", "allreduce.threads=1", *extra]
 
 
 def strong(args, tmp: Path) -> dict[int, float]:
@@ -379,9 +383,12 @@ def main() -> None:
     ap.add_argument("--cpu-period-ms", type=float, default=100.0, help="the CPU quotas' accounting period")
     ap.add_argument("--sync-s", type=float, default=0.0,
                     help="the projection's synchronisation cost per step beyond the ring (table 4 measures it)")
+    ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                    help="a train override for every allreduce run (e.g. allreduce.pack_kb=128)")
     ap.add_argument("--alone", action="store_true",
                     help="also time one rank alone on each N's share of the batch (compute without communication)")
     args = ap.parse_args()
+    EXTRA_SETS.extend(args.sets)
     if args.full:
         args.preset, args.window, args.steps, args.val_every, args.log_every = "small", 2000, 2000, 100, 20
         args.val_batches = 50  # fixed random validation batches (the evaluate stage scores the whole split)

@@ -129,14 +129,17 @@ def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path, tier):
-    """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights."""
+    """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights.
+    The 3.5 tier's run splits the all-reduce into 1 kB packs (allreduce.pack_kb): the same weights."""
     spark_home, env = tier
     data = tone_dataset(tmp_path / "ds")
     local = cfg_for(tmp_path, data, "local")
     run(local)
     two = cfg_for(tmp_path, data, "two")
+    packs = ("--set", "allreduce.pack_kb=1") if env is not None else ()
     with standalone_cluster(tmp_path / "cluster", workers=2, spark_home=spark_home) as url:
-        done = subprocess.run(argv(two, url), cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+        done = subprocess.run(argv(two, url, 2, *packs), cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     expected, got = weights(tmp_path / "local"), weights(tmp_path / "two")
     assert len(expected) == len(got)

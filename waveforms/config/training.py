@@ -36,6 +36,9 @@ class AllreduceConfig:
                               help="how long a (re)run of the stage waits for one task slot per rank (a host lost "
                                    "and not yet back, or an EMR node being replaced) before it stops with an error "
                                    "naming the missing slots")
+    pack_kb: int = opt(0, min=0, unit="kB",
+                       help="split the gradient all-reduce into packs of about this size, so that the first packs "
+                            "travel while the backward pass computes the rest; 0 = one pack")
     retries: int = opt(2, min=0, help="times the driver reruns a failed barrier stage (each resumes from the "
                                       "last checkpoint)")
     threads: int = opt(0, min=0, help="CPU threads per rank; 0 = the host's cores split among its ranks")

@@ -39,11 +39,15 @@ def set_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
 
 
-def make_strategy(timeout_s: float = DEFAULT_TIMEOUT_S):
-    """The ``MultiWorkerMirroredStrategy`` of ``TF_CONFIG``; a collective that waits longer than ``timeout_s`` fails."""
+def make_strategy(timeout_s: float = DEFAULT_TIMEOUT_S, pack_bytes: int = 0):
+    """The ``MultiWorkerMirroredStrategy`` of ``TF_CONFIG``; a collective that waits longer than ``timeout_s`` fails.
+
+    ``pack_bytes`` > 0 splits an all-reduce of many tensors into packs of about that size (0: one pack).
+    """
     import tensorflow as tf
 
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+    options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=int(pack_bytes),
+                                                              timeout_seconds=timeout_s)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
@@ -184,11 +188,11 @@ class CollectiveStep:
         return float(np.median(times))
 
 
-def from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> Collective:
+def from_env(timeout_s: float = DEFAULT_TIMEOUT_S, pack_bytes: int = 0) -> Collective:
     """The collective that ``TF_CONFIG`` describes (one process, no strategy, when it is unset)."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return Collective()
     conf = json.loads(raw)
     count = len(conf["cluster"]["worker"])
-    return Collective(int(conf["task"]["index"]), count, make_strategy(timeout_s))
+    return Collective(int(conf["task"]["index"]), count, make_strategy(timeout_s, pack_bytes))

@@ -38,7 +38,7 @@ def train(cfg: TrainConfig, threads: int) -> dict[str, Any]:
     from waveforms.train import collective, loop
 
     collective.set_threads(threads)
-    team = collective.from_env(cfg.allreduce.timeout_s)  # before TensorFlow's first op
+    team = collective.from_env(cfg.allreduce.timeout_s, cfg.allreduce.pack_kb * 1024)  # before TensorFlow's first op
     peers = json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"] if team.count > 1 else ["this process"]
     log.info("rank %d of %d at %s, %d CPU threads, GPUs: %s", team.rank, team.count, peers[team.rank], threads,
              os.environ.get("CUDA_VISIBLE_DEVICES", "as TensorFlow finds them"))
