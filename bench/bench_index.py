@@ -71,7 +71,7 @@ def main() -> None:
     rows = run("synthetic", base[args.queries:], base[:args.queries], factories)
     if args.real:
         from waveforms.evaluate.memorisation import LoadedIndex
-        from waveforms.evaluate.index import index_uri
+        from waveforms.evaluate.index_format import index_uri
 
         loaded = LoadedIndex.open(index_uri(args.real))
         vecs = loaded.index.reconstruct_n(0, loaded.index.ntotal)

@@ -11,7 +11,8 @@ import pytest
 from helpers.evaluate import MUSIC_DIR, START_S, excerpt
 from waveforms import mulaw
 from waveforms.config import load
-from waveforms.evaluate.index import build, read_manifest
+from waveforms.evaluate.index import build
+from waveforms.evaluate.index_format import read_manifest
 from waveforms.evaluate.memorisation import LoadedIndex, check
 from waveforms.transform.audio import file_to_codes
 

@@ -15,7 +15,7 @@ from waveforms import generate as generate_stage
 from waveforms import train as train_stage
 from waveforms.errors import UserError
 from waveforms.evaluate import report
-from waveforms.evaluate.index import index_uri
+from waveforms.evaluate.index_format import index_uri
 from waveforms.evaluate.memorisation import LoadedIndex, check
 from waveforms.storage import OutputDir
 

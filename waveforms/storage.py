@@ -35,6 +35,22 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+@contextlib.contextmanager
+def s3_failures(root: str, error: type, what: str) -> Iterator[None]:
+    """Inside: an S3 client's error reaching out becomes ``error(f"{what}: {exc}")``. A :class:`UserError` (a
+    network fault after its retries is a ``StorageError``) passes unchanged, and so does anything on a local path."""
+    from waveforms.errors import UserError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # botocore's ClientError and BotoCoreError
+        if not is_s3(root):
+            raise
+        raise error(f"{what}: {exc}") from exc
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
     if not is_s3(uri):

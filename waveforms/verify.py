@@ -129,17 +129,10 @@ def kind(root: str) -> str:
 
 def report(root: str, hashes: bool = True, workers: int = 4) -> Report:
     """Verify the dataset or model at ``root``."""
-    try:
-        what = kind(root)
-        if what == "dataset":
+    with storage.s3_failures(root, UserError, f"cannot verify {root}"):
+        if kind(root) == "dataset":
             return dataset_report(root, hashes, workers)
         return model_report(root, hashes)
-    except UserError:
-        raise
-    except Exception as exc:  # botocore errors on S3
-        if not storage.is_s3(root):
-            raise
-        raise UserError(f"cannot verify {root}: {exc}") from exc
 
 
 def run(cfg) -> int:

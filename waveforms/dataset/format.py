@@ -31,7 +31,6 @@ from waveforms import jsonl, storage
 from waveforms.dataset import integrity
 from waveforms.dataset.cache import ShardCache
 from waveforms.errors import UserError
-from waveforms.s3retry import StorageError
 from waveforms.tracks import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -187,12 +186,8 @@ def checked(where: str, uri: str, at: int, length: int, data: bytes) -> np.ndarr
 def check_shards(root: str, tracks: list[dict[str, Any]], client=None) -> None:
     """DatasetError naming each shard that is missing or of the wrong size, and a track in it (one listing)."""
     table, problems = integrity.shards(tracks)
-    try:
+    with storage.s3_failures(root, DatasetError, f"cannot list the shards of {root}"):
         sizes = integrity.listing(root, table, client)
-    except Exception as exc:  # botocore errors on S3
-        if not storage.is_s3(root) or isinstance(exc, StorageError):  # a network fault, not a damaged dataset
-            raise
-        raise DatasetError(f"cannot list the shards of {root}: {exc}") from exc
     problems += integrity.size_problems(table, sizes).values()
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""

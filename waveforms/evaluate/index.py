@@ -1,11 +1,6 @@
 """The ``index`` stage (Spark): embed every training window, build the nearest-neighbour index.
 
-Layout, beside the dataset (``DATASET/index/`` by default, local or ``s3://``)::
-
-    pca-RUN.npz       the feature standardisation and PCA (fitted once, kept by later runs)
-    index-RUN.faiss   the FAISS index; label i is row i of the map
-    map-RUN.npz       per vector: ``track`` (position in index.json's tracks) and ``offset_s``
-    index.json        the manifest, written last: the commit point
+Its files and manifest: :mod:`waveforms.evaluate.index_format`.
 
 The first run fits the projection on a bounded sample of windows (one ranged read
 per block of windows on the executors) and, once every vector is in the index,
@@ -36,30 +31,11 @@ from waveforms.errors import UserError
 from waveforms.evaluate import ann
 from waveforms.evaluate.calibrate import calibrate
 from waveforms.evaluate.embed import EmbeddingSpec, Projection, track_features, window_starts
+from waveforms.evaluate.index_format import (FORMAT, MANIFEST, META_KEYS, RUN_FILES, TRACK_KEYS, VERSION,
+                                             index_uri, read_manifest, read_parts)
 from waveforms.evaluate.match import Matcher
 
 log = logging.getLogger(__name__)
-
-INDEX_DIR = "index"
-MANIFEST = "index.json"
-FORMAT = "waveforms-index"
-VERSION = 2
-TRACK_KEYS = ("id", "shard", "offset", "num_samples")
-META_KEYS = ("title", "artist", "licence")
-RUN_FILES = ("pca", "index", "map")  # NAME-RUNID.EXT: one of each per run, named by the manifest
-
-
-def index_uri(data: str, output: str = "") -> str:
-    return output or storage.join(data, INDEX_DIR)
-
-
-def read_manifest(uri: str) -> dict[str, Any] | None:
-    """The committed ``index.json`` under ``uri``, or None."""
-    path = storage.join(uri, MANIFEST)
-    if not storage.exists(path):
-        return None
-    return json.loads(storage.read_text(path))
-
 
 def _fingerprint(t: dict[str, Any]) -> tuple:
     return tuple(str(t[k]) for k in TRACK_KEYS)
@@ -186,10 +162,8 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
         log.info("projection fitted on %d windows; index %s", len(sample), factory)
     else:
         files["pca"] = current["files"]["pca"]
-        proj = Projection.from_bytes(storage.read_bytes(storage.join(uri, files["pca"]), client))
-        index = ann.from_bytes(storage.read_bytes(storage.join(uri, current["files"]["index"]), client))
-        with np.load(io.BytesIO(storage.read_bytes(storage.join(uri, current["files"]["map"]), client))) as z:
-            track_col, offset_col = [z["track"]], [z["offset_s"]]
+        parts = read_parts(uri, current, client)
+        proj, index, track_col, offset_col = parts.projection, parts.index, [parts.track], [parts.offset_s]
         old_tracks, factory = current["tracks"], current["factory"]
         calib = {k: current[k] for k in ("threshold", "threshold_percentile", "calibration_windows", "calibration")}
     done = {str(t["id"]) for t in old_tracks}

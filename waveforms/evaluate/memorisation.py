@@ -1,7 +1,6 @@
 """The nearest training audio of every second of a clip, from the index built by the ``index`` stage."""
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +10,8 @@ import numpy as np
 from waveforms import storage
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
-from waveforms.evaluate.embed import METHOD, VERSION, EmbeddingSpec, Projection
-from waveforms.evaluate.index import read_manifest
+from waveforms.evaluate.embed import METHOD, VERSION, EmbeddingSpec
+from waveforms.evaluate.index_format import read_manifest, read_parts
 from waveforms.evaluate.match import Matcher
 
 
@@ -55,14 +54,9 @@ class LoadedIndex:
         if manifest is None:
             raise UserError(f"no index at {uri}: run `waveforms index --data DATASET` first")
         spec = stored_spec(uri, manifest)
-        client = storage.s3_client() if storage.is_s3(uri) else None
-        files = manifest["files"]
-        proj = Projection.from_bytes(storage.read_bytes(storage.join(uri, files["pca"]), client))
-        index = ann.from_bytes(storage.read_bytes(storage.join(uri, files["index"]), client))
-        ann.set_search_params(index, int(manifest.get("nprobe", 32)), int(manifest.get("ef_search", 64)))
-        with np.load(io.BytesIO(storage.read_bytes(storage.join(uri, files["map"]), client))) as z:
-            track, offset = z["track"], z["offset_s"]
-        return cls(manifest, Matcher(spec, proj, index, offset), track)
+        parts = read_parts(uri, manifest, storage.s3_client() if storage.is_s3(uri) else None)
+        ann.set_search_params(parts.index, int(manifest.get("nprobe", 32)), int(manifest.get("ef_search", 64)))
+        return cls(manifest, Matcher(spec, parts.projection, parts.index, parts.offset_s), parts.track)
 
     def nearest(self, codes: np.ndarray, sample_rate: int, mu: int = 255) -> list[dict[str, Any]]:
         """For each whole second of ``codes``: the nearest training window (track, metadata, the offset in

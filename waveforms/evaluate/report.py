@@ -19,7 +19,7 @@ from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
 from waveforms.evaluate.calibrate import PERCENTILE
-from waveforms.evaluate.index import index_uri, read_manifest
+from waveforms.evaluate.index_format import index_uri, read_manifest
 from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
 from waveforms.generate import generate, load_prime, write_wav
