@@ -34,14 +34,33 @@ PINGUS = Path("/usr/share/games/pingus/data/music")
 SCORE_WINDOW = 8000
 
 
+def rendered() -> Path:
+    """The Pingus modules rendered to FLAC by ffmpeg's libopenmpt (once; those it cannot render are left out)."""
+    out = OUT / "pingus-flac"
+    kinds = (".it", ".s3m", ".xm", ".mod")
+    modules = sorted(p for p in PINGUS.iterdir() if p.suffix in kinds) if PINGUS.is_dir() else []
+    if not modules:
+        raise SystemExit("no Pingus modules: apt-get install pingus-data")
+    out.mkdir(parents=True, exist_ok=True)
+    for module in modules:
+        flac = out / f"{module.stem}.flac"
+        if not flac.exists():
+            part = out / f".{module.stem}.part.flac"
+            done = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(module), "-ac", "1",
+                                   str(part)], capture_output=True, text=True)
+            if done.returncode == 0:
+                part.rename(flac)
+            else:
+                print(f"{module.name}: not rendered ({done.stderr.strip()[-200:]})", file=sys.stderr)
+    return out
+
+
 def pingus_dataset(env: dict[str, str], sample_rate: int) -> Path:
     """The Pingus soundtrack transformed at ``sample_rate`` (once; cached under bench/out/)."""
     data = OUT / f"pingus-dataset-{sample_rate}"
     if (data / "manifest.jsonl").exists():
         return data
-    if not any(PINGUS.glob("*.it")):
-        raise SystemExit("no Pingus modules: apt-get install pingus-data")
-    subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(PINGUS), "--output", str(data),
+    subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(rendered()), "--output", str(data),
                     "--master", "local[2]", "--set", f"sample_rate={sample_rate}", "--set", "val_fraction=0.15"],
                    env=env, check=True, cwd=ROOT)
     return data
