@@ -180,7 +180,7 @@ def test_the_token_and_its_401_are_declared_only_when_the_server_has_one(api, ro
     assert with_token["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "the server's --token"}
     operations = [op for item in with_token["paths"].values() for op in item.values()]
-    assert len(operations) == 16 and all("401" in op["responses"] for op in operations)
+    assert len(operations) == 17 and all("401" in op["responses"] for op in operations)
     with running(ServeConfig(roots=[str(root)], upload_dir=str(tmp_path))) as url:
         open_schema = requests.get(url + "/openapi.json", timeout=60).json()
     assert "securitySchemes" not in open_schema["components"] and "security" not in open_schema

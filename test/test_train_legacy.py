@@ -1,7 +1,7 @@
 """A run started before the training model was rewritten resumes under today's code.
 
 ``test/data/legacy-tiny-model`` is a real model folder written by the earlier
-code (``tiny`` preset, 5 steps on :func:`train_helpers.tone_dataset`, constant
+code (``tiny`` preset, 5 steps on :func:`helpers.train.tone_dataset`, constant
 learning rate 0.01): its checkpoint names weights by Keras layer class, and its
 ``model.keras`` holds the same step-5 weights as the checkpoint.
 """

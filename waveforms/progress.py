@@ -59,14 +59,16 @@ def setup_logging(verbose: bool = False, log_file: str = "") -> None:
     """Console logging (INFO, or DEBUG with ``verbose``), and a detailed DEBUG log in ``log_file`` when set.
 
     Where the root logger already has handlers of someone else's (an application embedding the stages,
-    pytest), they stay and no console handler is added, as ``logging.basicConfig`` would do.
+    pytest), they stay, and neither a console handler nor the root's level is set, as with
+    ``logging.basicConfig``; a log file is added all the same.
     """
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, "waveforms", False)]:
         root.removeHandler(h)
         h.close()
     handlers: list[logging.Handler] = []
-    if not root.handlers:
+    ours = not root.handlers
+    if ours:
         console = _AboveBars(sys.stderr)
         console.setLevel(logging.DEBUG if verbose else logging.INFO)
         console.setFormatter(_Console(verbose))
@@ -78,7 +80,8 @@ def setup_logging(verbose: bool = False, log_file: str = "") -> None:
     for h in handlers:
         h.waveforms = True  # type: ignore[attr-defined]
         root.addHandler(h)
-    root.setLevel(logging.DEBUG if (verbose or log_file) else logging.INFO)
+    if ours or log_file:
+        root.setLevel(logging.DEBUG if (verbose or log_file) else logging.INFO)
 
 
 def human(x: float) -> str:

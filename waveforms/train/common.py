@@ -1,4 +1,5 @@
-"""What both engines share: the dataset and model set-up, the optimizer, and the final artifact."""
+"""What the engines share: the dataset and model set-up (a new model or a parent's), the optimizer, and the
+final artifact."""
 from __future__ import annotations
 
 import logging
