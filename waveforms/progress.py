@@ -139,9 +139,12 @@ class Progress:
         self.done, self.status = 0, ""
         self._printed_at = time.monotonic()
         self._printed: tuple[int, str] | None = None
-        self.bar = _Line(total=total, desc=desc, unit=f" {unit}" if unit else "", file=self.stream,
-                         bar_format="{desc}: {n_fmt}/{total_fmt}{unit} {bar:20} {status}",
-                         ncols=_size(self.stream)[0], nrows=_size(self.stream)[1], leave=True) if self.live else None
+        self.bar = None
+        if self.live:
+            columns, lines = _size(self.stream)
+            self.bar = _Line(total=total, desc=desc, unit=f" {unit}" if unit else "", file=self.stream,
+                             bar_format="{desc}: {n_fmt}/{total_fmt}{unit} {bar:20} {status}",
+                             ncols=columns, nrows=lines, leave=True)
 
     def line(self) -> str:
         """The plain form of the current position."""

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -66,6 +66,17 @@ def summed(strategy, values: list) -> list:
     return list(strategy.experimental_local_results(strategy.run(fn, args=tuple(values)))[0])
 
 
+def median_seconds(call: Callable[[], Any], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``call``, after one call that traces and warms it up."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 @dataclass
 class Collective:
     """This process's rank among ``count`` and the all-reduce that joins them (None for one process)."""
@@ -109,13 +120,7 @@ class Collective:
         """Seconds one :meth:`agree` of three numbers takes here (median of ``repeats``; 0 for one rank)."""
         if self.strategy is None:
             return 0.0
-        self.agree([0.0, 0.0, 0.0])  # warmed up
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            self.agree([0.0, 0.0, 0.0])
-            times.append(time.perf_counter() - t)
-        return float(np.median(times))
+        return median_seconds(lambda: self.agree([0.0, 0.0, 0.0]), repeats)
 
 
 def sync_model(team: Collective, model) -> None:
@@ -178,14 +183,7 @@ class CollectiveStep:
         import tensorflow as tf
 
         zeros = [tf.zeros(v.shape, tf.float32) for v in self.model.trainable_variables]
-        self.team.all_reduce(zeros)  # traced and warmed up
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            out = self.team.all_reduce(zeros)
-            _ = out[-1].numpy()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times))
+        return median_seconds(lambda: self.team.all_reduce(zeros)[-1].numpy(), repeats)
 
 
 def from_env(timeout_s: float = DEFAULT_TIMEOUT_S, pack_bytes: int = 0) -> Collective:
