@@ -11,7 +11,8 @@ from waveforms import generate as gen
 from waveforms import mulaw
 from waveforms.errors import UserError
 from waveforms.fastgen import FastWeights, Sampler, sample_code
-from waveforms.model import PRESETS, build
+from waveforms.config.architecture import PRESETS
+from waveforms.model import build
 
 
 def randomised(wavenet, seed=0, scale=0.08):

@@ -6,7 +6,8 @@ import pytest
 
 from waveforms.config.dataset import SAMPLE_RATE
 from waveforms.errors import UserError
-from waveforms.model import PRESETS, WaveNetConfig, build, load
+from waveforms.config.architecture import PRESETS
+from waveforms.model import WaveNetConfig, build, load
 from waveforms.model.spec import read, spec
 
 
@@ -123,8 +124,10 @@ def test_config_keys_derive_dilations_and_read_the_older_form():
         "sample_rate": SAMPLE_RATE, "num_genres": 0, "genre_channels": 16,
     }
     assert WaveNetConfig.from_dict(older) == WaveNetConfig(**PRESETS["small"])
+    assert "quantization" not in cfg.to_dict() and cfg.to_dict()["mu"] == 255 and cfg.classes == 256
+    assert WaveNetConfig.from_dict({"quantization": 128}).mu == 127  # model.json before mu named the codes
     for bad in ({**older, "stacks": 3}, {**older, "dilations": [1, 2, 4, 1, 2]}, {**older, "dilations": []},
-                {"layers": 3}, {"stacks": 0}):
+                {"layers": 3}, {"stacks": 0}, {"quantization": 256, "mu": 127}):
         with pytest.raises(UserError):
             WaveNetConfig.from_dict(bad)
 

@@ -31,8 +31,8 @@ def start_codes(wavenet, prime: np.ndarray | None, streams: int) -> np.ndarray:
     if prime is None or len(prime) == 0:
         prime = mulaw.encode(np.zeros(1, np.float32), wavenet.mu)
     prime = np.asarray(prime, dtype=np.int64).reshape(-1)
-    if prime.min() < 0 or prime.max() >= wavenet.config.quantization:
-        raise UserError(f"prime codes must lie in [0, {wavenet.config.quantization})")
+    if prime.min() < 0 or prime.max() > wavenet.config.mu:
+        raise UserError(f"prime codes must lie in [0, {wavenet.config.mu}]")
     return np.tile(prime, (streams, 1))
 
 

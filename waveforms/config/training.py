@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from waveforms.config.architecture import PRESETS, train_fields
 from waveforms.config.metadata import opt
 
 
@@ -45,6 +46,7 @@ class AllreduceConfig:
 
 
 @dataclass
+@train_fields(after="preset")
 class TrainConfig:
     """The train stage; ``engine`` picks local Keras, all-reduce on Spark or elephas on Spark.
 
@@ -52,26 +54,14 @@ class TrainConfig:
     every engine: ``steps`` counts them for the local and allreduce engines, and an elephas
     epoch makes ``workers * ceil(windows_per_worker / batch_size)`` of them.
     ``log_every``, ``val_every``, ``checkpoint_every`` and the cosine schedule
-    count steps too.
+    count steps too. The architecture keys (:mod:`waveforms.config.architecture`)
+    follow ``preset``.
     """
 
     data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
     model_dir: str = opt("data/model", flag="--model-dir", help="where the model, checkpoints and metrics go")
-    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset",
+    preset: str = opt("small", choices=tuple(PRESETS), flag="--preset",
                       help="model size: a named set of the architecture keys below")
-    # The architecture keys (waveforms.model.presets.ARCHITECTURE_KEYS): 0 = the preset's value.
-    stacks: int = opt(0, min=0, max=16, help="stacks of dilated layers; 0 = from the preset")
-    layers_per_stack: int = opt(0, min=0, max=14, unit="layers",
-                                help="layers per stack, dilations 1, 2, 4, ... 2^(n-1); 0 = from the preset")
-    kernel_size: int = opt(0, min=0, max=8, unit="taps", help="taps of each dilated convolution; 0 = from the preset")
-    residual_channels: int = opt(0, min=0, max=1024, unit="channels",
-                                 help="channels of the residual stream; 0 = from the preset")
-    dilation_channels: int = opt(0, min=0, max=1024, unit="channels",
-                                 help="channels out of each gated unit; 0 = from the preset")
-    skip_channels: int = opt(0, min=0, max=2048, unit="channels",
-                             help="channels of the skip sum and the output head; 0 = from the preset")
-    genre_channels: int = opt(0, min=0, max=256, unit="channels",
-                              help="genre embedding size (condition_on_genre); 0 = from the preset")
     init_from: str = opt("", flag="--init-from",
                          help="fine-tune: start from this model's architecture and weights (a model folder or "
                               "s3:// prefix), with a fresh optimizer and schedule; empty = a new model")

@@ -1,5 +1,5 @@
 """WaveNet model: config and presets, the layer spec, Keras builder, versioned artifact."""
 from waveforms.model.artifact import WaveNet, build, load
-from waveforms.model.presets import PRESETS, WaveNetConfig
+from waveforms.model.presets import WaveNetConfig
 
-__all__ = ["WaveNet", "WaveNetConfig", "PRESETS", "build", "load"]
+__all__ = ["WaveNet", "WaveNetConfig", "build", "load"]

@@ -65,7 +65,7 @@ class WaveNet:
 
     @property
     def mu(self) -> int:
-        return self.config.quantization - 1
+        return self.config.mu
 
     @property
     def genres(self) -> list[str]:

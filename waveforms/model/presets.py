@@ -1,41 +1,41 @@
-"""WaveNet hyper-parameters: one dataclass, and the presets as named sets of its architecture keys."""
+"""WaveNet hyper-parameters: one dataclass, and the architecture of a preset with ``[train]`` keys over it."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from waveforms.config.architecture import ARCHITECTURE_KEYS, PRESETS, model_fields
 from waveforms.config.dataset import SAMPLE_RATE
 from waveforms.errors import UserError
 
 
 @dataclass
+@model_fields()
 class WaveNetConfig:
     """The architecture: ``stacks`` of ``layers_per_stack`` layers with dilations 1, 2, 4, ... each.
 
-    The defaults are the ``default`` preset's; ``sample_rate`` and ``quantization``
-    come from the dataset when training.
+    The architecture keys (:mod:`waveforms.config.architecture`) come first, with the
+    ``default`` preset's values; ``sample_rate`` and ``mu`` come from the dataset when
+    training.
     """
 
-    stacks: int = 2
-    layers_per_stack: int = 10
-    kernel_size: int = 2
     initial_kernel: int = 2
-    residual_channels: int = 32
-    dilation_channels: int = 32
-    skip_channels: int = 128
-    quantization: int = 256
+    mu: int = 255  # the mu-law parameter: codes 0..mu, ``classes`` of them
     sample_rate: int = SAMPLE_RATE
     num_genres: int = 0  # > 0: global conditioning on a genre id
-    genre_channels: int = 16
 
     def __post_init__(self):
         if self.stacks < 1 or self.layers_per_stack < 1:
             raise UserError("a WaveNet needs stacks >= 1 and layers_per_stack >= 1")
-        small = [k for k in ("kernel_size", "initial_kernel", "residual_channels", "dilation_channels",
-                             "skip_channels", "genre_channels", "quantization") if getattr(self, k) < 1]
+        small = [k for k in (*ARCHITECTURE_KEYS, "initial_kernel", "mu") if getattr(self, k) < 1]
         if small:
             raise UserError(f"a WaveNet needs {', '.join(small)} >= 1")
+
+    @property
+    def classes(self) -> int:
+        """Softmax width: one class per code, ``mu + 1``."""
+        return self.mu + 1
 
     @property
     def dilations(self) -> list[int]:
@@ -53,12 +53,17 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WaveNetConfig":
-        """Inverse of :meth:`to_dict`; also reads the older form that has only a ``dilations`` list."""
-        known = {f.name for f in dataclasses.fields(cls)} | {"dilations"}
+        """Inverse of :meth:`to_dict`; also reads older forms: only a ``dilations`` list, and
+        ``quantization`` (= mu + 1) in place of ``mu``."""
+        known = {f.name for f in dataclasses.fields(cls)} | {"dilations", "quantization"}
         unknown = set(data) - known
         if unknown:
             raise UserError(f"unknown WaveNet config keys: {sorted(unknown)}")
-        fields = {k: v for k, v in data.items() if k != "dilations"}
+        fields = {k: v for k, v in data.items() if k not in ("dilations", "quantization")}
+        if "quantization" in data:
+            mu = fields.setdefault("mu", data["quantization"] - 1)
+            if mu != data["quantization"] - 1:
+                raise UserError(f"quantization {data['quantization']} disagrees with mu {mu}")
         if "dilations" in data:
             stacks, per_stack = stacks_of(list(data["dilations"]))
             given = fields.setdefault("stacks", stacks), fields.setdefault("layers_per_stack", per_stack)
@@ -74,28 +79,6 @@ def stacks_of(dilations: list[int]) -> tuple[int, int]:
     if not dilations or dilations != [2**i for i in range(per_stack)] * stacks:
         raise UserError(f"dilations must be stacks of 1, 2, 4, ...; got {dilations}")
     return stacks, per_stack
-
-
-ARCHITECTURE_KEYS = ("stacks", "layers_per_stack", "kernel_size", "residual_channels", "dilation_channels",
-                     "skip_channels", "genre_channels")
-"""The ``[train]`` keys that shape the network; a preset names one value for each."""
-
-PRESETS: dict[str, dict[str, int]] = {
-    # 1 stack of 1..8, 16/16/32: seconds on a CPU, for tests
-    "tiny": {"stacks": 1, "layers_per_stack": 4, "kernel_size": 2, "residual_channels": 16, "dilation_channels": 16,
-             "skip_channels": 32, "genre_channels": 16},
-    # 2 stacks of 1..128, 24/24/64: the demo's model. After the demo's 4-minute run on 2 cores its
-    # validation loss is 3.22 nats per sample (a uniform guess: 5.55) and its output still sounds like noise
-    "small": {"stacks": 2, "layers_per_stack": 8, "kernel_size": 2, "residual_channels": 24, "dilation_channels": 24,
-              "skip_channels": 64, "genre_channels": 16},
-    # 2 stacks of 1..512, 32/32/128
-    "default": {"stacks": 2, "layers_per_stack": 10, "kernel_size": 2, "residual_channels": 32, "dilation_channels": 32,
-                "skip_channels": 128, "genre_channels": 16},
-    # 5 stacks of 1..512, 32/32/512
-    "large": {"stacks": 5, "layers_per_stack": 10, "kernel_size": 2, "residual_channels": 32, "dilation_channels": 32,
-              "skip_channels": 512, "genre_channels": 16},
-}
-"""Each preset is a named set of :data:`ARCHITECTURE_KEYS`; a key given in ``[train]`` overrides its value."""
 
 
 def architecture(preset: str, keys: dict[str, int] | None = None) -> dict[str, int]:

@@ -68,7 +68,7 @@ class Spec:
     codes_input: str
     genre_input: str | None
     one_hot: str
-    quantization: int
+    classes: int  # one per mu-law code
     input_conv: Weights  # Conv1D (k0, Q, R) over one-hot codes
     genre_embedding: Weights | None  # Embedding (G, E)
     residuals: tuple[Residual, ...]
@@ -94,7 +94,7 @@ class Spec:
 
 def spec(cfg: WaveNetConfig) -> Spec:
     """The layer structure of ``cfg``'s WaveNet."""
-    q, r, d, s = cfg.quantization, cfg.residual_channels, cfg.dilation_channels, cfg.skip_channels
+    q, r, d, s = cfg.classes, cfg.residual_channels, cfg.dilation_channels, cfg.skip_channels
     conditioned = cfg.num_genres > 0
     n = len(cfg.dilations)
     residuals = tuple(
@@ -115,7 +115,7 @@ def spec(cfg: WaveNetConfig) -> Spec:
         codes_input="codes",
         genre_input="genre" if conditioned else None,
         one_hot="one_hot",
-        quantization=q,
+        classes=q,
         input_conv=conv("causal_in", cfg.initial_kernel, q, r),
         genre_embedding=Weights("genre_embedding", ((cfg.num_genres, cfg.genre_channels),)) if conditioned else None,
         residuals=residuals,

@@ -149,20 +149,20 @@ class CodeConv(_KernelBias):
     Codes ``(batch, time)`` give ``(batch, time - width + 1, filters)``.
     """
 
-    def __init__(self, filters: int, width: int, quantization: int, **kwargs):
+    def __init__(self, filters: int, width: int, classes: int, **kwargs):
         super().__init__(filters, width, **kwargs)
-        self.quantization = quantization
+        self.classes = classes
 
     def build(self, input_shape):
-        self._make_weights(self.quantization)
+        self._make_weights(self.classes)
 
     def call(self, codes):
         codes = ops.cast(codes, "int32")
         n = ops.shape(codes)[1] - (self.width - 1)
-        rows = ops.reshape(self.kernel, (self.width * self.quantization, self.filters))
+        rows = ops.reshape(self.kernel, (self.width * self.classes, self.filters))
         out = self.bias
         for j in range(self.width):
-            out = out + ops.take(rows, codes[:, j : j + n] + j * self.quantization, axis=0)
+            out = out + ops.take(rows, codes[:, j : j + n] + j * self.classes, axis=0)
         return out
 
     def compute_output_shape(self, input_shape):
@@ -170,7 +170,15 @@ class CodeConv(_KernelBias):
         return (input_shape[0], None if t is None else t - self.width + 1, self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "quantization": self.quantization}
+        return {**super().get_config(), "classes": self.classes}
+
+    @classmethod
+    def from_config(cls, config):
+        """Also reads the older name of ``classes``, ``quantization``."""
+        config = dict(config)
+        if "quantization" in config:
+            config["classes"] = config.pop("quantization")
+        return cls(**config)
 
 
 @_serializable
@@ -228,7 +236,7 @@ class _Causal:
         self.sp = sp
 
     def codes_conv(self, codes):
-        x = OneHot(self.sp.quantization, name=self.sp.one_hot)(codes)
+        x = OneHot(self.sp.classes, name=self.sp.one_hot)(codes)
         return self.dilated(self.sp.input_conv, 1)(x)
 
     def dilated(self, w: Weights, dilation: int) -> layers.Layer:
@@ -257,7 +265,7 @@ class _Valid(_Causal):
 
     def codes_conv(self, codes):
         w = self.sp.input_conv
-        return CodeConv(w.outputs, w.width, self.sp.quantization, name=w.name)(codes)
+        return CodeConv(w.outputs, w.width, self.sp.classes, name=w.name)(codes)
 
     def dilated(self, w: Weights, dilation: int) -> layers.Layer:
         return ValidDilatedConv(w.outputs, w.width, dilation, name=w.name)

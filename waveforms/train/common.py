@@ -13,7 +13,8 @@ from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
-from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
+from waveforms.config.architecture import ARCHITECTURE_KEYS
+from waveforms.model.presets import architecture
 from waveforms.train.metrics import MetricsLog
 from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
 
@@ -45,7 +46,7 @@ def prepare(cfg: TrainConfig) -> Setup:
     cfgmod.validate(cfg)
     ds = Dataset.open(cfg.data)
     genres = genre_vocabulary(ds) if cfg.condition_on_genre else []
-    overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "quantization": ds.mu + 1}
+    overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "mu": ds.mu}
     if genres:
         overrides["num_genres"] = len(genres)
     notes: dict[str, Any] = {}

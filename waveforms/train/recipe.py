@@ -129,7 +129,7 @@ WarmupStepDecay = _register(WarmupStepDecay)
 
 def code_log_frequencies(setup, max_samples: int = LOGIT_FREQ_SAMPLES) -> np.ndarray:
     """Log of each code's frequency in (the first ``max_samples`` of) the training regions, add-one smoothed."""
-    q = setup.wavenet.config.quantization
+    q = setup.wavenet.config.classes
     counts = np.ones(q, dtype=np.float64)
     left = max_samples
     for r in setup.train_regions:
