@@ -9,6 +9,7 @@ import pytest
 
 from waveforms import cli, config
 from waveforms.cli import main
+from waveforms.train import rank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,11 +183,27 @@ def test_bad_files(tmp_path):
         config.load("transform", bad_value)
 
 
-def test_dump_json_round_trips():
-    cfg = config.load("train", sets=["elephas.mode=hogwild", "steps=3"])
-    data = json.loads(config.dump_json(cfg, "train"))
+def test_json_round_trip_gives_an_equal_config(tmp_path):
+    cfg = config.load("train", sets=["elephas.mode=hogwild", "steps=3", "stacks=3", "allreduce.timeout_s=30",
+                                     "clip_norm=0", "engine=allreduce"])
+    text = config.to_json(cfg, "train")
+    data = json.loads(text)
     assert data["stage"] == "train" and data["config"]["steps"] == 3
     assert data["config"]["elephas"]["mode"] == "hogwild" and "mode" not in data["config"]
+    assert config.from_json(text) == cfg
+    assert config.from_dict(config.TrainConfig, config.to_dict(cfg)) == cfg
+    (tmp_path / "config.json").write_text(text)
+    assert rank.read_config(str(tmp_path / "config.json")) == cfg  # how the allreduce rank process gets it
+    for stage, cls in config.STAGE_CONFIGS.items():
+        assert config.from_json(config.to_json(cls(), stage)) == cls(), stage
+    with pytest.raises(config.ConfigError, match=r"unknown key\(s\) \['colour'\]"):
+        config.from_dict(config.TrainConfig, {"allreduce": {"colour": 1}})
+
+
+def test_an_invalid_value_is_refused_where_the_config_is_loaded(capsys):
+    assert main(["train", "--engine", "allreduce", "--set", "allreduce.timeout_s=0"]) == 2
+    assert capsys.readouterr().err == (
+        "waveforms train: config error: allreduce.timeout_s = 0.0 is not allowed; allowed: > 0\n")
 
 
 def test_defaults_are_valid_and_every_field_has_help():
@@ -212,7 +229,7 @@ def test_shipped_configs_are_valid():
 
 def test_docs_key_tables_match_the_metadata():
     page = (ROOT / "docs" / "config.md").read_text()
-    assert config.readme_section(page) == config.markdown_table()
+    assert config.generated_section(page) == config.markdown_table()
     table = config.markdown_table()
     assert "| `mu` | int | `255` | 1..255 |  | mu-law parameter; codes are 0..mu, one byte per sample |" in table
     assert "## [train.elephas]" in table

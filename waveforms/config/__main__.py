@@ -1,6 +1,6 @@
 """``python -m waveforms.config``: print or rewrite the key tables of docs/config.md."""
 import sys
 
-from waveforms.config.readme import main
+from waveforms.config.reference import main
 
 sys.exit(main())

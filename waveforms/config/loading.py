@@ -1,4 +1,4 @@
-"""Reading a stage config: TOML tables and ``--set`` overrides, coerced, checked and dumped as JSON."""
+"""Reading a stage config: TOML tables and ``--set`` overrides, coerced and checked once; its JSON round trip."""
 from __future__ import annotations
 
 import dataclasses
@@ -169,15 +169,25 @@ def load(
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data: a dict per table, sub-tables nested."""
     return dataclasses.asdict(cfg)
 
 
-def dump_json(cfg: Any, stage: str) -> str:
-    """The config as JSON, saved beside every output."""
+def from_dict(cls: type[C], data: dict[str, Any], where: str = "a config dict") -> C:
+    """Inverse of :func:`to_dict`: the typed config, values as given (checked when first loaded, not again)."""
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {', '.join(hints)}")
+    return cls(**{k: from_dict(hints[k], v, where) if _is_section(hints[k]) else v for k, v in data.items()})
+
+
+def to_json(cfg: Any, stage: str) -> str:
+    """The config as JSON: saved beside every output, and how a config reaches another process."""
     return json.dumps({"stage": stage, "config": to_dict(cfg)}, indent=2, sort_keys=True) + "\n"
 
 
-def from_json(text: str, where: str) -> Any:
-    """The validated stage config that :func:`dump_json` wrote (``where`` names the source in errors)."""
+def from_json(text: str, where: str = "a config JSON") -> Any:
+    """Inverse of :func:`to_json`: the stage config it holds, equal to the one written."""
     data = json.loads(text)
-    return validate(_apply(STAGE_CONFIGS[data["stage"]](), data["config"], where))
+    return from_dict(STAGE_CONFIGS[data["stage"]], data["config"], where)

@@ -206,7 +206,7 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=1) + "\n", client)
     keep = set(files.values()) | {MANIFEST, "config.json"}  # earlier runs' files, after the commit
     runs.delete_unreferenced(uri, lambda rel: rel in keep or rel.split("-", 1)[0] not in RUN_FILES, client)
-    storage.write_text(storage.join(uri, "config.json"), cfgmod.dump_json(cfg, "index"), client)
+    storage.write_text(storage.join(uri, "config.json"), cfgmod.to_json(cfg, "index"), client)
     log.info("index %s: %d vectors of %d tracks (%d added)", uri, index.ntotal, len(all_tracks), len(new))
     return Built(manifest, uri)
 

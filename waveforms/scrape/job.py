@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from waveforms import storage
-from waveforms.config import ScrapeConfig, dump_json
+from waveforms.config import ScrapeConfig, to_json
 from waveforms.scrape.manifest import ERRORS, JsonLines, Manifest
 from waveforms.scrape.output import Output
 
@@ -25,7 +25,7 @@ class Job:
         self.cfg = cfg
         self.source = source
         self.out = Output(cfg.out)
-        storage.write_text(self.out.uri("config.json"), dump_json(cfg, "scrape"))
+        storage.write_text(self.out.uri("config.json"), to_json(cfg, "scrape"))
         self.manifest = Manifest(self.out.root)
         self.manifest.load()
         self.errors = JsonLines(self.out.uri(ERRORS))

@@ -9,12 +9,12 @@ elephas's parameter averaging on Spark, in elephas's own environment
 """
 from __future__ import annotations
 
-from waveforms.config import TrainConfig, validate
+from waveforms.config import TrainConfig
 
 
 def run(cfg: TrainConfig) -> int:
-    """Train as configured; returns the exit code (``evaluate_at_end`` is :func:`waveforms.pipeline.train`'s)."""
-    validate(cfg)  # the CLI's checks, for configs built in Python too
+    """Train as configured (``cfg`` as :func:`waveforms.config.load` checked it); returns the exit code
+    (``evaluate_at_end`` is :func:`waveforms.pipeline.train`'s)."""
     if cfg.engine == "elephas":  # each engine loads TensorFlow (and elephas or Spark): only the one that runs
         from waveforms.train import elephas_env
 

@@ -70,11 +70,6 @@ def shared_model_dir(model_dir: str, hosts: set[str]) -> str:
             f"({', '.join(sorted(hosts))}): each would read and write its own disk; give an s3:// model_dir")
 
 
-def validate(cfg: TrainConfig) -> None:
-    """What the engine needs beyond each key's range: a batch that splits among the workers."""
-    recipe.global_batch(cfg, cfg.workers)
-
-
 def _die_with_parent() -> None:
     """In the rank process before exec (Linux): SIGKILL it when its task's process dies."""
     import ctypes
@@ -128,12 +123,11 @@ def rank_task(payload: str, _rows: Iterator[Any]) -> Iterator[str]:
     host = os.environ.get("SPARK_LOCAL_IP") or ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
     port = free_port(host)
     peers = ctx.allGather(f"{host}:{port}")  # in partition (rank) order
-    conf = json.loads(payload)
-    problem = shared_model_dir(conf["config"]["model_dir"], {p.rsplit(":", 1)[0] for p in peers})
+    cfg = cfgmod.from_json(payload)
+    problem = shared_model_dir(cfg.model_dir, {p.rsplit(":", 1)[0] for p in peers})
     if problem:
         raise RuntimeError(USER_MARK + problem)
-    threads = host_threads(host_cores(), sum(p.rsplit(":", 1)[0] == host for p in peers),
-                           int(conf["config"]["allreduce"]["threads"]))
+    threads = host_threads(host_cores(), sum(p.rsplit(":", 1)[0] == host for p in peers), cfg.allreduce.threads)
     env = {**os.environ, "TF_CONFIG": tf_config(peers, rank), "WAVEFORMS_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -144,10 +138,10 @@ def rank_task(payload: str, _rows: Iterator[Any]) -> Iterator[str]:
     try:
         cfg_path, result_path = os.path.join(work, "config.json"), os.path.join(work, "result.json")
         with open(cfg_path, "w") as fh:
-            json.dump(conf, fh)
+            fh.write(payload)
         proc = subprocess.Popen(
             [sys.executable, "-m", "waveforms.train.rank", cfg_path, result_path, "--rank", str(rank),
-             "--model-dir", conf["config"]["model_dir"]],
+             "--model-dir", cfg.model_dir],
             env=env, stdout=sys.stderr, preexec_fn=_die_with_parent)
         try:
             code = proc.wait()
@@ -251,7 +245,7 @@ def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
     from waveforms.spark import is_local_master
 
     n = cfg.workers
-    payload = cfgmod.dump_json(cfg, "train")
+    payload = cfgmod.to_json(cfg, "train")
     group = f"waveforms-allreduce-{uuid.uuid4().hex[:8]}"
     sc.setJobGroup(group, "allreduce barrier stage", interruptOnCancel=True)
     rdd = sc.parallelize(range(n), n).barrier().mapPartitions(partial(rank_task, payload))
@@ -278,15 +272,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with ``workers`` ranks on ``master``; rank 0 writes the artifact; returns its summary."""
     from waveforms.spark import is_local_master, stage_context  # imports pyspark
 
-    validate(cfg)
+    batch = recipe.global_batch(cfg, cfg.workers)  # a batch that splits among the ranks, before Spark starts
     if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
         start_over(cfg.model_dir)
         cfg = replace(cfg, fresh=False)
     local = is_local_master(cfg.master)
     sc = stage_context(cfg.master, "waveforms-train", None if local else barrier_conf(cfg.allreduce.slots_wait_s))
     n = cfg.workers
-    log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.master,
-             recipe.global_batch(cfg, n))
+    log.info("allreduce: %d ranks on %s, a global batch of %d windows", n, cfg.master, batch)
     for attempt in range(cfg.allreduce.retries + 1):
         try:
             results = run_stage(sc, cfg)

@@ -10,10 +10,10 @@ from typing import Any
 from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import TrainConfig
+from waveforms.config.architecture import ARCHITECTURE_KEYS
 from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
-from waveforms.config.architecture import ARCHITECTURE_KEYS
 from waveforms.model.presets import architecture
 from waveforms.train.metrics import MetricsLog
 from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
@@ -43,7 +43,6 @@ class Setup:
 
 def prepare(cfg: TrainConfig) -> Setup:
     """Open the dataset, choose train/val regions and build the (untrained) WaveNet."""
-    cfgmod.validate(cfg)
     ds = Dataset.open(cfg.data)
     genres = genre_vocabulary(ds) if cfg.condition_on_genre else []
     overrides: dict[str, Any] = {"sample_rate": ds.sample_rate, "mu": ds.mu}
@@ -134,7 +133,7 @@ def save_artifact(setup: Setup, train_model, summary: dict[str, Any], metrics: M
         "training": summary,
     })
     out = metrics.out
-    storage.write_text(str(out.path("config.json")), cfgmod.dump_json(cfg, "train"))
+    storage.write_text(str(out.path("config.json")), cfgmod.to_json(cfg, "train"))
     out.upload("config.json")
     metrics.plot(f"WaveNet {cfg.preset} ({cfg.engine})")
     wavenet.save(out)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from waveforms.config import TrainConfig, dump_json, from_json
+from waveforms.config import TrainConfig, from_json, to_json
 from waveforms.errors import UserError
 
 PYTHON_VAR = "WAVEFORMS_ELEPHAS_PYTHON"
@@ -75,7 +75,7 @@ def train_there(cfg: TrainConfig) -> dict[str, Any]:
     python = interpreter()
     with tempfile.TemporaryDirectory(prefix="waveforms-elephas-") as work:
         config, result = os.path.join(work, "config.json"), os.path.join(work, "result.json")
-        Path(config).write_text(dump_json(cfg, "train"))
+        Path(config).write_text(to_json(cfg, "train"))
         proc = subprocess.run([python, "-m", "waveforms.train.elephas_env", config, result], env=child_env(python))
         outcome = json.loads(Path(result).read_text()) if os.path.exists(result) else {}
     if proc.returncode == 0 and "summary" in outcome:

@@ -27,7 +27,7 @@ USER_ERROR = 2
 
 
 def read_config(path: str) -> TrainConfig:
-    """The TrainConfig of a file written by :func:`waveforms.config.dump_json`."""
+    """The TrainConfig of a file written by :func:`waveforms.config.to_json`."""
     with open(path) as fh:
         return from_json(fh.read(), path)
 
@@ -50,7 +50,7 @@ def train(cfg: TrainConfig, threads: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m waveforms.train.rank")
-    ap.add_argument("config", help="the train config as JSON (waveforms.config.dump_json)")
+    ap.add_argument("config", help="the train config as JSON (waveforms.config.to_json)")
     ap.add_argument("result", help="where to write this rank's result or error as JSON")
     ap.add_argument("--rank", type=int, default=0, help="this rank (for the process list and logs)")
     ap.add_argument("--model-dir", default="", help="the run's model folder (for the process list)")

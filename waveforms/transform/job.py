@@ -201,7 +201,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
         "executor_peak_rss_mib": max(rss, default=None),
     }
     _write_errors(cfg.output, errors)
-    storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.dump_json(cfg, "transform"))
+    storage.write_text(storage.join(cfg.output, "config.json"), cfgmod.to_json(cfg, "transform"))
     storage.write_text(storage.join(cfg.output, ds.SUMMARY), json.dumps(summary, indent=2, sort_keys=True) + "\n")
     storage.write_text(storage.join(cfg.output, MANIFEST), ds.manifest_text(tracks))  # the commit point
     shards = {t["shard"] for t in tracks}  # after the commit: shards of failed attempts and replaced datasets
