@@ -68,3 +68,11 @@ def test_example_config_is_valid_and_the_top_level_cli_dispatches(capsys):
     assert [s["Name"] for s in request["Steps"]] == ["waveforms transform", "waveforms train"]
     groups = request["Instances"]["InstanceGroups"]
     assert [(g["InstanceType"], g["InstanceCount"]) for g in groups] == [("m5.xlarge", 1), ("m5.xlarge", 2)]
+
+
+def test_an_aws_shard_cache_gb_is_refused_with_where_the_key_went(tmp_path, capsys):
+    old = tmp_path / "emr.toml"
+    old.write_text('[aws]\nbucket = "b"\nshard_cache_gb = 32\n')
+    assert top_cli.main(["aws", "launch", "--config", str(old), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "shard_cache_gb" in err and "move it to the [train] table" in err and "Traceback" not in err

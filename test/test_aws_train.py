@@ -170,10 +170,12 @@ def test_the_shard_cache_goes_on_a_data_volume_of_each_core_node_unless_the_trai
     assert core["EbsConfiguration"] == {"EbsBlockDeviceConfigs": [
         {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": 200}, "VolumesPerInstance": 1}]}
     assert "EbsConfiguration" not in request["Instances"]["InstanceGroups"][0]  # the master keeps EMR's default
-    assert train_plan.plan(AwsConfig(bucket="b", shard_cache_gb=100.5)).flags[4:] == [
+    assert train_plan.plan(AwsConfig(bucket="b", core_volume_gb=201)).flags[4:] == [  # half the data volume
         "--set", "shard_cache_gb=100.5", "--set", "shard_cache_dir=/mnt/waveforms/shards"]
-    assert train_plan.plan(AwsConfig(bucket="b", shard_cache_gb=0)).flags[4:] == []
+    assert train_plan.plan(AwsConfig(bucket="b", core_volume_gb=0)).flags[4:] == []
     own = tmp_path / "own.toml"
+    own.write_text('[train]\nshard_cache_gb = 0\n')
+    assert train_plan.plan(AwsConfig(bucket="b"), own).flags[4:] == []  # off: the one key says so
     own.write_text('[train]\nshard_cache_gb = 5\n')
     assert train_plan.plan(AwsConfig(bucket="b"), own).flags[4:] == []  # the file's [train] value reaches the step
     own.write_text('[train]\nshard_cache_dir = "/mnt1/cache"\n')
@@ -188,8 +190,8 @@ def request_args() -> tuple:
 
 
 @pytest.mark.parametrize("changes, body, message", [
-    ({"core_volume_gb": 32, "shard_cache_gb": 30}, "",
-     "shard_cache_gb = 30 leaves too little of the 32 GB core_volume_gb"),
+    ({"core_volume_gb": 32}, "\n[train]\nshard_cache_gb = 30\n",
+     "[train] shard_cache_gb = 30 leaves too little of [aws] core_volume_gb = 32 GB"),
     ({"core_instance_count": 2}, workers_table(3),
      "workers = 3, but 2 × m5.xlarge hold 2 barrier task(s)"),
     ({"core_instance_count": 3}, "", "batch_size = 8 does not split across 3 workers"),

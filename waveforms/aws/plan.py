@@ -91,11 +91,12 @@ def validate(cfg: AwsConfig, config_file: str | Path | None = None) -> None:
     if config_file is not None:
         for stage in PIPELINE:  # unknown keys in the stage tables fail here, not on the cluster
             cfgmod.load(stage, config_file)
-    if cfg.core_volume_gb and cfg.shard_cache_gb > cfg.core_volume_gb * train_plan.CACHE_SHARE:
-        raise ConfigError(f"[aws] shard_cache_gb = {cfg.shard_cache_gb:g} leaves too little of the "
-                          f"{cfg.core_volume_gb} GB core_volume_gb for YARN's scratch: at most "
-                          f"{cfg.core_volume_gb * train_plan.CACHE_SHARE:g} GB, or a larger volume")
     if "train" in cfg.stages:
+        cache = train_plan.cache_gb(cfg, cfgmod.read_file(config_file, "train") if config_file else {})
+        if cfg.core_volume_gb and cache > cfg.core_volume_gb * train_plan.CACHE_SHARE:
+            raise ConfigError(f"[train] shard_cache_gb = {cache:g} leaves too little of [aws] core_volume_gb = "
+                              f"{cfg.core_volume_gb} GB for YARN's scratch: at most "
+                              f"{cfg.core_volume_gb * train_plan.CACHE_SHARE:g} GB, or a larger volume")
         train_plan.plan(cfg, config_file)
 
 

@@ -6,7 +6,8 @@ types (``waveforms.aws.sizing``). A ``[train]`` table that names ``engine`` or
 ``workers`` itself keeps them; ``engine = "local"`` trains on the master node
 alone, as before. Without core nodes the step trains locally on the master.
 The distributed engines read through a shard cache on each core node's data
-volume (``[aws] shard_cache_gb`` under ``/mnt``), unless ``[train]`` sets one.
+volume (under ``/mnt``): ``[train] shard_cache_gb``, or half of ``[aws]
+core_volume_gb`` where the ``[train]`` table does not set it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ DEFAULT_ENGINE = "allreduce"
 DISTRIBUTED = ("allreduce", "elephas")
 GPU_RELEASES = ("emr-spark-8.", "emr-7.")  # YARN 3.4 / 3.3 with the GPU plugin, and nvidia-cuda on the image
 CACHE_DIR = "/mnt/waveforms/shards"  # EMR mounts a core node's first data volume at /mnt
-CACHE_SHARE = 0.75  # of [aws] core_volume_gb; the rest for YARN's scratch and logs
+CACHE_SHARE = 0.75  # of [aws] core_volume_gb at most for the shard cache; the rest for YARN's scratch and logs
+CACHE_DEFAULT_SHARE = 0.5  # of [aws] core_volume_gb: the shard cache where [train] does not set shard_cache_gb
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,19 @@ def plan(cfg: AwsConfig, config_file: str | Path | None = None) -> TrainPlan:
                                             *cache_flags(cfg, table)])
 
 
+def cache_gb(cfg: AwsConfig, table: dict[str, Any]) -> float:
+    """The train step's shard cache per core node: ``[train] shard_cache_gb`` where ``table`` (the file's
+    [train] table) sets it, else :data:`CACHE_DEFAULT_SHARE` of the data volume (none without one)."""
+    given, gb = _in_table(table, "shard_cache_gb")
+    return float(gb) if given else cfg.core_volume_gb * CACHE_DEFAULT_SHARE
+
+
 def cache_flags(cfg: AwsConfig, table: dict[str, Any]) -> list[str]:
     """``--set`` flags that put the shard cache on the core nodes' data volume, unless [train] sets its own."""
-    if _in_table(table, "shard_cache_gb")[0] or not cfg.shard_cache_gb:
+    gb = cache_gb(cfg, table)
+    if _in_table(table, "shard_cache_gb")[0] or not gb:
         return []
-    flags = ["--set", f"shard_cache_gb={cfg.shard_cache_gb:g}"]
+    flags = ["--set", f"shard_cache_gb={gb:g}"]
     if not _in_table(table, "shard_cache_dir")[0]:
         flags += ["--set", f"shard_cache_dir={CACHE_DIR}"]
     return flags

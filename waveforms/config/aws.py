@@ -31,11 +31,8 @@ class AwsConfig:
     core_gpus: int = opt(-1, min=-1, help="GPUs of a core node; -1 = from the instance table")
     core_volume_gb: int = opt(64, min=0, max=16384, unit="GB",
                               help="a gp3 EBS data volume on each core node (EMR mounts it at /mnt) for YARN's "
-                                   "scratch and the train step's shard cache; 0 = EMR's default storage")
-    shard_cache_gb: float = opt(32.0, min=0, unit="GB",
-                                help="the train step's shard cache on each core node, under /mnt: after the first "
-                                     "pass every window is a local read; 0 = off (every window a ranged S3 read). "
-                                     "A [train] shard_cache_gb of the config file wins")
+                                   "scratch and the train step's shard cache (half of the volume unless [train] "
+                                   "sets shard_cache_gb); 0 = EMR's default storage, and no shard cache by default")
     use_spot: bool = opt(False, help="core nodes on the spot market (the master stays on-demand)")
     log_uri: str = opt("", help="EMR logs; empty = s3://BUCKET/PREFIX/logs/")
     service_role: str = opt("EMR_DefaultRole", help="EMR service role")

@@ -22,6 +22,11 @@ REMOVED: dict[str, dict[str, str]] = {  # by config class name
         f.name: f"{f.name} is an elephas key: put it in [train.elephas] or use --set elephas.{f.name}=..."
         for f in dataclasses.fields(ElephasConfig)
     },
+    "AwsConfig": {
+        "shard_cache_gb": "[aws] shard_cache_gb is gone: shard_cache_gb is a [train] key; move it to the [train] "
+                          "table (an EMR train step that does not set it caches on the core nodes' data volume, "
+                          "half of core_volume_gb)",
+    },
     "ElephasConfig": {
         key: f"elephas.{key} moved to [train] {key} (both Spark engines read it; the --{key} flag is unchanged)"
         for key in ("master", "workers")

@@ -115,7 +115,9 @@ class TrainConfig:
                                     "takes tens of ms); the feed prepares ceil(this / batch_size) batches ahead")
     shard_cache_gb: float = opt(0.0, min=0, unit="GB",
                                 help="s3:// data: keep up to this much of the dataset's shards on local disk, "
-                                     "filled on first read and reused by later runs; 0 = off")
+                                     "filled on first read and reused by later runs; 0 = off. An EMR train step "
+                                     "that does not set it caches on each core node's data volume (half of "
+                                     "[aws] core_volume_gb)")
     shard_cache_dir: str = opt("", help="folder of the shard cache; empty = $XDG_CACHE_HOME/waveforms/shards "
                                         "(~/.cache/waveforms/shards)")
     engine: str = opt("local", choices=("local", "allreduce", "elephas"), flag="--engine",
