@@ -144,7 +144,8 @@ def test_windows_are_made_on_the_executors_from_descriptors(spark, data):
 
 
 def test_bad_mode_is_a_clear_error(data, tmp_path):
-    from waveforms.config import ConfigError
+    """Refused where the config is loaded, the one place it is checked."""
+    from waveforms.config import ConfigError, load
 
     with pytest.raises(ConfigError, match=r"elephas.mode = 'fast' is not allowed; one of synchronous, asynchronous, hogwild"):
-        run(cfg_for(data, tmp_path / "m", mode="fast"))
+        load("train", sets=[f"data={data}", f"model_dir={tmp_path / 'm'}", "engine=elephas", "elephas.mode=fast"])
