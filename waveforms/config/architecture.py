@@ -63,12 +63,11 @@ def _insert(make: Callable[[Key], Any], after: str | None) -> Callable[[T], T]:
     """A class decorator (below ``@dataclass``) that adds a field per key, made by ``make``, after field ``after``."""
 
     def add(cls: T) -> T:
-        own = dict(cls.__dict__.get("__annotations__", {}))
-        at = list(own).index(after) + 1 if after else 0
+        own = cls.__dict__.get("__annotations__", {})
         names = list(own)
-        order = names[:at] + list(ARCHITECTURE_KEYS) + names[at:]
-        types = {**own, **{k.name: k.type.__name__ for k in KEYS}}
-        cls.__annotations__ = {name: types[name] for name in order}
+        at = names.index(after) + 1 if after else 0
+        cls.__annotations__ = {**{n: own[n] for n in names[:at]}, **{k.name: k.type.__name__ for k in KEYS},
+                               **{n: own[n] for n in names[at:]}}
         for k in KEYS:
             setattr(cls, k.name, make(k))
         return cls
