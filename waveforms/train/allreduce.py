@@ -189,7 +189,7 @@ def start_over(model_dir: str) -> None:
     # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
     from waveforms.storage import OutputDir
     from waveforms.train import checkpoint, previews
-    from waveforms.train.metrics import METRICS, TENSORBOARD
+    from waveforms.train.metrics_log import METRICS, TENSORBOARD
 
     with OutputDir(model_dir) as out:
         checkpoint.clear(out)

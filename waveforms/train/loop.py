@@ -39,7 +39,7 @@ from waveforms.train import checkpoint, previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
-from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog
+from waveforms.train.metrics_log import METRICS, TENSORBOARD, VAL_BITS, MetricsLog
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
 from waveforms.units import bits
 
@@ -271,10 +271,11 @@ class Trainer:
             self.save_checkpoint()
 
     def validate(self, row: dict[str, Any]) -> None:
-        """The validation loss into ``row``; early stopping's count of checks without improvement."""
+        """The validation loss on the probe batches into ``row``; early stopping's count of checks without
+        improvement."""
         state = self.state
         val = self.evaluate(self.eval_model, self.val_batches)
-        row.update(val_loss=val, val_bits_per_sample=bits(val))
+        row.update({"val_loss": val, VAL_BITS: bits(val)})
         if state.best_val is None or val < state.best_val:
             state.best_val, state.bad_checks = val, 0
             return
