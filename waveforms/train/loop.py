@@ -36,10 +36,11 @@ from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
 from waveforms.train import checkpoint, previews, recipe, status
+from waveforms.train.fresh import start_fresh
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
-from waveforms.train.metrics_log import METRICS, TENSORBOARD, VAL_BITS, MetricsLog
+from waveforms.train.metrics_log import METRICS, VAL_BITS, MetricsLog
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
 from waveforms.units import bits
 
@@ -89,8 +90,7 @@ def start_state(setup: Setup, model, out: OutputDir) -> RunState:
     """Resume from the newest checkpoint (fetched from S3 if need be) unless ``--fresh``; the state to continue from."""
     cfg, model_dir = setup.cfg, out.uri
     if cfg.fresh:
-        checkpoint.clear(out)
-        out.remove(METRICS, TENSORBOARD, previews.DIR)
+        start_fresh(out)
     saved = checkpoint.pull(out)
     if saved is None:
         out.remove(METRICS)  # rows of a run that never checkpointed
