@@ -20,10 +20,10 @@ from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
 from waveforms.evaluate.calibrate import PERCENTILE
-from waveforms.evaluate.index_format import index_uri, read_manifest
-from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.evaluate.frechet import GaussianStats, fd
+from waveforms.evaluate.index_format import index_uri, read_manifest
 from waveforms.evaluate.likelihood import VAL_BITS, val_nll
+from waveforms.evaluate.mel import MelParams, log_mel
 from waveforms.generate import generate, load_prime, write_wav
 from waveforms.storage import OutputDir
 
