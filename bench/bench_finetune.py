@@ -11,7 +11,7 @@ on one process (the trainer fits its cosine schedule to the budget):
 - fine-tuned, lr X: the same at peak learning rate X (``--ft-lr``, repeatable).
 
 Every final model is scored the same way: the mean NLL over the whole Pingus validation split
-(``waveforms.evaluate.metrics.val_nll``, windows of 8000 samples); the parent is scored there too
+(``waveforms.evaluate.likelihood.val_nll``, windows of 8000 samples); the parent is scored there too
 before any fine-tuning (zero-shot), as the reference.
 
 Usage: python bench/bench_finetune.py --parent MODEL [--minutes 3] [--ft-lr 0.002]
@@ -68,7 +68,7 @@ def pingus_dataset(env: dict[str, str], sample_rate: int) -> Path:
 
 def score(data: Path, model_dir: str) -> float:
     from waveforms.dataset import Dataset
-    from waveforms.evaluate.metrics import val_nll
+    from waveforms.evaluate.likelihood import val_nll
     from waveforms.model import load
 
     return val_nll(load(model_dir), Dataset.open(str(data)), SCORE_WINDOW, batch_size=8)["val_nats"]

@@ -47,7 +47,7 @@ def silent_share(codes: np.ndarray, sample_rate: int, mu: int) -> float:
 
 def own_bits(wavenet, codes: np.ndarray, chunk: int = 8000) -> float:
     """Mean bits per sample of ``codes`` (streams, n) under ``wavenet``, in windows of ``chunk`` targets."""
-    from waveforms.evaluate.metrics import window_nll
+    from waveforms.evaluate.likelihood import window_nll
 
     rf = wavenet.receptive_field
     total, count = 0.0, 0
@@ -62,7 +62,7 @@ def own_bits(wavenet, codes: np.ndarray, chunk: int = 8000) -> float:
 
 def fd_spread(clips: np.ndarray, heldout, sample_rate: int, mu: int, boots: int, seed: int) -> tuple[float, float]:
     """fd_mel of all ``clips`` and the standard deviation of it over bootstrap resamples of the clips."""
-    from waveforms.evaluate.metrics import GaussianStats, fd
+    from waveforms.evaluate.frechet import GaussianStats, fd
     from waveforms.evaluate.report import second_frames
 
     frames = [second_frames(c, sample_rate, mu) for c in clips]
@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from waveforms.dataset import Dataset
-    from waveforms.evaluate.metrics import fd
+    from waveforms.evaluate.frechet import fd
     from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
     from waveforms.generate import generate
     from waveforms.model import load

@@ -24,7 +24,7 @@ Rows (``--recipe``, repeatable; default: baseline and new):
 overrides (which win).
 
 Every row's final model is scored the same way, by today's code: the mean
-NLL over the whole validation split (``waveforms.evaluate.metrics.val_nll``,
+NLL over the whole validation split (``waveforms.evaluate.likelihood.val_nll``,
 windows of 8000 samples), beside the run's own last validation check.
 ``--window`` and ``--batch-size`` apply to every row; without them each row
 runs at its code's defaults.
@@ -122,7 +122,7 @@ def baseline_source() -> Path:
 
 def score(data: Path, model_dir: str) -> float:
     """Mean NLL (nats) of the saved model over the whole validation split, by today's code."""
-    from waveforms.evaluate.metrics import val_nll
+    from waveforms.evaluate.likelihood import val_nll
     from waveforms.model import load
     from waveforms.dataset import Dataset
 

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from waveforms.evaluate.metrics import GaussianStats, frechet_distance, val_nll, val_windows
+from waveforms.evaluate.frechet import GaussianStats, frechet_distance
+from waveforms.evaluate.likelihood import val_nll, val_windows
 from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
 from waveforms.dataset import Dataset
 
@@ -75,7 +76,7 @@ def test_val_nll_equals_a_direct_computation(music_dataset):
     assert result["val_samples"] == count == int(val["num_samples"]) - math.ceil(int(val["num_samples"]) / window) * wavenet.receptive_field
     assert result["val_windows"] == len(val_windows(ds, window, wavenet.receptive_field)) == math.ceil(int(val["num_samples"]) / window)
     assert result["val_nats"] == pytest.approx(total / count, rel=1e-5)
-    assert result["val_bits_per_sample"] == pytest.approx(total / count / math.log(2), rel=1e-5)
+    assert result["val_split_bits_per_sample"] == pytest.approx(total / count / math.log(2), rel=1e-5)
 
 
 def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path, capsys):
@@ -98,10 +99,10 @@ def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path
         "evaluate: 0/4 phases · validation bits per sample", "evaluate: 1/4 phases · clips",
         "evaluate: 2/4 phases · Fréchet mel distance", "evaluate: 3/4 phases · memorisation",
         "evaluate: 4/4 phases · done"]
-    assert set(result) == {"format", "version", "model_dir", "dataset", "dataset_id", "val_nats",
-                           "val_bits_per_sample", "val_windows", "val_samples", "fd_mel", "memorisation", "clips",
+    assert set(result) == {"format", "format_version", "model_dir", "dataset", "dataset_id", "val_nats",
+                           "val_split_bits_per_sample", "val_windows", "val_samples", "fd_mel", "memorisation", "clips",
                            "created"}
-    assert result["format"] == "waveforms-evaluation" and result["version"] == 1
+    assert result["format"] == "waveforms-evaluation" and result["format_version"] == 2
     assert result["clips"] == ["evaluation_0.wav", "evaluation_1.wav"]
     assert set(result["fd_mel"]) == {"generated", "halves", "noise", "frames_generated", "frames_heldout"}
     assert result["fd_mel"]["frames_generated"] == 2 * 2 * 59

@@ -32,7 +32,7 @@ def test_crawl_downloads_tracks_with_manifest(mirror, tones, tmp_path):
         assert list(r)[: len(FIELDS)] == list(FIELDS)
         assert r["path"] == f"tracks/{i:06d}.mp3"
         assert (out / r["path"]).read_bytes() == src.read_bytes()
-        assert r["sha256"] == sha256(src) and r["bytes"] == src.stat().st_size
+        assert r["sha256"] == sha256(src) and r["size"] == src.stat().st_size
         assert r["title"] == f"Tone {i}" and r["source"] == "fma-site"
         assert r["genre"] == ("Electronic" if i <= 4 else "Folk")
         assert r["licence"] == (CC_BY_NC_SA if i == 5 else CC_BY)
@@ -60,6 +60,23 @@ def test_rerun_skips_complete_files_and_refetches_a_damaged_one(mirror, tones, t
     assert sha256(out / "tracks" / "000002.mp3") == sha256(tones[1])
     rows = read_jsonl(out / "manifest.jsonl")
     assert sorted(r["id"] for r in rows) == ["1", "2", "3", "4"]  # one line per id after the rerun
+
+
+def test_a_manifest_written_before_size_resumes_without_fetching_again(mirror, tones, tmp_path):
+    import json
+
+    from waveforms.transform.sources import list_inputs
+
+    out = tmp_path / "raw"
+    assert run(config(mirror, out)) == 0
+    first = len(file_requests(mirror))
+    rows = read_jsonl(out / "manifest.jsonl")  # as an earlier scrape wrote them: "bytes", not "size"
+    old = [{("bytes" if k == "size" else k): v for k, v in r.items()} for r in rows]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert {r["id"]: r["size"] for r in list_inputs(str(out))} == {r["id"]: r["size"] for r in rows}
+    assert run(config(mirror, out)) == 0
+    assert file_requests(mirror)[first:] == []  # every file checked against its old row and kept
+    assert read_jsonl(out / "manifest.jsonl") == old
 
 
 def test_transient_faults_are_retried(mirror, tones, tmp_path):

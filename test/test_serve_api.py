@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from helpers.serve import RATE, TRACK_INFO, add_previews_and_evaluation, make_da
 from helpers.train import tone
 from waveforms import mulaw
 from waveforms.config import ServeConfig, generation
+
+LEGACY = Path(__file__).parent / "data" / "legacy-tiny-model"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,10 @@ def test_model_detail_metrics_previews_and_evaluation(base, root):
     assert detail["training"]["step"] == rows[-1]["step"] == 30
     best = min(r["val_loss"] for r in rows if "val_loss" in r)
     assert detail["training"]["best_val_loss"] == pytest.approx(best)
+    assert detail["training"]["best_val_probe_bits_per_sample"] == pytest.approx(best / np.log(2))
+    assert all(r["val_probe_bits_per_sample"] == pytest.approx(r["val_loss"] / np.log(2)) for r in rows if "val_loss" in r)
     assert detail["evaluation"]["fd_mel"] == {"generated": 12.5, "halves": 1.5, "noise": 80.0}
+    assert detail["evaluation"]["val_split_bits_per_sample"] == pytest.approx(2.5 / np.log(2))
     assert detail["dataset"] == ids(base)[0]  # the model's training data, by its dataset id
     assert get(base, f"/api/models/{model}/metrics").json() == rows
     # training's own previews (one per validation) and the one the fixture added; not the symlink leaving the root
@@ -104,6 +110,33 @@ def test_model_detail_metrics_previews_and_evaluation(base, root):
     assert sorted(p["name"] for p in get(base, f"/api/models/{model}/previews").json()) == made
     wav_bytes = get(base, f"/api/models/{model}/previews/step-000030.wav").content
     assert wav_bytes == (root / "runs/tiny/previews/step-000030.wav").read_bytes()
+
+
+def test_files_written_before_the_renames_are_read_under_todays_names(tmp_path):
+    """metrics.jsonl rows, evaluation.json and model.json's evaluation as earlier versions wrote them; an
+    evaluation.json of a newer version is left out."""
+    old, newer = tmp_path / "root" / "old", tmp_path / "root" / "newer"
+    for model in (old, newer):
+        shutil.copytree(LEGACY, model)  # its metrics rows say val_bits_per_sample
+    meta = json.loads((old / "model.json").read_text())
+    meta["evaluation"] = {"val_bits_per_sample": 3.25, "val_nats": 2.25, "fd_mel": None, "file": "evaluation.json"}
+    (old / "model.json").write_text(json.dumps(meta))
+    (old / "evaluation.json").write_text(json.dumps({"format": "waveforms-evaluation", "version": 1,
+                                                     "val_nats": 2.25, "val_bits_per_sample": 3.25}))
+    (newer / "evaluation.json").write_text(json.dumps({"format": "waveforms-evaluation", "format_version": 3}))
+    row = json.loads((LEGACY / "metrics.jsonl").read_text())
+    with running(ServeConfig(roots=[str(tmp_path / "root")], upload_dir=str(tmp_path / "uploads"))) as url:
+        models = {m["name"]: m["id"] for m in get(url, "/api/models").json()}
+        detail = get(url, f"/api/models/{models['old']}").json()
+        rows = get(url, f"/api/models/{models['old']}/metrics").json()
+        assert get(url, f"/api/models/{models['newer']}").json()["evaluation"] is None
+    assert detail["evaluation"] == {"format": "waveforms-evaluation", "format_version": 1, "val_nats": 2.25,
+                                    "val_split_bits_per_sample": 3.25}
+    assert detail["model_json"]["evaluation"]["val_split_bits_per_sample"] == 3.25
+    assert "val_bits_per_sample" not in detail["model_json"]["evaluation"]
+    probe = row.pop("val_bits_per_sample")
+    assert rows == [{**row, "val_probe_bits_per_sample": probe}]
+    assert detail["training"]["best_val_probe_bits_per_sample"] == pytest.approx(probe)
 
 
 def test_metrics_stream_sends_rows_then_new_ones(base, root):

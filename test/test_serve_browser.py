@@ -1,6 +1,7 @@
 """The studio's browser app in a real headless Chromium (Debian's chromium + chromedriver, no downloads)."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -94,6 +95,14 @@ def test_models_page_charts_the_metrics_and_updates_live(studio, browser, tmp_pa
                  what="the loss chart")
     assert steps == [r["step"] for r in rows]
     assert "Second Sine" in browser.find_element("css selector", "#card-a table.memorisation").text
+    # the two validation numbers under their own labels: training's probe batches, the evaluation's whole split
+    best = min(r["val_loss"] for r in rows if "val_loss" in r)
+    probe = browser.find_element("css selector", "#card-a td.val-probe-bits")
+    assert probe.text == f"{best / math.log(2):.3f}"
+    assert probe.find_element("xpath", "preceding-sibling::td").text == "val bits/sample (probe batches)"
+    split = browser.find_element("css selector", "#card-a table.evaluation td.val-split-bits")
+    assert split.text == f"{2.5 / math.log(2):.3f}"
+    assert split.find_element("xpath", "preceding-sibling::td").text == "val split bits/sample"
     with open(root / "runs/tiny/metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"step": 40, "loss": 1.5, "val_loss": 1.75, "wall_time": 9.0}) + "\n")
     last = wait(lambda: browser.execute_script("const d = window.studio.charts.a.data;"

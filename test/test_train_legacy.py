@@ -35,6 +35,10 @@ def test_the_earlier_models_checkpoint_resumes_with_its_weights_then_trains_on(t
     assert main(train_argv(data, model_dir, "--steps", "9", "--set", "log_every=1")) == 0
     rows = [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["step"] > 5] == [6, 7, 8, 9]
+    # the earlier run's row keeps its numbers under today's names
+    (earlier,) = [json.loads(x) for x in (LEGACY / "metrics.jsonl").read_text().splitlines()]
+    probe = earlier.pop("val_bits_per_sample")
+    assert rows[0] == {**earlier, "val_probe_bits_per_sample": probe}
     assert all(np.isfinite(r["loss"]) for r in rows if r["step"] > 5)
     state = json.loads((model_dir / "checkpoints" / "ckpt-00000009" / "state.json").read_text())
     assert state["step"] == 9

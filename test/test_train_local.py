@@ -104,7 +104,7 @@ def test_tiny_model_learns_a_tone_and_writes_the_artifact(tmp_path):
     val = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in val] == [20, 40, 60]
     assert val[-1]["val_loss"] < 2.5
-    assert val[-1]["val_bits_per_sample"] == pytest.approx(val[-1]["val_loss"] / math.log(2))
+    assert val[-1]["val_probe_bits_per_sample"] == pytest.approx(val[-1]["val_loss"] / math.log(2))
     assert all(r["samples_per_s"] > 0 and r["wall_time"] > 0 for r in rows)
     meta = json.loads((out / "model.json").read_text())
     assert meta["dataset_id"] == "test-ds" and meta["sample_rate"] == 8000 and meta["genres"] == []

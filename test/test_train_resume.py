@@ -150,7 +150,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(data, tmp_path):
 
 
 def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
-    from waveforms.train.metrics import MetricsLog
+    from waveforms.train.metrics_log import MetricsLog
 
     log = MetricsLog(tmp_path, tensorboard=False)
     for step in (10, 20, 30):

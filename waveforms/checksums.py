@@ -15,12 +15,17 @@ from waveforms import storage
 CHUNK = 1 << 20
 
 
-def sha256(uri: str | Path, client=None) -> str:
-    """The SHA-256 of a file or S3 object, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def digest(uri: str | Path, algorithm: str = "sha256", client=None) -> str:
+    """The hex digest (a :mod:`hashlib` algorithm) of a file or S3 object, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
     for chunk in storage.iter_bytes(str(uri), CHUNK, client):
         h.update(chunk)
     return h.hexdigest()
+
+
+def sha256(uri: str | Path, client=None) -> str:
+    """The SHA-256 of a file or S3 object."""
+    return digest(uri, "sha256", client)
 
 
 def record(path: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from waveforms import train as train_stage
 from waveforms.errors import UserError
 from waveforms.evaluate import report
 from waveforms.evaluate.index_format import index_uri
+from waveforms.evaluate.likelihood import VAL_BITS
 from waveforms.evaluate.memorisation import LoadedIndex, check
 from waveforms.storage import OutputDir
 
@@ -36,14 +37,15 @@ def generate(cfg: cfgmod.GenerateConfig) -> int:
 
 
 def evaluate_trained(model_dir: str, data: str) -> dict[str, Any]:
-    """Evaluate a freshly trained model and record ``val_bits_per_sample``, ``val_nats`` and ``fd_mel`` in its model.json."""
+    """Evaluate a freshly trained model and record ``val_split_bits_per_sample``, ``val_nats`` and ``fd_mel``
+    in its model.json."""
     from waveforms.model.artifact import update_metadata  # TensorFlow, loaded by the evaluation anyway
 
     cfg = cfgmod.load("evaluate", flags={"model": model_dir, "data": data})
     with OutputDir(model_dir) as out:
         result = report.evaluate(cfg, out)
         report.write(result, out)
-    update_metadata(model_dir, evaluation={"val_bits_per_sample": result["val_bits_per_sample"],
+    update_metadata(model_dir, evaluation={VAL_BITS: result[VAL_BITS],
                                            "val_nats": result["val_nats"], "fd_mel": result["fd_mel"],
                                            "file": report.JSON_FILE})
     return result

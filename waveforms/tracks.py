@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable
+from typing import Any, Iterable
+
+from waveforms import versions
 
 MANIFEST = "manifest.jsonl"  # one JSON object per track (scrape output and dataset)
 ERRORS = "errors.jsonl"  # inputs set aside, each with a reason
+RENAMED = {"bytes": "size"}  # a scrape manifest row's file size, as rows written before ``size`` name it
 
 _SAFE = re.compile(r"[\w.-]+")
 _UNSAFE = re.compile(r"[^\w.-]+")
@@ -30,6 +33,11 @@ def track_id(value: int | str) -> str:
     if not _SAFE.fullmatch(value) or value.strip(".") == "" or value.startswith(("-", ".")):
         raise ValueError(f"track id must be letters, digits, '_', '.' or '-', got {value!r}")
     return value
+
+
+def upgraded(row: dict[str, Any]) -> dict[str, Any]:
+    """A scrape manifest row under today's key names (``size``, not ``bytes``)."""
+    return versions.renamed(row, RENAMED)
 
 
 def id_from_path(relpath: str) -> str:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from waveforms import checksums, storage
+from waveforms import checksums, storage, versions
 from waveforms.dataset import Dataset, integrity
 from waveforms.errors import UserError
 from waveforms.train import checkpoint
@@ -79,8 +79,12 @@ def _json(uri: str) -> dict[str, Any]:
 
 def model_records(root: str) -> dict[str, dict[str, Any]]:
     """Relative path -> ``{"size", "sha256"}`` for ``model.keras`` and the newest checkpoint's files."""
-    from waveforms.model.artifact import META_FILE, MODEL_FILE, records
-    out = {MODEL_FILE: records(_json(storage.join(root, META_FILE))).get(MODEL_FILE, {})}
+    from waveforms.model.artifact import FORMAT_VERSION, META_FILE, MODEL_FILE, records
+
+    meta_uri = storage.join(root, META_FILE)
+    meta = _json(meta_uri)
+    versions.check(meta, meta_uri, FORMAT_VERSION)
+    out = {MODEL_FILE: records(meta).get(MODEL_FILE, {})}
     name = checkpoint.latest_name(root)
     if name:
         base = f"{checkpoint.DIR}/{name}"

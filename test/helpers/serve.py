@@ -31,7 +31,7 @@ def make_dataset(root: Path) -> Path:
         r.update(title=title, artist=artist, licence=licence, genre="Electronic")
     (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (data / "dataset.json").write_text(json.dumps({
-        "format": "waveforms-dataset", "version": 1, "dataset_id": "test-ds", "sample_rate": RATE, "mu": 255,
+        "format": "waveforms-dataset", "format_version": 1, "dataset_id": "test-ds", "sample_rate": RATE, "mu": 255,
         "settings": {"sample_rate": RATE, "mu": 255, "normalise": "peak", "target_peak": 0.95,
                      "target_rms_db": -20.0, "trim_silence": True, "silence_threshold_db": -50.0,
                      "min_seconds": 1.0, "resampler": "soxr"},
@@ -56,7 +56,8 @@ def add_previews_and_evaluation(model_dir: Path) -> None:
     (model_dir / "previews").mkdir(exist_ok=True)
     (model_dir / "previews" / "step-000030.wav").write_bytes(wav_bytes(tone(RATE // 2, period=20), RATE))
     (model_dir / "evaluation.json").write_text(json.dumps({
-        "val_nats": 2.5, "val_bits_per_sample": 2.5 / np.log(2),
+        "format": "waveforms-evaluation", "format_version": 2, "val_nats": 2.5,
+        "val_split_bits_per_sample": 2.5 / np.log(2),
         "fd_mel": {"generated": 12.5, "halves": 1.5, "noise": 80.0},
         "memorisation": {"threshold": 0.95, "match_fraction": 0.5, "seconds": [
             {"clip": 0, "second": 0, "track_id": "t1", "title": "Second Sine", "artist": "Bea",

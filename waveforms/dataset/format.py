@@ -4,7 +4,7 @@ Layout (one folder or ``s3://`` prefix)::
 
     manifest.jsonl    one JSON object per track; written last, atomically: the commit point
     shards/*.u8       mu-law codes, 1 byte per sample, tracks back to back
-    dataset.json      summary: dataset id, sample rate, mu, settings, counts
+    dataset.json      summary: format_version, dataset id, sample rate, mu, settings, counts
     errors.jsonl      inputs set aside, with the reason
     config.json       the transform config used
 
@@ -16,18 +16,21 @@ and ``shard_size`` and ``shard_sha256``, the size and SHA-256 of its whole shard
 (see :mod:`waveforms.dataset.integrity`; datasets written before them lack both).
 A window of any track is one ranged read of its shard; opening a dataset checks
 every shard's size with one listing, and a read that returns fewer bytes than
-asked is a :class:`DatasetError` naming the track and shard.
+asked is a :class:`DatasetError` naming the track and shard. A dataset whose
+``dataset.json`` records a newer ``format_version`` than this code knows is refused
+(:class:`waveforms.versions.NewerFormat`).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from waveforms import jsonl, storage
+from waveforms import jsonl, storage, versions
 from waveforms.dataset import integrity
 from waveforms.dataset.cache import ShardCache
 from waveforms.errors import UserError
@@ -36,6 +39,8 @@ from waveforms.tracks import MANIFEST
 log = logging.getLogger(__name__)
 
 SUMMARY = "dataset.json"
+FORMAT = "waveforms-dataset"
+FORMAT_VERSION = 1
 REPAIR = "copy the dataset again (waveforms aws sync) or transform it again; waveforms verify lists every damaged shard"
 _NOTED: set[str] = set()  # roots whose missing hashes were already noted in this process
 SHARDS = "shards"
@@ -83,6 +88,7 @@ class Dataset:
         tracks = parse_manifest(text, uri)
         if not tracks:
             raise DatasetError(f"dataset at {root} has no tracks")
+        read_summary(root, client)
         if check:
             check_shards(root, tracks, client)
         return cls(root=root, tracks=tracks)
@@ -101,13 +107,7 @@ class Dataset:
 
     def transform_settings(self) -> dict[str, Any]:
         """The transform settings that made these codes (``dataset.json``'s), or {} when it has none."""
-        import json
-
-        uri = storage.join(self.root, SUMMARY)
-        if not storage.exists(uri):
-            return {}
-        summary = json.loads(storage.read_text(uri))
-        return dict(summary.get("settings") or {})
+        return dict(read_summary(self.root).get("settings") or {})
 
     def split(self, name: str) -> list[dict[str, Any]]:
         return [t for t in self.tracks if t.get("split", "train") == name]
@@ -163,6 +163,17 @@ class Dataset:
 
     def read_track(self, track: dict[str, Any], client=None) -> np.ndarray:
         return self.read_window(track, 0, int(track["num_samples"]), client)
+
+
+def read_summary(root: str, client=None) -> dict[str, Any]:
+    """The ``dataset.json`` of the dataset at ``root`` ({} when it has none); NewerFormat when a newer
+    waveforms wrote it."""
+    uri = storage.join(root, SUMMARY)
+    if not storage.exists(uri):
+        return {}
+    summary = json.loads(storage.read_text(uri, client))
+    versions.check(summary, uri, FORMAT_VERSION)
+    return summary
 
 
 def read_failure(where: str, uri: str, at: int, length: int, exc: Exception) -> Exception:

@@ -25,13 +25,13 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import progress, runs, spark, storage
+from waveforms import progress, runs, spark, storage, versions
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
 from waveforms.evaluate.calibrate import calibrate
 from waveforms.evaluate.embed import EmbeddingSpec, Projection, track_features, window_starts
-from waveforms.evaluate.index_format import (FORMAT, MANIFEST, META_KEYS, RUN_FILES, TRACK_KEYS, VERSION,
+from waveforms.evaluate.index_format import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEYS, RUN_FILES, TRACK_KEYS,
                                              index_uri, read_manifest, read_parts)
 from waveforms.evaluate.match import Matcher
 
@@ -196,7 +196,7 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     np.savez(buf, track=track_arr, offset_s=offset_arr)
     storage.write_bytes(storage.join(uri, files["map"]), buf.getvalue(), client)
     manifest = {
-        "format": FORMAT, "version": VERSION, "dataset": cfg.data, "dataset_id": ds.dataset_id,
+        "format": FORMAT, versions.KEY: FORMAT_VERSION, "dataset": cfg.data, "dataset_id": ds.dataset_id,
         "sample_rate": ds.sample_rate, "mu": ds.mu, "embedding": spec.to_dict(), "dims": proj.dims,
         "factory": factory,
         "nprobe": cfg.nprobe, "ef_search": cfg.ef_search, "vectors": int(index.ntotal), **calib,

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from waveforms import storage
+from waveforms import storage, versions
 from waveforms.evaluate import ann
 from waveforms.evaluate.embed import Projection
 
 INDEX_DIR = "index"
 MANIFEST = "index.json"
 FORMAT = "waveforms-index"
-VERSION = 2
+FORMAT_VERSION = 2
 TRACK_KEYS = ("id", "shard", "offset", "num_samples")
 META_KEYS = ("title", "artist", "licence")
 RUN_FILES = ("pca", "index", "map")  # NAME-RUNID.EXT: one of each per run, named by the manifest
@@ -34,11 +34,14 @@ def index_uri(data: str, output: str = "") -> str:
 
 
 def read_manifest(uri: str) -> dict[str, Any] | None:
-    """The committed ``index.json`` under ``uri``, or None."""
+    """The committed ``index.json`` under ``uri``, or None; :class:`~waveforms.versions.NewerFormat` when a
+    newer waveforms wrote it."""
     path = storage.join(uri, MANIFEST)
     if not storage.exists(path):
         return None
-    return json.loads(storage.read_text(path))
+    manifest = json.loads(storage.read_text(path))
+    versions.check(manifest, path, FORMAT_VERSION)
+    return manifest
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The ``evaluate`` stage: ``evaluation.json`` and ``evaluation.png`` for a model (or some WAVs).
 
-JSON shape (``format = "waveforms-evaluation"``, version 1) is documented in the
-README; a studio reads it.
+JSON shape (``format = "waveforms-evaluation"``, ``format_version`` 2) is documented in
+docs/evaluation.md; the studio reads it with :func:`upgraded`. Version 1 named
+``format_version`` ``version`` and ``val_split_bits_per_sample`` ``val_bits_per_sample``.
 """
 from __future__ import annotations
 
@@ -14,21 +15,23 @@ from typing import Any
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import mulaw, progress, storage
+from waveforms import mulaw, progress, storage, versions
 from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
 from waveforms.evaluate.calibrate import PERCENTILE
+from waveforms.evaluate.frechet import GaussianStats, fd
 from waveforms.evaluate.index_format import index_uri, read_manifest
+from waveforms.evaluate.likelihood import VAL_BITS, val_nll
 from waveforms.evaluate.mel import MelParams, log_mel
-from waveforms.evaluate.metrics import GaussianStats, fd, val_nll
 from waveforms.generate import generate, load_prime, write_wav
 from waveforms.storage import OutputDir
 
 log = logging.getLogger(__name__)
 
 FORMAT = "waveforms-evaluation"
-VERSION = 1
+FORMAT_VERSION = 2
+RENAMED = {"val_bits_per_sample": VAL_BITS}  # format_version 1's names (also in model.json's evaluation)
 JSON_FILE = "evaluation.json"
 PNG_FILE = "evaluation.png"
 BLOCK_S = 60
@@ -133,7 +136,7 @@ def evaluate(cfg: cfgmod.EvaluateConfig, out: OutputDir) -> dict[str, Any]:
         memorised = memorisation_section(cfg.index or index_uri(data), clips, sr, mu)
         phases.update(4, status="done", force=True)
     return {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, versions.KEY: FORMAT_VERSION,
         "model_dir": cfg.model if storage.is_s3(cfg.model) else str(Path(cfg.model).resolve()),
         "dataset": data, "dataset_id": ds.dataset_id, **nll, "fd_mel": fd_mel, "memorisation": memorised,
         "clips": list(clips), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -154,7 +157,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     a.bar(names, values, color=["tab:green", "tab:blue", "tab:grey"])
     a.set_yscale("symlog")
     a.set_ylabel("Fréchet mel distance to held-out audio")
-    a.set_title(f"val {result['val_bits_per_sample']:.3f} bits/sample")
+    a.set_title(f"val split {result[VAL_BITS]:.3f} bits/sample")
     mem = result["memorisation"]
     for clip in result["clips"]:
         rows = [s for s in mem["seconds"] if s["clip"] == clip and s["similarity"] is not None]
@@ -170,6 +173,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def upgraded(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    """An evaluation (``evaluation.json``, or the copy in ``model.json``) under today's key names;
+    :class:`~waveforms.versions.NewerFormat` naming ``where`` when a newer waveforms wrote it."""
+    versions.check(doc, where, FORMAT_VERSION)
+    return versions.renamed(doc, {**RENAMED, versions.OLD_KEY: versions.KEY})
+
+
 def write(result: dict[str, Any], out: OutputDir) -> None:
     """evaluation.png, then evaluation.json (last)."""
     plot(result, out.path(PNG_FILE))
@@ -183,7 +193,7 @@ def run(cfg: cfgmod.EvaluateConfig) -> int:
         result = evaluate(cfg, out)
         write(result, out)
     f, m = result["fd_mel"], result["memorisation"]
-    print(f"evaluation: {storage.join(cfg.output or cfg.model, JSON_FILE)}: val {result['val_bits_per_sample']:.4f} "
+    print(f"evaluation: {storage.join(cfg.output or cfg.model, JSON_FILE)}: val split {result[VAL_BITS]:.4f} "
           f"bits/sample; fd_mel generated {f['generated']:.2f} (halves {f['halves']:.2f}, noise {f['noise']:.2f}); "
           f"memorised seconds {m['match_fraction']}"
           + (f" (copies >= {m['margin']['copy_min']}, controls <= {m['margin']['negative_max']}, margin "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waveforms import __version__, checksums, storage
+from waveforms import __version__, checksums, storage, versions
 from waveforms.errors import UserError
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras, build_training_keras
@@ -87,7 +87,7 @@ class WaveNet:
         return {
             **self.meta,
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            versions.KEY: FORMAT_VERSION,
             "config": self.config.to_dict(),
             "receptive_field": self.receptive_field,
             "sample_rate": self.sample_rate,
@@ -154,9 +154,9 @@ def _load_local(path: Path, origin: str) -> WaveNet:
         meta = json.loads(meta_file.read_text())
     except ValueError as exc:
         raise UserError(f"{storage.join(origin, META_FILE)} is damaged: not JSON ({exc})") from exc
-    known = isinstance(meta, dict) and meta.get("format") == FORMAT
-    if not known or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{storage.join(origin, META_FILE)}: not a {FORMAT} v{FORMAT_VERSION} model")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{storage.join(origin, META_FILE)}: not a {FORMAT} model")
+    versions.check(meta, storage.join(origin, META_FILE), FORMAT_VERSION)
     cfg = WaveNetConfig.from_dict(meta["config"])
     model_file = storage.join(origin, MODEL_FILE)
     problem = checksums.problem(path / MODEL_FILE, records(meta).get(MODEL_FILE, {}), META_FILE)

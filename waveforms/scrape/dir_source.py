@@ -12,13 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from waveforms import storage
+from waveforms import checksums, storage
 from waveforms.config import ScrapeConfig
 from waveforms.errors import UserError
 from waveforms.scrape.download import looks_like_mp3
 from waveforms.scrape.job import Job
 from waveforms.scrape.manifest import record
-from waveforms.scrape.output import sha256_file
 from waveforms.tracks import ids_for_paths, track_relpath
 
 SOURCE = "dir"
@@ -82,7 +81,7 @@ def run(cfg: ScrapeConfig, job: Job) -> None:
                     continue
             tags = read_tags(tmp)
             row = record(id=tid, **tags, page_url=None, file_url=uri, path=rel,
-                         bytes=tmp.stat().st_size, sha256=sha256_file(tmp), source=SOURCE)
+                         **checksums.record(tmp), source=SOURCE)
             job.out.store(tmp, rel)
             job.downloaded(row)
         except OSError as exc:

@@ -62,7 +62,7 @@ def has_mp3_audio(data: bytes) -> bool:
 @dataclass
 class Downloaded:
     path: Path
-    bytes: int
+    size: int
     sha256: str
 
 

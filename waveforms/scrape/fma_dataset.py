@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import requests
 from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
 
-from waveforms import storage
+from waveforms import checksums, storage
 from waveforms.config import ScrapeConfig
 from waveforms.scrape import licence as lic
 from waveforms.scrape.download import has_mp3_audio
@@ -45,21 +45,13 @@ CLIP = re.compile(r"(?:^|/)(\d{3})/(\d{6})\.mp3$")
 CHUNK = 1 << 20
 
 
-def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_archive(http: Http, url: str, dest: Path, sha1: str | None) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part`` with Range; verify sha1.
 
     Raises ``FetchError("checksum")`` (and removes the download) on a mismatch.
     """
     if dest.exists():
-        if sha1 is None or sha1_file(dest) == sha1:
+        if sha1 is None or checksums.digest(dest, "sha1") == sha1:
             return dest
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +90,7 @@ def fetch_archive(http: Http, url: str, dest: Path, sha1: str | None) -> Path:
                 retry.sleep()
                 continue
         break
-    digest = sha1_file(part)
+    digest = checksums.digest(part, "sha1")
     if sha1 is not None and digest != sha1:
         part.unlink()
         raise FetchError("checksum", f"sha1 {digest} != published {sha1}; download removed", url)
@@ -199,7 +191,7 @@ def extract(cfg: ScrapeConfig, job: Job, archive: Path, url: str, tracks: dict[i
             row = record(
                 id=tid, title=meta.get("title"), artist=meta.get("artist"), album=meta.get("album"),
                 genre=meta.get("genre"), licence=meta.get("licence"), page_url=None,
-                file_url=f"{url}#{name}", path=rel, bytes=len(data),
+                file_url=f"{url}#{name}", path=rel, size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(), source=SOURCE,
                 licence_name=meta.get("licence_name"), split=meta.get("split"), subset=meta.get("subset"),
             )

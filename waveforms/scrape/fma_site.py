@@ -166,14 +166,14 @@ def fetch_track(http: Http, job: Job, info: dict[str, Any]) -> None:
     )
     have = job.adopt(tid, rel)
     if have:
-        row["bytes"], row["sha256"] = have
+        row.update(have)
         job.downloaded(row, reused=True)
         return
     if http.robots.ai_train_refused(file_url):
         raise FetchError("content-signal", f"{file_url}: robots.txt says ai-train=no", file_url)
     got = download(http, file_url, job.out.temp_path(f"{tid:06d}"), cfg.max_file_bytes)
     job.out.store(got.path, rel)
-    row["bytes"], row["sha256"] = got.bytes, got.sha256
+    row.update(size=got.size, sha256=got.sha256)
     job.downloaded(row)
 
 

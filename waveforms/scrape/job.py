@@ -42,15 +42,15 @@ class Job:
     def complete(self, track_id: Any, rel: str) -> bool:
         """True (and counted as skipped) if the manifest already holds this file intact."""
         row = self.manifest.get(track_id)
-        if not row or row.get("path") != rel:
+        if not row or row.get("path") != rel or not row.get("size") or not row.get("sha256"):
             return False
-        if not self.out.verify(rel, int(row.get("bytes") or -1), str(row.get("sha256"))):
+        if self.out.problem(rel, {"size": row["size"], "sha256": row["sha256"]}):
             return False
         self._count("skipped")
         return True
 
-    def adopt(self, track_id: Any, rel: str) -> tuple[int, str] | None:
-        """(bytes, sha256) of a file already under its final name but missing from the manifest.
+    def adopt(self, track_id: Any, rel: str) -> dict[str, Any] | None:
+        """``{"size", "sha256"}`` of a file already under its final name but missing from the manifest.
 
         Files only take a final name once complete, so such a file (left by a run
         killed between the rename and the manifest line) is kept, not fetched again.
@@ -58,13 +58,13 @@ class Job:
         """
         if self.manifest.get(track_id) is not None:
             return None
-        return self.out.digest(rel)
+        return self.out.record(rel)
 
     def downloaded(self, row: dict[str, Any], reused: bool = False) -> None:
         self.manifest.append(row)
         with self._lock:
             if not reused:
-                self.bytes += int(row["bytes"])
+                self.bytes += int(row["size"])
         self._count("reused" if reused else "downloaded")
 
     def filtered(self, track_id: Any, why: str) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from waveforms import jsonl, storage
-from waveforms.tracks import ERRORS, MANIFEST, track_id
+from waveforms.tracks import ERRORS, MANIFEST, track_id, upgraded
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ __all__ = ["ERRORS", "MANIFEST", "FIELDS", "JsonLines", "Manifest", "record"]
 
 FIELDS = (
     "id", "title", "artist", "album", "genre", "licence", "page_url", "file_url",
-    "path", "bytes", "sha256", "source",
+    "path", "size", "sha256", "source",
 )
 
 
@@ -72,14 +72,15 @@ class JsonLines:
 
 
 class Manifest(JsonLines):
-    """Manifest records keyed by track id; later records win."""
+    """Manifest records keyed by track id; later records win. Rows of an earlier run are read under
+    today's key names (:func:`waveforms.tracks.upgraded`)."""
 
     def __init__(self, root: str):
         super().__init__(storage.join(root, MANIFEST))
         self.by_id: dict[str, dict[str, Any]] = {}
 
     def load(self) -> list[dict[str, Any]]:
-        rows = super().load()
+        rows = self.rows = [upgraded(r) for r in super().load()]
         self.by_id = {str(r.get("id")): r for r in rows if "id" in r}
         return rows
 

@@ -6,27 +6,19 @@ complete, verified file. Local temporaries live in ``<out>/.partial/``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from waveforms import storage
+from typing import Any
+
+from waveforms import checksums, storage
 from waveforms.tracks import track_relpath
 
-__all__ = ["Output", "sha256_file", "track_relpath"]
+__all__ = ["Output", "track_relpath"]
 
 PARTIAL = ".partial"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 
 class Output:
@@ -78,22 +70,22 @@ class Output:
         path = Path(self.root, rel)
         return path.stat().st_size if path.is_file() else None
 
-    def verify(self, rel: str, size: int, sha256: str) -> bool:
-        """True if ``rel`` holds exactly the recorded file.
+    def problem(self, rel: str, expected: dict[str, Any]) -> str | None:
+        """Why ``rel`` does not hold the file of the record ``expected`` (``{"size", "sha256"}``), or None.
 
-        Locally the sha256 is recomputed; on S3 the size is compared (reading every
+        Locally the SHA-256 is recomputed; on S3 only the size is compared (reading every
         object back would cost a full download).
         """
-        if self.size(rel) != size:
-            return False
-        return True if self.s3 else sha256_file(Path(self.root, rel)) == sha256
+        if self.s3:
+            return checksums.size_problem(self.size(rel), expected, "the manifest")
+        return checksums.problem(Path(self.root, rel), expected, "the manifest")
 
-    def digest(self, rel: str) -> tuple[int, str] | None:
-        """(bytes, sha256) of a local file at ``rel``; None if absent or on S3."""
+    def record(self, rel: str) -> dict[str, Any] | None:
+        """``{"size", "sha256"}`` of a local file at ``rel``; None if absent or on S3."""
         if self.s3:
             return None
         path = Path(self.root, rel)
-        return (path.stat().st_size, sha256_file(path)) if path.is_file() else None
+        return checksums.record(path) if path.is_file() else None
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -10,10 +11,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from waveforms import storage
+from waveforms.evaluate import report
 from waveforms.serve.discovery import Entry
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, read_rows, studio
+from waveforms.train import metrics_log
 from waveforms.units import bits
+from waveforms.versions import NewerFormat
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 SSE_POLL_S = 0.5
@@ -41,8 +47,32 @@ def _status(entry: Entry, meta: dict | None) -> str:
     return "training" if changed is not None and time.time() - changed < ACTIVE_S else "incomplete"
 
 
+def _rows(uri: str) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl under today's key names (``val_probe_bits_per_sample``)."""
+    return [metrics_log.upgraded(r) for r in read_rows(uri)]
+
+
+def _evaluation(doc: Any, where: str) -> dict[str, Any] | None:
+    """An evaluation (evaluation.json, or model.json's copy) under today's key names; None when absent, or
+    written by a newer waveforms (logged)."""
+    if not isinstance(doc, dict):
+        return None
+    try:
+        return report.upgraded(doc, where)
+    except NewerFormat as exc:
+        log.warning("skipped %s", exc)
+        return None
+
+
+def _model_json(uri: str) -> dict[str, Any] | None:
+    meta = read_json(uri)
+    if isinstance(meta, dict) and isinstance(meta.get("evaluation"), dict):
+        meta = {**meta, "evaluation": _evaluation(meta["evaluation"], f"{uri} (evaluation)")}
+    return meta
+
+
 def _training(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Steps, last loss, best validation loss and bits per sample from the metrics rows."""
+    """Steps, last loss, and the best validation loss on the probe batches (nats and bits) from the rows."""
     val = [r for r in rows if isinstance(r.get("val_loss"), (int, float))]
     best = min(val, key=lambda r: r["val_loss"]) if val else None
     last = rows[-1] if rows else {}
@@ -50,7 +80,7 @@ def _training(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": len(rows), "step": last.get("step"), "loss": last.get("loss"), "wall_time": last.get("wall_time"),
         "samples_per_s": last.get("samples_per_s"),
         "best_val_loss": best["val_loss"] if best else None, "best_val_step": best.get("step") if best else None,
-        "best_val_bits_per_sample": bits(best["val_loss"]) if best else None,
+        "best_val_probe_bits_per_sample": bits(best["val_loss"]) if best else None,
     }
 
 
@@ -77,17 +107,19 @@ def list_models(st: Studio = Depends(studio)) -> list[dict[str, Any]]:
 def model_detail(model: str, st: Studio = Depends(studio)) -> dict[str, Any]:
     """model.json, a training summary from metrics.jsonl, evaluation.json when present, previews, checkpoints."""
     entry = st.entry("model", model)
-    return {**_summary(st, entry), "model_json": read_json(entry.file("model.json")),
-            "training": _training(read_rows(entry.file("metrics.jsonl"))),
-            "evaluation": read_json(entry.file("evaluation.json")),
+    evaluation = entry.file("evaluation.json")
+    return {**_summary(st, entry), "model_json": _model_json(entry.file("model.json")),
+            "training": _training(_rows(entry.file("metrics.jsonl"))),
+            "evaluation": _evaluation(read_json(evaluation), evaluation),
             "previews": st.catalog.files(entry, "previews", ".wav"),
             "checkpoints": st.catalog.files(entry, "checkpoints", "")}
 
 
 @router.get("/{model}/metrics", responses=NO_MODEL)
 def metrics(model: str, st: Studio = Depends(studio)) -> list[dict[str, Any]]:
-    """The rows of metrics.jsonl (step, loss, val_loss where measured, samples_per_s, wall_time)."""
-    return read_rows(st.entry("model", model).file("metrics.jsonl"))
+    """The rows of metrics.jsonl (step, loss, val_loss and val_probe_bits_per_sample where measured,
+    samples_per_s, wall_time)."""
+    return _rows(st.entry("model", model).file("metrics.jsonl"))
 
 
 @router.get("/{model}/metrics/stream", response_class=StreamingResponse,
@@ -107,7 +139,7 @@ async def metrics_stream(model: str, request: Request, after: int = Query(0, ge=
         sent, quiet = start, 0.0
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():
-            rows = await asyncio.to_thread(read_rows, uri)
+            rows = await asyncio.to_thread(_rows, uri)
             for i in range(sent, len(rows)):
                 yield f"id: {i}\ndata: {json.dumps(rows[i])}\n\n"
             if len(rows) > sent:

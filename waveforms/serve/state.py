@@ -17,6 +17,7 @@ from waveforms.config import ServeConfig
 from waveforms.dataset import Dataset, DatasetError
 from waveforms.serve.discovery import Catalog, Entry
 from waveforms.serve.generation import Limiter, Models, Results
+from waveforms.versions import NewerFormat
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Studio:
                 return hit[2]
         try:
             ds = Dataset.open(entry.uri)
-        except DatasetError as exc:
+        except (DatasetError, NewerFormat) as exc:
             raise HTTPException(404, str(exc)) from exc
         with self._lock:
             self._datasets[entry.id] = (stamp, time.monotonic(), ds)

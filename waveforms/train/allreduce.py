@@ -178,18 +178,6 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def start_over(model_dir: str) -> None:
-    """``--fresh``: forget the checkpoints, metrics and previews in ``model_dir`` (local or s3://)."""
-    # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
-    from waveforms.storage import OutputDir
-    from waveforms.train import checkpoint, previews
-    from waveforms.train.metrics import METRICS, TENSORBOARD
-
-    with OutputDir(model_dir) as out:
-        checkpoint.clear(out)
-        out.remove(METRICS, TENSORBOARD, previews.DIR)
-
-
 def executors(sc) -> int:
     """Executors registered with the driver now (not the driver itself)."""
     return max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
@@ -274,7 +262,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     batch = recipe.global_batch(cfg, cfg.workers)  # a batch that splits among the ranks, before Spark starts
     if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
-        start_over(cfg.model_dir)
+        # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
+        from waveforms.storage import OutputDir
+        from waveforms.train.fresh import start_fresh
+
+        with OutputDir(cfg.model_dir) as out:
+            start_fresh(out)
         cfg = replace(cfg, fresh=False)
     local = is_local_master(cfg.master)
     sc = stage_context(cfg.master, "waveforms-train", None if local else barrier_conf(cfg.allreduce.slots_wait_s))

@@ -15,7 +15,7 @@ from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
 from waveforms.model.presets import architecture
-from waveforms.train.metrics import MetricsLog
+from waveforms.train.metrics_log import MetricsLog
 from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from waveforms.errors import UserError
 from waveforms.ports import free_port
 from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
-from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog
+from waveforms.train.metrics_log import METRICS, TENSORBOARD, VAL_BITS, MetricsLog
 from waveforms.train.windows import READS_IN_FLIGHT, WindowSampler, shared_reader, split_window
 from waveforms.units import bits
 
@@ -229,7 +229,7 @@ def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
             row["samples_per_s"] = samples_per_epoch / seconds
         if val_batches:
             row["val_loss"] = mean_loss(model, val_batches)
-            row["val_bits_per_sample"] = bits(row["val_loss"])
+            row[VAL_BITS] = bits(row["val_loss"])
         metrics.append(row)
         log.info("epoch %d/%d %s", epoch, cfg.elephas.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch")))

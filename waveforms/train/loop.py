@@ -36,10 +36,11 @@ from waveforms.errors import UserError
 from waveforms.model import WaveNetConfig
 from waveforms.storage import OutputDir
 from waveforms.train import checkpoint, previews, recipe, status
+from waveforms.train.fresh import start_fresh
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
-from waveforms.train.metrics import METRICS, TENSORBOARD, MetricsLog
+from waveforms.train.metrics_log import METRICS, VAL_BITS, MetricsLog
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
 from waveforms.units import bits
 
@@ -89,8 +90,7 @@ def start_state(setup: Setup, model, out: OutputDir) -> RunState:
     """Resume from the newest checkpoint (fetched from S3 if need be) unless ``--fresh``; the state to continue from."""
     cfg, model_dir = setup.cfg, out.uri
     if cfg.fresh:
-        checkpoint.clear(out)
-        out.remove(METRICS, TENSORBOARD, previews.DIR)
+        start_fresh(out)
     saved = checkpoint.pull(out)
     if saved is None:
         out.remove(METRICS)  # rows of a run that never checkpointed
@@ -271,10 +271,11 @@ class Trainer:
             self.save_checkpoint()
 
     def validate(self, row: dict[str, Any]) -> None:
-        """The validation loss into ``row``; early stopping's count of checks without improvement."""
+        """The validation loss on the probe batches into ``row``; early stopping's count of checks without
+        improvement."""
         state = self.state
         val = self.evaluate(self.eval_model, self.val_batches)
-        row.update(val_loss=val, val_bits_per_sample=bits(val))
+        row.update({"val_loss": val, VAL_BITS: bits(val)})
         if state.best_val is None or val < state.best_val:
             state.best_val, state.bad_checks = val, 0
             return

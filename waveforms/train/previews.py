@@ -20,7 +20,7 @@ from waveforms import mulaw
 from waveforms.config.generation import TEMPERATURE, TOP_P
 from waveforms.generate import generate, write_wav
 from waveforms.storage import OutputDir
-from waveforms.train.metrics import MetricsLog
+from waveforms.train.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import checksums, jsonl, progress, runs, spark, storage
+from waveforms import checksums, jsonl, progress, runs, spark, storage, versions
 from waveforms.errors import UserError
 from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.dataset import format as ds
@@ -193,7 +193,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
                  split=ds.split_for(t["id"], cfg.val_fraction))
     tracks.sort(key=lambda t: t["id"])
     summary = {
-        "format": "waveforms-dataset", "version": 1, "dataset_id": dataset_id, "sample_rate": cfg.sample_rate,
+        "format": ds.FORMAT, versions.KEY: ds.FORMAT_VERSION, "dataset_id": dataset_id, "sample_rate": cfg.sample_rate,
         "mu": cfg.mu, "settings": settings.to_dict(), "tracks": len(tracks), "errors": len(errors),
         "samples": sum(t["num_samples"] for t in tracks), "val_tracks": sum(t["split"] == "val" for t in tracks),
         "seconds": round(sum(t["num_samples"] for t in tracks) / cfg.sample_rate, 2),

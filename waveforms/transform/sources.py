@@ -12,7 +12,7 @@ from typing import Any
 
 from waveforms import jsonl, storage
 from waveforms.errors import UserError
-from waveforms.tracks import MANIFEST, ids_for_paths, track_id
+from waveforms.tracks import MANIFEST, ids_for_paths, track_id, upgraded
 
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".m4a", ".opus")
 META_KEYS = ("title", "artist", "album", "genre", "licence", "source", "split", "sha256")
@@ -20,9 +20,9 @@ META_KEYS = ("title", "artist", "album", "genre", "licence", "source", "split", 
 
 def _from_manifest(root: str, text: str) -> list[dict[str, Any]]:
     records = []
-    for row in jsonl.parse(text, storage.join(root, MANIFEST), ("id", "path")):
+    for row in map(upgraded, jsonl.parse(text, storage.join(root, MANIFEST), ("id", "path"))):
         rec = {k: row[k] for k in META_KEYS if row.get(k) not in (None, "")}
-        rec.update(id=track_id(row["id"]), uri=storage.join(root, row["path"]), size=int(row.get("bytes") or 0))
+        rec.update(id=track_id(row["id"]), uri=storage.join(root, row["path"]), size=int(row.get("size") or 0))
         records.append(rec)
     return records
 

@@ -87,12 +87,14 @@ async function loadModel(slot, id) {
     el("tr", {}, el("td", {}, "steps"), el("td", { className: "steps" }, fmt(t.step, 0))),
     el("tr", {}, el("td", {}, "last loss"), el("td", {}, fmt(t.loss))),
     el("tr", {}, el("td", {}, "best val loss"), el("td", {}, fmt(t.best_val_loss))),
-    el("tr", {}, el("td", {}, "val bits per sample"), el("td", {}, fmt(t.best_val_bits_per_sample))));
+    el("tr", {}, el("td", {}, "val bits/sample (probe batches)"),
+      el("td", { className: "val-probe-bits" }, fmt(t.best_val_probe_bits_per_sample))));
   const plotBox = el("div", { className: "chart" });
   const kids = [el("h3", {}, m.name), numbers, plotBox];
   if (ev) {
     kids.push(el("h4", {}, "Evaluation"), el("table", { className: "numbers evaluation" },
-      el("tr", {}, el("td", {}, "val bits per sample"), el("td", {}, fmt(ev.val_bits_per_sample))),
+      el("tr", {}, el("td", {}, "val split bits/sample"),
+        el("td", { className: "val-split-bits" }, fmt(ev.val_split_bits_per_sample))),
       el("tr", {}, el("td", {}, "FD mel: generated / halves / noise"),
         el("td", {}, `${fmt(ev.fd_mel?.generated, 2)} / ${fmt(ev.fd_mel?.halves, 2)} / ${fmt(ev.fd_mel?.noise, 2)}`)),
       el("tr", {}, el("td", {}, "memorised seconds"), el("td", {}, fmt(ev.memorisation?.match_fraction, 2)))));

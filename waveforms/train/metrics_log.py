@@ -1,8 +1,10 @@
-"""Training metrics: ``metrics.jsonl``, TensorBoard scalars and the ``loss.png`` plot.
+"""The log of a training run: ``metrics.jsonl``, TensorBoard scalars and the ``loss.png`` plot.
 
 All three are written in the model folder's local working copy
 (:class:`waveforms.storage.OutputDir`) and uploaded whole after each write, since
-an S3 object cannot be appended to.
+an S3 object cannot be appended to. A row's ``val_probe_bits_per_sample`` is the
+validation loss on the run's few fixed probe batches, in bits; older rows call it
+``val_bits_per_sample`` and are read under the new name (:func:`upgraded`).
 """
 from __future__ import annotations
 
@@ -10,12 +12,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-from waveforms import jsonl, storage
+from waveforms import jsonl, storage, versions
 from waveforms.storage import OutputDir
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
 TENSORBOARD = "tensorboard"
+VAL_BITS = "val_probe_bits_per_sample"
+RENAMED = {"val_bits_per_sample": VAL_BITS}
+
+
+def upgraded(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row under today's key names."""
+    return versions.renamed(row, RENAMED)
 
 
 class MetricsLog:
@@ -39,10 +48,12 @@ class MetricsLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return jsonl.parse(self.path.read_text(), str(self.path))  # drops a line torn by a kill
+        rows = jsonl.parse(self.path.read_text(), str(self.path))  # drops a line torn by a kill
+        return [upgraded(r) for r in rows]
 
     def truncate(self, step: int) -> None:
-        """Drop rows after ``step`` (they are recomputed when training resumes there)."""
+        """Drop rows after ``step`` (they are recomputed when training resumes there); the rest keep
+        today's key names."""
         storage.write_text(str(self.path), jsonl.dumps(r for r in self.rows() if r.get("step", 0) <= step))
 
     def append(self, row: dict[str, Any]) -> None:
