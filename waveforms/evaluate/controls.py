@@ -71,7 +71,7 @@ def mp3_copy(codes: np.ndarray, sample_rate: int, mu: int = 255, gain_db: float 
     """``codes`` re-levelled by ``gain_db``, encoded to MP3 at ``bitrate`` and decoded like training data."""
     from waveforms.transform.audio import file_to_codes  # ffmpeg-backed decode, needed only for copies
 
-    pcm = (np.clip(mulaw.decode(np.asarray(codes), mu), -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = mulaw.to_pcm16(np.asarray(codes), mu).tobytes()
     with tempfile.TemporaryDirectory() as d:
         mp3 = Path(d) / "copy.mp3"
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(sample_rate), "-ac", "1",
