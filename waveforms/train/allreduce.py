@@ -187,8 +187,9 @@ def _reason(exc: BaseException) -> str:
 def start_over(model_dir: str) -> None:
     """``--fresh``: forget the checkpoints, metrics and previews in ``model_dir`` (local or s3://)."""
     # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
+    from waveforms.model import checkpoint
     from waveforms.storage import OutputDir
-    from waveforms.train import checkpoint, previews
+    from waveforms.train import previews
     from waveforms.train.metrics import METRICS, TENSORBOARD
 
     with OutputDir(model_dir) as out:

@@ -33,9 +33,9 @@ from waveforms import progress
 from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
-from waveforms.model import WaveNetConfig
+from waveforms.model import WaveNetConfig, checkpoint
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint, previews, recipe, status
+from waveforms.train import previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
