@@ -227,7 +227,7 @@ def layer_violations(edges: dict[tuple[str, str], list[Import]],
 
 
 def summary(root: Path, part: str) -> str:
-    """The first paragraph of a part's docstring on one line, in Markdown (Sphinx roles and double backquotes dropped)."""
+    """The first paragraph of a part's docstring on one line, in Markdown (no Sphinx roles, single backquotes)."""
     module = root / PACKAGE / f"{part}.py"
     path = module if module.exists() else root / PACKAGE / ("" if part == PACKAGE else part) / "__init__.py"
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""

@@ -1,1 +1,1 @@
-"""The pipeline on AWS EMR: the launch plan and cluster sizing, launching, syncing, and the step driver every EMR step runs."""
+"""The pipeline on AWS EMR: the launch plan, cluster sizing, launch, sync, and the driver every EMR step runs."""
