@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from helpers.naive import naive_generate  # noqa: E402
 
 from waveforms import fastgen  # noqa: E402
-from waveforms.generate import generate  # noqa: E402
+from waveforms.sampling import generate  # noqa: E402
 from waveforms.model import build  # noqa: E402
 
 

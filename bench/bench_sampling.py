@@ -92,7 +92,7 @@ def main() -> None:
     from waveforms.dataset import Dataset
     from waveforms.evaluate.frechet import fd
     from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
-    from waveforms.generate import generate
+    from waveforms.sampling import generate
     from waveforms.model import load
 
     settings = [tuple(float(x) for x in s.split("/")) for s in args.settings.split(",")]

@@ -14,11 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from waveforms.config import ScrapeConfig
-from waveforms.demo.mirror import Mirror, MirrorTrack
-from waveforms.demo.music import sine_mp3
-from waveforms.scrape import fma_site, make_http
-from waveforms.scrape.job import Job
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+
+from helpers.tones import sine_mp3  # noqa: E402
+from waveforms.config import ScrapeConfig  # noqa: E402
+from waveforms.demo.mirror import Mirror, MirrorTrack  # noqa: E402
+from waveforms.scrape import fma_site, make_http  # noqa: E402
+from waveforms.scrape.job import Job  # noqa: E402
 
 
 def crawl_once(mirror: Mirror, out: Path, rate: float, n: int) -> dict:

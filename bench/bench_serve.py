@@ -34,7 +34,7 @@ def pct(values: list[float], q: float) -> float:
 
 def in_process_seconds_per_s(model_dir: Path) -> float:
     """Seconds of audio per second from one ``generate()`` of SECONDS in this process (after a warm-up)."""
-    from waveforms.generate import generate
+    from waveforms.sampling import generate
     from waveforms.model import load
 
     wavenet = load(str(model_dir))

@@ -75,7 +75,7 @@ def transform(folder: Path, out: Path, master: str, rate: int) -> tuple[float, f
 
 def decode_peak_rss(path: Path, rate: int) -> float:
     """Peak RSS (MiB) of decoding one file in a fresh process (VmHWM, which exec resets)."""
-    code = ("import sys; from waveforms.transform.audio import decode_to, AudioSettings;"
+    code = ("import sys; from waveforms.audio import decode_to, AudioSettings;"
             "from waveforms.transform.job import peak_rss_mib;"
             "decode_to(sys.argv[1], AudioSettings.from_config(sample_rate=int(sys.argv[2])), open('/dev/null', 'wb'));"
             "print(peak_rss_mib())")

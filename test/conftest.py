@@ -121,7 +121,7 @@ def aws_env(moto_url, monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def sine_mp3():
     """``sine_mp3(path, freq=440.0, seconds=1.0, rate=22050, channels=1) -> path``: a sine tone as MP3."""
-    from waveforms.demo.music import sine_mp3 as make
+    from helpers.tones import sine_mp3 as make
 
     def sine(out, freq: float = 440.0, seconds: float = 1.0, rate: int = 22050, channels: int = 1) -> Path:
         return make(Path(out), freq, seconds, rate=rate, channels=channels)

@@ -113,7 +113,7 @@ def test_train_step_writes_the_model_to_s3_and_resumes_from_it(aws_env, tmp_path
 
     from waveforms.aws.sync import sync
     from waveforms.model import load
-    from waveforms.train import checkpoint
+    from waveforms.model import checkpoint
 
     client("s3").create_bucket(Bucket=BUCKET)
     data, model = f"s3://{BUCKET}/wf/dataset", f"s3://{BUCKET}/wf/model"
@@ -177,7 +177,7 @@ def test_a_train_run_that_fails_midway_runs_again_in_the_step_and_resumes_from_t
     from helpers.train import train_argv
 
     from waveforms.model import load
-    from waveforms.train import checkpoint
+    from waveforms.model import checkpoint
 
     data, model, config = train_on_s3(tmp_path)
     proxy = TrippingProxy(moto_url, trip=f"PUT /{BUCKET}/wf/model/checkpoints/latest ".encode())
@@ -216,7 +216,7 @@ def test_a_killed_train_step_submitted_again_continues_from_its_checkpoint(aws_e
 
     from helpers.train import train_argv
 
-    from waveforms.train import checkpoint
+    from waveforms.model import checkpoint
 
     data, model, config = train_on_s3(tmp_path)
     step_file = Path(step.__file__)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers.naive import naive_generate
 
-from waveforms import generate as gen
 from waveforms import mulaw
+from waveforms import sampling as gen
 from waveforms.errors import UserError
 from waveforms.fastgen import FastWeights, Sampler, sample_code
 from waveforms.config.architecture import PRESETS
@@ -188,7 +188,7 @@ def test_cli_prime_from_an_audio_file(tmp_path):
     import subprocess
 
     from waveforms.cli import main
-    from waveforms.generate import load_prime
+    from waveforms.audio import load_prime
 
     w = randomised(build("tiny", sample_rate=8000), scale=0.3)
     w.save(tmp_path / "model")
@@ -221,11 +221,10 @@ def test_a_prime_is_decoded_with_the_transform_settings_of_the_model_s_dataset(t
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers.train import tone_dataset
 
+    from waveforms.audio import AudioSettings, file_to_codes, load_prime
     from waveforms.config import TrainConfig, TransformConfig
-    from waveforms.generate import load_prime
     from waveforms.model import load
     from waveforms.train import run
-    from waveforms.transform.audio import AudioSettings, file_to_codes
     from waveforms.transform.job import process_partition
 
     prime_file = tmp_path / "prime.mp3"

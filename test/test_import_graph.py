@@ -60,3 +60,38 @@ def test_every_import_statement_of_the_package_is_counted():
     multi = sum(len({i.target for i in counted if (i.source, i.line) == key}) - 1
                 for key in {(i.source, i.line) for i in counted})
     assert len(counted) - multi == expected
+
+
+def test_every_part_is_on_exactly_one_declared_layer():
+    declared = [part for _, members in graph.LAYERS for part in members]
+    assert len(declared) == len(set(declared)), "a part is on two layers"
+    assert set(declared) == graph.parts(ROOT)
+
+
+def test_every_part_imports_only_its_own_layer_or_below_and_no_stage_imports_another():
+    assert graph.layer_violations(graph.part_edges(graph.package_imports(ROOT))) == []
+
+
+def test_imports_up_a_layer_between_stages_or_from_an_undeclared_part_are_found(tmp_path):
+    _write(tmp_path, {
+        "waveforms/__init__.py": "",
+        "waveforms/low.py": "from waveforms import high\n",
+        "waveforms/high.py": "",
+        "waveforms/one.py": "def f():\n    from waveforms import two\n",
+        "waveforms/two.py": "from waveforms import low\n",
+        "waveforms/stray.py": "from waveforms import low\n",
+    })
+    layers = (("bottom", ("waveforms", "low")), ("stages", ("one", "two")), ("top", ("high",)))
+    edges = graph.part_edges(graph.package_imports(tmp_path))
+    found = graph.layer_violations(edges, layers)
+    assert [line.split(":")[0] for line in found] == [
+        "low (bottom) -> high (top)", "one -> two", "stray -> low"]
+    assert graph.layer_violations(edges, layers, between_stages=frozenset({("one", "two")}))[1].startswith("stray")
+
+
+def test_the_docs_layer_and_import_tables_are_the_generated_ones():
+    text = (ROOT / graph.DOCS).read_text()
+    assert graph.with_tables(text, ROOT) == text, "regenerate them: python test/helpers/import_graph.py --write-docs"
+    for name, table in graph.TABLES.items():
+        start, end = graph.docs_markers(name)
+        assert text[text.index(start) + len(start):text.index(end)].strip("\n") + "\n" == table(ROOT)

@@ -10,11 +10,11 @@ import pytest
 
 from helpers.evaluate import MUSIC_DIR, START_S, excerpt
 from waveforms import mulaw
+from waveforms.audio import file_to_codes
 from waveforms.config import load
 from waveforms.evaluate.index import build
 from waveforms.evaluate.index_format import read_manifest
 from waveforms.evaluate.memorisation import LoadedIndex, check
-from waveforms.transform.audio import file_to_codes
 
 SR = 16000
 

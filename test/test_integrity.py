@@ -330,7 +330,7 @@ def test_a_damaged_model_saved_before_hashes_is_still_a_clear_error(trained):
 
 
 def test_a_damaged_checkpoint_is_a_clear_error_on_resume(trained, capsys):
-    from waveforms.train import checkpoint
+    from waveforms.model import checkpoint
 
     name = checkpoint.latest_name(trained)
     ckpt = trained / "checkpoints" / name

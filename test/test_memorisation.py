@@ -12,13 +12,13 @@ import pytest
 
 from helpers.evaluate import excerpt, transform
 from waveforms import mulaw
+from waveforms.audio import file_to_codes
+from waveforms.clips import write_wav
 from waveforms.config import load
 from waveforms.dataset import Dataset
 from waveforms.evaluate.embed import features_at, second_starts
 from waveforms.evaluate.index import build
 from waveforms.evaluate.memorisation import LoadedIndex, check
-from waveforms.generate import write_wav
-from waveforms.transform.audio import file_to_codes
 
 SR = 16000
 CORPORA = {

@@ -19,7 +19,7 @@ from waveforms import storage
 from waveforms.cli import main
 from waveforms.model import build, load
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint
+from waveforms.model import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def test_model_save_and_load_round_trip_on_s3(bucket):
 
 
 def test_generate_reads_model_and_prime_from_s3_and_writes_wav_and_sidecar_there(bucket, tmp_path):
-    from waveforms.generate import write_wav
+    from waveforms.clips import write_wav
 
     w = build("tiny", sample_rate=8000)
     rng = np.random.default_rng(5)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.faulty_mirror import FaultyMirror
 from helpers.scrape import read_jsonl
 from waveforms.config import ScrapeConfig
-from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
 
 TRACKS_CSV = '''\
@@ -55,7 +55,7 @@ def archives(tones, tmp_path_factory):
 
 @pytest.fixture
 def server(archives):
-    with Mirror([], archives={k: v for k, v in archives.items() if k.endswith(".zip")}) as m:
+    with FaultyMirror([], archives={k: v for k, v in archives.items() if k.endswith(".zip")}) as m:
         yield m
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.faulty_mirror import FaultyMirror
 from helpers.scrape import config, make_tracks, read_jsonl, sha256
-from waveforms.demo.mirror import Mirror
 from waveforms.scrape import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def body_started(partial: Path) -> bool:
 def test_sigkill_mid_download_then_resume(sine_mp3, tmp_path):
     tones = [sine_mp3(tmp_path / f"t{i}.mp3", 300.0 + 50 * i, 6.0) for i in range(4)]  # ~48 KB each
     tracks = make_tracks(tones)
-    with Mirror(tracks) as m:
+    with FaultyMirror(tracks) as m:
         m.faults.always[m.file_key(3)] = "slow"  # 8 KiB every 0.5 s: about 3 s for the body
         m.faults.slow_delay_s = 0.5
         out = tmp_path / "raw"

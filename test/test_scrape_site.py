@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.faulty_mirror import FaultyMirror
 from helpers.scrape import CC_BY, CC_BY_NC_SA, config, make_tracks, read_jsonl, sha256
 from waveforms import cli
 from waveforms.demo.mirror import Mirror
@@ -13,7 +14,7 @@ from waveforms.scrape.manifest import FIELDS
 
 @pytest.fixture
 def mirror(tones):
-    with Mirror(make_tracks(tones)) as m:
+    with FaultyMirror(make_tracks(tones)) as m:
         yield m
 
 
@@ -169,7 +170,7 @@ def test_licence_filter(mirror, tmp_path):
 
 
 def test_robots_disallow_is_obeyed(mirror, tmp_path):
-    mirror.faults.robots_disallow = ["/files/"]
+    mirror.robots.disallow = ["/files/"]
     out = tmp_path / "raw"
     assert run(config(mirror, out)) == 1
     assert file_requests(mirror) == []
@@ -177,7 +178,7 @@ def test_robots_disallow_is_obeyed(mirror, tmp_path):
 
 
 def test_content_signal_ai_train_no_refuses(mirror, tmp_path):
-    mirror.faults.content_signal = "search=yes, ai-train=no, use=reference"
+    mirror.robots.content_signal = "search=yes, ai-train=no, use=reference"
     with pytest.raises(ScrapeRefused, match="fma-dataset"):
         run(config(mirror, tmp_path / "raw"))
     assert [r["path"] for r in mirror.log] == ["/robots.txt"]

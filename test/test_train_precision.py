@@ -5,7 +5,7 @@ import numpy as np
 
 from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
-from waveforms.generate import generate
+from waveforms.sampling import generate
 from waveforms.model import build, load
 from waveforms.train import run  # noqa: E402
 from waveforms.train.common import compile_model  # noqa: E402

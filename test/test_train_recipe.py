@@ -8,8 +8,8 @@ import pytest
 
 from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
-from waveforms.model import load
-from waveforms.train import checkpoint, run
+from waveforms.model import checkpoint, load
+from waveforms.train import run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
 from waveforms.train.recipe import (BUDGET_MARGIN, WarmupStepDecay, budget_steps, code_log_frequencies, initialise,

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from helpers.train import sigkill_when, tone_dataset, train_argv
-from waveforms.model import load
-from waveforms.train import checkpoint
+from waveforms.model import checkpoint, load
 
 STEPS = 120
 FLAGS = ("--steps", str(STEPS), "--window", "1500", "--seed", "5",
@@ -166,7 +165,7 @@ def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
 STOP_AFTER_SAVE = """
 import os, signal, sys
 from waveforms.cli import main
-from waveforms.train import checkpoint
+from waveforms.model import checkpoint
 real = checkpoint.save
 def save(out, model, state, ema=None):
     name = real(out, model, state, ema=ema)

@@ -7,7 +7,7 @@ import pytest
 
 from waveforms import mulaw
 from waveforms.config.dataset import SAMPLE_RATE as SR
-from waveforms.transform.audio import AudioError, AudioSettings, decode_to, file_to_codes
+from waveforms.audio import AudioError, AudioSettings, decode_to, file_to_codes
 
 
 def ffmpeg(out, *source, codec=("-b:a", "128k")):
@@ -127,7 +127,7 @@ def test_memory_does_not_grow_with_track_length(tmp_path):
     """Peak memory decoding a 30-minute track stays within 20% of a 1-minute one."""
     import sys
 
-    code = ("import sys; from waveforms.transform.audio import decode_to, AudioSettings;"
+    code = ("import sys; from waveforms.audio import decode_to, AudioSettings;"
             "from waveforms.transform.job import peak_rss_mib;"
             "decode_to(sys.argv[1], AudioSettings.from_config(), open('/dev/null', 'wb'));"
             "print(peak_rss_mib())")

@@ -1,3 +1,4 @@
+"""``python -m waveforms``: the command line, as the ``waveforms`` script runs it."""
 import sys
 
 from waveforms.cli import main

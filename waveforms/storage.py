@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
+from waveforms.errors import UserError
 from waveforms.s3retry import call, client_config, configure
 
 _UMASK = os.umask(0)
@@ -39,8 +40,6 @@ def is_s3(uri: str) -> bool:
 def s3_failures(root: str, error: type, what: str) -> Iterator[None]:
     """Inside: an S3 client's error reaching out becomes ``error(f"{what}: {exc}")``. A :class:`UserError` (a
     network fault after its retries is a ``StorageError``) passes unchanged, and so does anything on a local path."""
-    from waveforms.errors import UserError
-
     try:
         yield
     except UserError:

@@ -14,7 +14,6 @@ from typing import Any
 from waveforms import checksums, storage, versions
 from waveforms.dataset import Dataset, integrity
 from waveforms.errors import UserError
-from waveforms.train import checkpoint
 from waveforms.tracks import MANIFEST
 
 
@@ -79,6 +78,7 @@ def _json(uri: str) -> dict[str, Any]:
 
 def model_records(root: str) -> dict[str, dict[str, Any]]:
     """Relative path -> ``{"size", "sha256"}`` for ``model.keras`` and the newest checkpoint's files."""
+    from waveforms.model import checkpoint  # the model part loads TensorFlow: not for a dataset's check
     from waveforms.model.artifact import FORMAT_VERSION, META_FILE, MODEL_FILE, records
 
     meta_uri = storage.join(root, META_FILE)

@@ -10,7 +10,7 @@ from py4j.protocol import Py4JJavaError
 
 from helpers.train import tone_dataset
 from waveforms.config import ElephasConfig, TrainConfig
-from waveforms.generate import generate
+from waveforms.sampling import generate
 from waveforms.model import load
 from waveforms.train import elephas as engine
 from waveforms.train import run

@@ -2,18 +2,36 @@
 
 A *part* is a direct child of ``waveforms``: a subpackage (``waveforms.evaluate``) or a top-level
 module (``waveforms.generate``). Every import statement counts, wherever it sits: at module level
-(``if TYPE_CHECKING`` blocks included) or inside a function. ``python test/helpers/import_graph.py`` prints
-the counts, the edges between parts and any cycle; ``test_import_graph.py`` fails on a cycle.
+(``if TYPE_CHECKING`` blocks included) or inside a function. :data:`LAYERS` says which layer each part
+is on. ``python test/helpers/import_graph.py`` prints the counts, the edges between parts and any cycle;
+``--write-docs`` regenerates the layer and import tables of ``docs/architecture.md``.
+``test_import_graph.py`` fails on a cycle, on an import down-to-up between layers, on an import between
+two stages the table does not allow, and on docs tables that differ from the generated ones.
 """
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 PACKAGE = "waveforms"
+# The layers from the bottom up, each with its parts: a part imports only parts on its own layer or below.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("waveforms", "errors", "versions", "stages", "units", "ports", "tflog", "progress", "mulaw",
+              "jitcache", "tracks", "jsonl", "s3retry", "storage", "checksums", "runs", "spark", "config")),
+    ("formats", ("dataset", "model", "audio", "clips")),
+    ("libraries", ("fastgen", "sampling")),
+    ("stages", ("scrape", "transform", "train", "generate", "evaluate", "verify")),
+    ("above the stages", ("pipeline", "serve")),
+    ("entry points", ("cli", "__main__", "aws", "demo")),
+)
+STAGES_LAYER = "stages"
+# Imports from one stage part into another that the layers allow, as ``(from, to)``: none. Runs that join
+# two stages belong to ``pipeline``; what two stages share belongs to a layer below them.
+BETWEEN_STAGES: frozenset[tuple[str, str]] = frozenset()
 # Libraries slow to import or optional: the one reason an internal import may sit inside a function.
 HEAVY = ("tensorflow", "keras", "pyspark", "faiss", "numba", "boto3", "matplotlib", "elephas", "fastapi", "uvicorn")
 
@@ -178,8 +196,91 @@ def cycles(edges: dict[tuple[str, str], list[Import]]) -> list[list[str]]:
     return sorted(groups)
 
 
+def layer_of(layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> dict[str, int]:
+    """Part -> the index of its layer in ``layers`` (0 at the bottom)."""
+    return {part: i for i, (_, parts) in enumerate(layers) for part in parts}
+
+
+def parts(root: Path) -> set[str]:
+    """Every part of the package under ``root``."""
+    return {part_of(module_name(p, root)) for p in (root / PACKAGE).rglob("*.py")}
+
+
+def layer_violations(edges: dict[tuple[str, str], list[Import]],
+                     layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS,
+                     stages_layer: str = STAGES_LAYER,
+                     between_stages: frozenset[tuple[str, str]] = BETWEEN_STAGES) -> list[str]:
+    """Each import from a part into a part on a higher layer, or between two stages without leave, as a line."""
+    level = layer_of(layers)
+    names = [name for name, _ in layers]
+    stage = names.index(stages_layer) if stages_layer in names else -1
+    found = []
+    for (a, b), imps in sorted(edges.items()):
+        where = ", ".join(f"{i.source}:{i.line}" for i in imps)
+        if a not in level or b not in level:
+            found.append(f"{a} -> {b}: {a if a not in level else b} is on no layer ({where})")
+        elif level[b] > level[a]:
+            found.append(f"{a} ({names[level[a]]}) -> {b} ({names[level[b]]}): up a layer ({where})")
+        elif level[a] == level[b] == stage and (a, b) not in between_stages:
+            found.append(f"{a} -> {b}: one stage imports another ({where})")
+    return found
+
+
+def summary(root: Path, part: str) -> str:
+    """The first paragraph of a part's docstring on one line, in Markdown (no Sphinx roles, single backquotes)."""
+    module = root / PACKAGE / f"{part}.py"
+    path = module if module.exists() else root / PACKAGE / ("" if part == PACKAGE else part) / "__init__.py"
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    return re.sub(r":\w+:`", "`", text).replace("``", "`").replace("|", "\\|")
+
+
+def layer_table(root: Path) -> str:
+    """The layer table of ``docs/architecture.md``: every part, bottom layer first, with its docstring's summary."""
+    rows = [f"| {name if i == 0 else ''} | `{part}` | {summary(root, part)} |"
+            for name, members in LAYERS for i, part in enumerate(members)]
+    return "\n".join(["| layer | part | what it holds |", "|---|---|---|", *rows]) + "\n"
+
+
+def import_table(root: Path) -> str:
+    """The import table of ``docs/architecture.md``: the parts each part imports, bottom layer first."""
+    edges = part_edges(package_imports(root))
+    rows = []
+    for _, members in LAYERS:
+        for part in members:
+            targets = sorted(b for a, b in edges if a == part)
+            rows.append(f"| `{part}` | {', '.join(f'`{b}`' for b in targets)} |")
+    return "\n".join(["| part | imports |", "|---|---|", *rows]) + "\n"
+
+
+DOCS = "docs/architecture.md"
+TABLES = {"layer": layer_table, "import": import_table}
+
+
+def docs_markers(name: str) -> tuple[str, str]:
+    """The comments around a generated table in :data:`DOCS`."""
+    return (f"<!-- {name} table: generated by `python test/helpers/import_graph.py --write-docs`; do not edit -->",
+            f"<!-- end of {name} table -->")
+
+
+def with_tables(text: str, root: Path) -> str:
+    """``text`` (the architecture page) with each generated table replaced by its current version."""
+    for name, table in TABLES.items():
+        start, end = docs_markers(name)
+        text, n = re.subn(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n\n{table(root)}\n{end}",
+                          text, flags=re.S)
+        if n != 1:
+            raise ValueError(f"{DOCS} holds {n} {name} tables; expected one between {start!r} and {end!r}")
+    return text
+
+
 def main() -> int:
     root = Path(__file__).resolve().parents[2]
+    if sys.argv[1:] == ["--write-docs"]:
+        path = root / DOCS
+        path.write_text(with_tables(path.read_text(), root))
+        print(f"wrote the layer and import tables of {DOCS}")
+        return 0
     imports = package_imports(root)
     edges = part_edges(imports)
     inner = sum(imp.in_function for imp in imports)
@@ -195,7 +296,10 @@ def main() -> int:
     found = cycles(edges)
     for group in found:
         print("cycle between parts: " + " <-> ".join(group))
-    return 1 if found else 0
+    wrong = layer_violations(edges)
+    for line in wrong:
+        print("against the layers: " + line)
+    return 1 if found or wrong else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from waveforms.demo.mirror import Faults, Mirror, MirrorTrack
+    from waveforms.demo.mirror import Mirror, MirrorTrack
 
 
 def slug(text: str) -> str:
@@ -43,9 +43,7 @@ def page_html(title: str, body: str) -> str:
     )
 
 
-def genre_page_html(
-    m: "Mirror", genre: str, page: int, size: int, bad_json: bool = False
-) -> str:
+def genre_page_html(m: "Mirror", genre: str, page: int, size: int) -> str:
     ids = m.listings[genre]
     total = len(ids)
     start = (page - 1) * size
@@ -54,8 +52,6 @@ def genre_page_html(
         t = m.tracks[tid]
         info = m.track_info(t)
         attr = attr_single(info) if page % 2 else attr_escaped(info)
-        if bad_json:
-            attr = "data-track-info='{\"id\":" + str(tid) + ",\"title\":\"cut'"
         items.append(
             f'<div class="play-item gcol grid w-full gid-{slug(genre)} tid-{tid}" {attr}>\n'
             f'  <span class="ptxt-track"><a href="{html.escape(info["url"])}">{html.escape(t.title)}</a></span>\n'
@@ -92,9 +88,9 @@ def track_page_html(t: "MirrorTrack") -> str:
     return page_html(f"{t.artist} - {t.title}", body)
 
 
-def robots_txt(f: "Faults") -> str:
+def robots_txt(disallow: list[str], content_signal: str = "") -> str:
     lines = ["User-agent: *"]
-    lines += [f"Disallow: {p}" for p in f.robots_disallow] or ["Allow: /"]
-    if f.content_signal:
-        lines.append(f"Content-Signal: {f.content_signal}")
+    lines += [f"Disallow: {p}" for p in disallow] or ["Allow: /"]
+    if content_signal:
+        lines.append(f"Content-Signal: {content_signal}")
     return "\n".join(lines) + "\n"

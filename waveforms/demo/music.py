@@ -1,4 +1,4 @@
-"""MP3 fixtures made with ffmpeg, and the demo's mirror of openly licensed music.
+"""MP3s made with ffmpeg, and the demo's mirror of openly licensed music.
 
 ``make demo`` serves Debian's hyperrogue-music (CC BY-SA 3.0), encoded to MP3,
 as an FMA-format site on 127.0.0.1::
@@ -41,12 +41,6 @@ def ffmpeg_mp3(src_args: list[str], out: Path, seconds: float, tags: dict[str, s
         raise RuntimeError(f"ffmpeg failed for {out.name}: {proc.stderr.strip()[-300:]}")
     tmp.replace(out)
     return out
-
-
-def sine_mp3(out: Path, freq: float = 440.0, seconds: float = 1.0, rate: int = 22050, channels: int = 1) -> Path:
-    """A sine tone as MP3 (for tests and benchmarks)."""
-    src = ["-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={rate}:duration={seconds}"]
-    return ffmpeg_mp3(src + ["-ac", str(channels)], out, seconds, bitrate="64k")
 
 
 def hyperrogue_tracks(music_dir: Path, cache: Path, seconds: float = 0.0) -> list[MirrorTrack]:
@@ -95,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no usable .ogg files in {args.music_dir}", file=sys.stderr)
         return 1
     mirror = Mirror(tracks, host=args.host, port=args.port)
-    mirror.faults.content_signal = args.content_signal
+    mirror.robots.content_signal = args.content_signal
     genres = ", ".join(f"{g} ({len(ids)})" for g, ids in sorted(mirror.listings.items()))
     print(f"FMA-format mirror at {mirror.url}: {len(tracks)} tracks; genres {genres}", flush=True)
     if args.url_file:

@@ -16,6 +16,8 @@ import numpy as np
 
 from waveforms import config as cfgmod
 from waveforms import mulaw, progress, storage, versions
+from waveforms.audio import load_prime
+from waveforms.clips import write_wav
 from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
@@ -24,7 +26,7 @@ from waveforms.evaluate.frechet import GaussianStats, fd
 from waveforms.evaluate.index_format import index_uri, read_manifest
 from waveforms.evaluate.likelihood import VAL_BITS, val_nll
 from waveforms.evaluate.mel import MelParams, log_mel
-from waveforms.generate import generate, load_prime, write_wav
+from waveforms.sampling import generate
 from waveforms.storage import OutputDir
 
 log = logging.getLogger(__name__)

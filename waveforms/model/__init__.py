@@ -1,4 +1,4 @@
-"""WaveNet model: config and presets, the layer spec, Keras builder, versioned artifact."""
+"""WaveNet model: config and presets, the layer spec, Keras builder, versioned artifact, training checkpoints."""
 from waveforms.model.artifact import WaveNet, build, load
 from waveforms.model.presets import WaveNetConfig
 

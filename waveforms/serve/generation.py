@@ -2,8 +2,8 @@
 
 A :class:`Job` steps the fast generator's cached state one chunk at a time, so a
 response can send each chunk as soon as it exists and stop when the client goes
-away. It starts and draws with :func:`waveforms.generate.start_sampler` and
-:func:`waveforms.generate.draw`, as ``waveforms generate`` does, so the same seed
+away. It starts and draws with :func:`waveforms.sampling.start_sampler` and
+:func:`waveforms.sampling.draw`, as ``waveforms generate`` does, so the same seed
 gives the same samples as ``waveforms generate --seed S`` whatever the chunk sizes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from waveforms import generate as gen
+from waveforms import sampling
 
 FIRST_CHUNK = 800  # samples: the first chunk is small so playback can start at once
 CHUNK = 2048  # samples per later chunk: bounds the time one step holds the interpreter
@@ -85,7 +85,7 @@ class Job:
         self.n = int(n_samples)
         self.done = 0
         self.temperature, self.top_p = float(temperature), float(top_p)
-        self.sampler = gen.start_sampler(loaded.weights, loaded.wavenet, 1, genre, prime)
+        self.sampler = sampling.start_sampler(loaded.weights, loaded.wavenet, 1, genre, prime)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -97,7 +97,7 @@ class Job:
         size = min(FIRST_CHUNK if self.done == 0 else CHUNK, self.n - self.done)
         if size <= 0:
             return np.zeros(0, np.uint8)
-        codes = gen.draw(self.sampler, self.rng, size, 1, self.temperature, self.top_p)[0]
+        codes = sampling.draw(self.sampler, self.rng, size, 1, self.temperature, self.top_p)[0]
         self.done += size
         return codes
 

@@ -22,10 +22,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 
 from waveforms import storage
+from waveforms.audio import AudioSettings, file_to_codes
 from waveforms.errors import UserError
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, studio
-from waveforms.transform.audio import AudioSettings, file_to_codes
 
 router = APIRouter(prefix="/api/primes", tags=["primes"])
 PRIME_ID = re.compile(r"[0-9a-f]{32}")

@@ -11,7 +11,7 @@ from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import generation as sampling
 from waveforms.errors import UserError
-from waveforms.generate import sidecar
+from waveforms.clips import sidecar
 from waveforms.serve import primes, wav
 from waveforms.serve.generation import Job
 from waveforms.serve.openapi import capped_by, errors, given_or_capped

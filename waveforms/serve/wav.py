@@ -23,7 +23,7 @@ def header(sample_rate: int, n_samples: int | None) -> bytes:
 
 
 def pcm(codes: np.ndarray, mu: int = 255) -> bytes:
-    """mu-law codes as little-endian 16-bit PCM bytes (:func:`waveforms.mulaw.to_pcm16`, as ``generate.write_wav``)."""
+    """mu-law codes as little-endian 16-bit PCM bytes (:func:`waveforms.mulaw.to_pcm16`, as ``clips.write_wav``)."""
     return mulaw.to_pcm16(codes, mu).tobytes()
 
 

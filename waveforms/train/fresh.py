@@ -1,8 +1,8 @@
 """``--fresh``: what a run that starts over forgets in its model folder."""
 from __future__ import annotations
 
+from waveforms.model import checkpoint
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint
 from waveforms.train.metrics_log import METRICS, TENSORBOARD
 from waveforms.train.previews import DIR as PREVIEWS
 

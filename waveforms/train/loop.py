@@ -33,13 +33,13 @@ from waveforms import progress
 from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
 from waveforms.errors import UserError
-from waveforms.model import WaveNetConfig
+from waveforms.model import WaveNetConfig, checkpoint
 from waveforms.storage import OutputDir
-from waveforms.train import checkpoint, previews, recipe, status
-from waveforms.train.fresh import start_fresh
+from waveforms.train import previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
+from waveforms.train.fresh import start_fresh
 from waveforms.train.metrics_log import METRICS, VAL_BITS, MetricsLog
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
 from waveforms.units import bits

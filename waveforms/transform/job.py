@@ -19,11 +19,11 @@ from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
 from waveforms import checksums, jsonl, progress, runs, spark, storage, versions
-from waveforms.errors import UserError
-from waveforms.tracks import ERRORS, MANIFEST
+from waveforms.audio import AudioError, AudioSettings, decode_to
 from waveforms.dataset import format as ds
 from waveforms.dataset import integrity
-from waveforms.transform.audio import AudioError, AudioSettings, decode_to
+from waveforms.errors import UserError
+from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.transform.sources import list_inputs
 
 log = logging.getLogger(__name__)

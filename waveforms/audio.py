@@ -1,4 +1,7 @@
-"""One track: ffmpeg decode → mono → resample → trim silence → normalise → mu-law.
+"""Audio files to mu-law codes: ffmpeg decode → mono → resample → trim silence → normalise → mu-law.
+
+The transform decodes every track with :func:`decode_to`; generation, evaluation and the
+studio decode a prime or a clip with :func:`file_to_codes` and :func:`load_prime`.
 
 ffmpeg streams 16-bit PCM through a pipe (no temporary WAV). The first pass
 spools the PCM to a scratch file while measuring peak, energy and the first
@@ -9,6 +12,7 @@ whatever the track length.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shutil
 import subprocess
@@ -19,9 +23,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms import mulaw, storage
 from waveforms.config import TransformConfig
 from waveforms.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 18  # samples per read (512 KiB of PCM)
 
@@ -190,3 +196,25 @@ def file_to_codes(path: str, sample_rate: int, mu: int = 255, settings: AudioSet
     except AudioError as exc:
         raise UserError(f"cannot use {path}: {exc}") from exc
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def prime_settings(wavenet) -> AudioSettings:
+    """How primes are decoded: the model's dataset's transform settings (model.json's ``transform``).
+
+    Models trained before model.json held them get the transform defaults. Either way the rate
+    and mu are the model's, and no length minimum applies.
+    """
+    stored = wavenet.meta.get("transform") or {}
+    known = {k: v for k, v in stored.items() if k in AudioSettings.__dataclass_fields__}
+    if not stored:
+        log.info("model.json names no transform settings: the prime is decoded with the transform defaults")
+    return AudioSettings.from_config(**{**known, "sample_rate": wavenet.sample_rate, "mu": wavenet.mu,
+                                        "min_seconds": 0.0})
+
+
+def load_prime(path: str, wavenet) -> np.ndarray:
+    """An audio file (local or s3://) as mu-law codes at the model's rate, processed like its training data."""
+    if not storage.exists(path):
+        raise UserError(f"prime file not found: {path}")
+    with storage.local_copy(path) as local:
+        return file_to_codes(str(local), wavenet.sample_rate, wavenet.mu, settings=prime_settings(wavenet))
