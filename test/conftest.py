@@ -7,6 +7,9 @@ Fixtures (any test module can ask for them by name; nothing imports them):
 - ``spark``: the one local[2] SparkSession of the test session, built with
   :func:`waveforms.spark.get_session` (the stages' own ``get_session("local[2]")``
   calls reuse it).
+- ``standalone``: ``standalone(spark_home=None) -> master URL``, a standalone cluster of
+  two one-core workers on 127.0.0.1 for each Spark home (None: the venv's PySpark),
+  started when a test first asks for it and shared by the rest of the session.
 - ``moto_url`` / ``aws_env``: one moto S3 server on 127.0.0.1 for the session;
   ``aws_env`` resets it and points boto3 at it with dummy credentials, per test.
   Tests that use it are marked ``slow`` here, so no module has to.
@@ -74,6 +77,24 @@ def spark(spark_session):
     session = get_session(SPARK_MASTER, "waveforms-tests")
     assert session.sparkContext.master == SPARK_MASTER
     return session
+
+
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory):
+    """``standalone(spark_home=None) -> master URL``: one cluster per Spark home for the session (see above)."""
+    from contextlib import ExitStack
+
+    from helpers.spark_cluster import standalone_cluster
+
+    urls: dict[str | None, str] = {}
+    with ExitStack() as stack:
+        def get(spark_home: str | None = None) -> str:
+            if spark_home not in urls:
+                root = tmp_path_factory.mktemp("cluster")
+                urls[spark_home] = stack.enter_context(standalone_cluster(root, workers=2, spark_home=spark_home))
+            return urls[spark_home]
+
+        yield get
 
 
 # --- S3 on moto --------------------------------------------------------------------------------------------

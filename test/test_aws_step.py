@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.aws import BUCKET, TrippingProxy, client, keys, write_config
+from helpers.waiting import wait_for
 
 from waveforms import storage
 from waveforms.aws import cli, plan, step
@@ -226,11 +227,8 @@ def test_a_killed_train_step_submitted_again_continues_from_its_checkpoint(aws_e
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while (checkpoint.load_state(model) or {}).get("step", 0) < 10:
-            assert proc.poll() is None, "the step finished before it could be killed"
-            assert time.time() < deadline, "no checkpoint reached S3"
-            time.sleep(0.1)
+        wait_for(lambda: (checkpoint.load_state(model) or {}).get("step", 0) >= 10, 300,
+                 "checkpoint 10 on S3", every=0.1, alive=lambda: proc.poll() is None)
         os.killpg(proc.pid, signal.SIGKILL)  # spark-submit, its JVM and the Python driver
         proc.wait(timeout=30)
     finally:

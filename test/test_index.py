@@ -96,11 +96,9 @@ def test_incremental_add_keeps_projection_and_vectors(built, music_dataset, tmp_
 
 
 @pytest.mark.slow
-def test_standalone_cluster_builds_the_same_index(built, music_dataset, tmp_path):
-    from helpers.spark_cluster import standalone_cluster
-
-    with standalone_cluster(tmp_path / "cluster", workers=2) as url:
-        build(load("index", flags={"data": str(music_dataset), "output": str(tmp_path / "index"), "master": url}))
+def test_standalone_cluster_builds_the_same_index(built, music_dataset, standalone, tmp_path):
+    url = standalone()
+    build(load("index", flags={"data": str(music_dataset), "output": str(tmp_path / "index"), "master": url}))
     from waveforms.spark import get_session
 
     get_session("local[2]", "waveforms-tests")

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from helpers.faulty_mirror import FaultyMirror
 from helpers.scrape import config, make_tracks, read_jsonl, sha256
+from helpers.waiting import wait_for
 from waveforms.scrape import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +42,10 @@ def test_sigkill_mid_download_then_resume(sine_mp3, tmp_path):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         partial = out / ".partial"
-        deadline = time.monotonic() + 60
-        try:
-            while time.monotonic() < deadline:
-                manifest = out / "manifest.jsonl"
-                # two complete manifest lines, and track 3's body on its way in
-                if body_started(partial) and manifest.exists() and manifest.read_text().count("\n") == 2:
-                    break
-                assert proc.poll() is None, "crawl ended before it could be killed"
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the slow download never started")
+        manifest = out / "manifest.jsonl"
+        try:  # two complete manifest lines, and track 3's body on its way in
+            wait_for(lambda: body_started(partial) and manifest.exists() and manifest.read_text().count("\n") == 2,
+                     60, "the slow download of track 3", every=0.05, alive=lambda: proc.poll() is None)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

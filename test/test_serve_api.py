@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import requests
 
 from helpers.serve import RATE, TRACK_INFO, add_previews_and_evaluation, make_dataset, running, train_model
 from helpers.train import tone
+from helpers.waiting import wait_for
 from waveforms import mulaw
 from waveforms.config import ServeConfig, generation
 
@@ -212,9 +212,7 @@ def test_busy_server_answers_429_and_a_disconnect_stops_generation(base):
     finally:
         for r in streams:
             r.close()
-    deadline = time.monotonic() + 20
-    while active(base) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: active(base) == 0, 20, "the stopped streams' generations to end", every=0.1)
     after = get(base, "/api/status").json()
     assert after["generations_active"] == 0
     assert after["generations_stopped_early"] == before["generations_stopped_early"] + 2

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from helpers.serve import add_previews_and_evaluation, make_dataset, running, train_model
+from helpers.waiting import wait_for
 from waveforms.config import ServeConfig, generation
 
 pytestmark = pytest.mark.slow
@@ -47,19 +47,9 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def wait(predicate, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def open_page(browser, url: str, page: str) -> None:
     browser.get(f"{url}/#{page}")
-    wait(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), what="the app")
+    wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 30, "the app", every=0.1)
 
 
 def shot(browser, tmp_path: Path, name: str) -> Path:
@@ -78,9 +68,11 @@ def test_datasets_page_lists_licences_and_plays_a_track(studio, browser, tmp_pat
     assert cells[1] == ["t1", "Second Sine", "Bea", "Electronic", "CC-BY-SA 4.0", "2.0", "train"]
     assert "broken.mp3: decode-failed" in browser.find_element("id", "ds-errors").text
     rows[1].find_element("css selector", "button.play").click()
-    wait(lambda: browser.execute_script("return window.studio.spectrogramColumns > 100"), what="a spectrogram")
-    t = wait(lambda: browser.execute_script("const a = document.getElementById('ds-audio');"
-                                            "return a.currentTime > 0.2 && a.currentTime"), what="playback")
+    wait_for(lambda: browser.execute_script("return window.studio.spectrogramColumns > 100"), 30, "a spectrogram",
+             every=0.1)
+    t = wait_for(lambda: browser.execute_script("const a = document.getElementById('ds-audio');"
+                                                "return a.currentTime > 0.2 && a.currentTime"),
+                 30, "playback", every=0.1)
     assert t > 0.2
     assert shot(browser, tmp_path, "datasets").stat().st_size > 10_000
 
@@ -91,8 +83,8 @@ def test_models_page_charts_the_metrics_and_updates_live(studio, browser, tmp_pa
     url, root = studio
     open_page(browser, url, "models")
     rows = [json.loads(line) for line in (root / "runs/tiny/metrics.jsonl").read_text().splitlines()]
-    steps = wait(lambda: browser.execute_script("return window.studio.charts.a && window.studio.charts.a.data[0]"),
-                 what="the loss chart")
+    steps = wait_for(lambda: browser.execute_script("return window.studio.charts.a && window.studio.charts.a.data[0]"),
+                     30, "the loss chart", every=0.1)
     assert steps == [r["step"] for r in rows]
     assert "Second Sine" in browser.find_element("css selector", "#card-a table.memorisation").text
     # the two validation numbers under their own labels: training's probe batches, the evaluation's whole split
@@ -105,9 +97,9 @@ def test_models_page_charts_the_metrics_and_updates_live(studio, browser, tmp_pa
     assert split.find_element("xpath", "preceding-sibling::td").text == "val split bits/sample"
     with open(root / "runs/tiny/metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"step": 40, "loss": 1.5, "val_loss": 1.75, "wall_time": 9.0}) + "\n")
-    last = wait(lambda: browser.execute_script("const d = window.studio.charts.a.data;"
-                                               "return d[0].at(-1) === 40 && [d[1].at(-1), d[2].at(-1)]"),
-                what="the streamed row")
+    last = wait_for(lambda: browser.execute_script("const d = window.studio.charts.a.data;"
+                                                   "return d[0].at(-1) === 40 && [d[1].at(-1), d[2].at(-1)]"),
+                    30, "the streamed row", every=0.1)
     assert last == [1.5, 1.75]
     assert shot(browser, tmp_path, "models").stat().st_size > 10_000
 
@@ -118,20 +110,20 @@ def test_generate_page_plays_while_generating_and_shows_upload_errors(studio, br
     bad = tmp_path / "notes.txt"
     bad.write_text("this is not audio\n" * 50)
     browser.find_element("id", "g-prime-file").send_keys(str(bad))
-    status = wait(lambda: "refused" in (t := browser.find_element("id", "g-prime-status").text) and t,
-                  what="the upload error")
+    status = wait_for(lambda: "refused" in (t := browser.find_element("id", "g-prime-status").text) and t,
+                      30, "the upload error", every=0.1)
     assert "not an audio file" in status
     browser.execute_script("document.getElementById('g-prime-file').value = ''")
     browser.find_element("id", "g-seconds").clear()
     browser.find_element("id", "g-seconds").send_keys("3")
     assert float(browser.find_element("id", "g-top-p").get_attribute("value")) == generation.TOP_P
     browser.find_element("id", "g-start").click()
-    first = wait(lambda: browser.execute_script("return document.getElementById('g-audio').currentTime"),
-                 what="playback to start")
-    later = wait(lambda: (t := browser.execute_script("return document.getElementById('g-audio').currentTime"))
-                 > first + 0.5 and t, what="playback to advance")
+    first = wait_for(lambda: browser.execute_script("return document.getElementById('g-audio').currentTime"),
+                     30, "playback to start", every=0.1)
+    later = wait_for(lambda: (t := browser.execute_script("return document.getElementById('g-audio').currentTime"))
+                     > first + 0.5 and t, 30, "playback to advance", every=0.1)
     assert later > first
-    wait(lambda: browser.find_element("id", "g-status").text == "done", timeout=30, what="the end")
+    wait_for(lambda: browser.find_element("id", "g-status").text == "done", 30, "the end", every=0.1)
     href = browser.find_element("id", "g-download-wav").get_attribute("href")
     assert "download=1" in href and f"top_p={generation.TOP_P:g}" in href
     assert shot(browser, tmp_path, "generate").stat().st_size > 10_000

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from helpers import spark35
-from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
 from waveforms import mulaw
 from waveforms.transform import read_tracks
@@ -68,9 +67,8 @@ def run35(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    with standalone_cluster(spark_home=str(spark35.SPARK35_HOME)) as url:
-        yield url
+def master(standalone):
+    return standalone(str(spark35.SPARK35_HOME))
 
 
 @pytest.fixture(scope="module")

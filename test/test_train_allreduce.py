@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 
 from helpers import spark35
-from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
+from helpers.waiting import wait_for
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, regions
 from waveforms.errors import UserError
@@ -128,7 +127,7 @@ def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path, tier):
+def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path, tier, standalone):
     """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights.
     The 3.5 tier's run splits the all-reduce into 1 kB packs (allreduce.pack_kb): the same weights."""
     spark_home, env = tier
@@ -137,9 +136,8 @@ def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_pat
     run(local)
     two = cfg_for(tmp_path, data, "two")
     packs = ("--set", "allreduce.pack_kb=1") if env is not None else ()
-    with standalone_cluster(tmp_path / "cluster", workers=2, spark_home=spark_home) as url:
-        done = subprocess.run(argv(two, url, 2, *packs), cwd=ROOT, capture_output=True, text=True, timeout=900,
-                              env=env)
+    done = subprocess.run(argv(two, standalone(spark_home), 2, *packs), cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     expected, got = weights(tmp_path / "local"), weights(tmp_path / "two")
     assert len(expected) == len(got)
@@ -193,10 +191,8 @@ def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tm
     proc = subprocess.Popen(argv(cfg, "local[2]", 2, "--set", "allreduce.timeout_s=60"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline and not (latest.exists() and latest.read_text().strip() >= "ckpt-00000010"):
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            time.sleep(0.2)
+        wait_for(lambda: latest.exists() and latest.read_text().strip() >= "ckpt-00000010", 600, "checkpoint 10",
+                 every=0.2, alive=lambda: proc.poll() is None, detail=lambda: proc.stdout.read()[-4000:])
         before = int(latest.read_text().strip()[len("ckpt-"):])
         victim = rank_pids(model)[1]
         os.kill(victim, signal.SIGKILL)

@@ -16,6 +16,7 @@ import pytest
 from helpers import elephas as elephas_env
 from helpers.spark_cluster import standalone_cluster
 from helpers.train import tone_dataset
+from helpers.waiting import wait_for
 from waveforms.model import load
 
 
@@ -117,22 +118,22 @@ def test_a_killed_python_worker_is_retried_and_asynchronous_training_completes(c
     crashed_before = crashed_tasks(cluster_root)
     proc = subprocess.Popen(train_cmd(data, out, cluster, "asynchronous", epochs=2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    killed = None
+    def kill_a_busy_worker() -> int | None:
+        pid = busy_task_worker(cluster)  # a worker in the middle of a task, not an idle one
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        return pid
+
     try:
-        deadline = time.time() + 240
-        while killed is None and time.time() < deadline and proc.poll() is None:
-            pid = busy_task_worker(cluster)  # kill a worker in the middle of a task, not an idle one
-            if pid is not None:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = pid
-                except ProcessLookupError:
-                    pass
+        killed = wait_for(kill_a_busy_worker, 240, "a busy task worker", every=0, alive=lambda: proc.poll() is None)
         _, stderr = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, "no busy task worker appeared"
     assert proc.returncode == 0, stderr[-3000:]
     # the kill failed a running task, and Spark ran it again: training still has every epoch
     assert crashed_tasks(cluster_root) > crashed_before

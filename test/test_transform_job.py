@@ -5,13 +5,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers.delay_proxy import DelayProxy, Faults
+from helpers.waiting import wait_for
 from waveforms.config import TransformConfig
 from waveforms.transform import Dataset, read_tracks, run
 
@@ -120,10 +120,8 @@ def test_killed_run_leaves_the_previous_dataset_readable(spark, sine_mp3, music,
                              str(out), "--master", "local[1]", "--sample-rate", "8000"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     old_shards = {m["shard"] for _, m in before.values()}
-    deadline = time.time() + 120
-    while time.time() < deadline and all(f"shards/{p.name}" in old_shards for p in (out / "shards").iterdir()):
-        time.sleep(0.1)  # until the new run's first task has opened its shard
-    assert proc.poll() is None, "the run finished before it could be killed"
+    wait_for(lambda: not all(f"shards/{p.name}" in old_shards for p in (out / "shards").iterdir()), 120,
+             "the new run's first task to open its shard", every=0.1, alive=lambda: proc.poll() is None)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     after = tracks_of(out)  # still a valid, complete dataset: the old one
@@ -180,15 +178,12 @@ def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3, moto_url, fa
 
 
 @pytest.mark.slow
-def test_standalone_cluster_is_byte_identical_to_local(spark, music, tmp_path):
-    from helpers.spark_cluster import standalone_cluster
-
+def test_standalone_cluster_is_byte_identical_to_local(spark, music, standalone, tmp_path):
     run(cfg(music, tmp_path / "local"))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    with standalone_cluster(tmp_path / "cluster", workers=2) as master:
-        out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(music), "--output",
-                              str(tmp_path / "cluster"), "--master", master, "--sample-rate", "8000",
-                              "--set", "partitions=3"], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "waveforms", "transform", "--input", str(music), "--output",
+                          str(tmp_path / "cluster"), "--master", standalone(), "--sample-rate", "8000",
+                          "--set", "partitions=3"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     a, b = tracks_of(tmp_path / "local"), tracks_of(tmp_path / "cluster")
     assert sorted(a) == sorted(b) == ["größe", "one_tone", "three"]
@@ -235,18 +230,16 @@ def test_a_killed_task_is_retried_without_duplicating_tracks(sine_mp3, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "waveforms", "transform", "--input", str(src), "--output",
                              str(out), "--master", "local[2,4]", "--sample-rate", "8000", "--set", "partitions=4"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.time() + 180
-    while killed is None and proc.poll() is None and time.time() < deadline:
+    def kill_a_running_task() -> int | None:
         for pid in _descendants(proc.pid):
             # a task worker: forked by the pyspark daemon, and running ffmpeg right now
             if "pyspark.daemon" in _cmd(pid) and any("ffmpeg" in _cmd(c) for c in _children(pid)):
                 os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-        time.sleep(0.02)
+                return pid
+        return None
+
+    wait_for(kill_a_running_task, 180, "a running task", every=0.02, alive=lambda: proc.poll() is None)
     _, err = proc.communicate(timeout=300)
-    assert killed is not None, "no running task was caught"
     assert proc.returncode == 0, err[-3000:]
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"long{i}" for i in range(4)]

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pyspark
 
+from helpers import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
@@ -213,12 +215,7 @@ class Cluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"{what} did not happen within {timeout:.0f} s; logs in {self.logs}")
+        waiting.wait_for(predicate, timeout, what, detail=lambda: f"logs in {self.logs}")
 
     def start_worker(self, i: int) -> None:
         host = self.hosts[i]

@@ -5,13 +5,13 @@ import contextlib
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from helpers.train import tone_dataset, train_argv
+from helpers.waiting import wait_for
 
 RATE = 8000
 TRACK_INFO = {  # id -> title, artist, licence
@@ -84,10 +84,7 @@ def running(cfg) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+    wait_for(lambda: server.started, 30, "the server to start", every=0.05, alive=thread.is_alive)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:

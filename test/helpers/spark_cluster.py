@@ -3,33 +3,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pyspark
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` seconds."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise TimeoutError(f"timed out waiting for {what}")
+from helpers.waiting import wait_for
 
 
 def _master_url(log: Path) -> str | None:
@@ -72,11 +55,11 @@ def standalone_cluster(root: Path | None = None, workers: int = 2, cores: int = 
         # a port picked in advance) and logs its URL
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0",
               "--webui-port", "0")
-        url = _wait_for(lambda: _master_url(logs / "master.log"), 90, "the Spark master")
+        url = wait_for(lambda: _master_url(logs / "master.log"), 90, "the Spark master")
         for i in range(workers):
             start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(cores),
                   "--memory", memory, "--webui-port", "0", url)
-        _wait_for(lambda: sum("Successfully registered with master" in (logs / f"worker{i}.log").read_text(
+        wait_for(lambda: sum("Successfully registered with master" in (logs / f"worker{i}.log").read_text(
             errors="replace") for i in range(workers)) == workers, 120, "the workers to register")
         yield url
     finally:

@@ -73,15 +73,12 @@ def sigkill_when(argv: list[str], reached, timeout_s: float = 240) -> None:
     """Run ``argv`` and SIGKILL it as soon as ``reached()`` is true; fails if it ends first."""
     import signal
     import subprocess
-    import time
+
+    from helpers.waiting import wait_for
 
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + timeout_s
-        while not reached():
-            assert proc.poll() is None, "training finished before it could be killed"
-            assert time.time() < deadline, "the run never reached the point to kill it at"
-            time.sleep(0.05)
+        wait_for(reached, timeout_s, "the point to kill the run at", every=0.05, alive=lambda: proc.poll() is None)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
