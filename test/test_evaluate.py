@@ -3,8 +3,9 @@ against its closed form and its yardsticks on real music, and evaluation.json en
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -83,9 +84,11 @@ def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path
     from waveforms.cli import main
     from waveforms.model import build
 
-    assert main(["index", "--data", str(music_dataset), "--master", "local[2]"]) == 0
+    data = tmp_path / "dataset"  # a copy without the index other tests may have built in the session's dataset
+    shutil.copytree(music_dataset, data, ignore=shutil.ignore_patterns("index"))
+    assert main(["index", "--data", str(data), "--master", "local[2]"]) == 0
     wavenet = build("tiny", sample_rate=SR)
-    wavenet.meta.update({"dataset": str(music_dataset), "dataset_id": Dataset.open(str(music_dataset)).dataset_id})
+    wavenet.meta.update({"dataset": str(data), "dataset_id": Dataset.open(str(data)).dataset_id})
     model_dir = tmp_path / "model"
     wavenet.save(str(model_dir))
     assert main(["evaluate", "--model", str(model_dir), "--clips", "2", "--seconds", "2",
