@@ -52,6 +52,18 @@ def test_a_newer_model_json_is_refused(tmp_path):
         artifact.load(model)
 
 
+def test_a_checkpoint_without_a_version_resumes_and_a_newer_one_is_refused(tmp_path):
+    from waveforms.model import checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(LEGACY, model)
+    assert checkpoint.load_state(model)["step"] == 5  # written before checkpoints recorded format_version
+    state = model / checkpoint.DIR / checkpoint.latest_name(model) / checkpoint.STATE
+    _newer(state, checkpoint.FORMAT_VERSION)
+    with pytest.raises(NewerFormat, match=rf"{state} has format_version {checkpoint.FORMAT_VERSION + 1}"):
+        checkpoint.load_state(model)
+
+
 def test_a_newer_dataset_json_is_refused(tmp_path):
     data = tone_dataset(tmp_path / "data")
     Dataset.open(str(data))

@@ -7,7 +7,8 @@ Layout under ``MODEL_DIR/checkpoints`` (a local folder or an ``s3://`` prefix)::
 
 ``ema.npz`` (the moving average of the weights, when training keeps one) is
 there when ``state.json`` has ``"ema": true``. ``state.json`` also records the
-size and SHA-256 of the other files (``"files"``), checked before they are loaded.
+size and SHA-256 of the other files (``"files"``), checked before they are loaded,
+and its ``format_version`` (checkpoints written before it have none and resume).
 
 A checkpoint is written into a temporary folder of the local working copy,
 renamed to its final name, and only then named in ``latest``. For an S3 target
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from waveforms import checksums, storage
+from waveforms import checksums, storage, versions
 from waveforms.errors import UserError
 from waveforms.storage import OutputDir
 
@@ -42,6 +43,7 @@ EMA = "ema.npz"
 FILES = (WEIGHTS, OPTIMIZER, STATE)  # upload order: state.json last within a checkpoint
 TMP_PREFIX = ".tmp-"
 FILES_KEY = "files"  # state.json: {file: {"size", "sha256"}} of the checkpoint's other files
+FORMAT_VERSION = 1
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used to resume."""
@@ -152,7 +154,7 @@ def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | N
 
     ``ema``: the moving-average weights, stored as ``ema.npz`` (and ``"ema": true`` in the state).
     """
-    state = {**state, "ema": ema is not None}
+    state = {**state, "ema": ema is not None, versions.KEY: FORMAT_VERSION}
     base = root(out)
     base.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{int(state['step']):08d}"
@@ -206,13 +208,15 @@ def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
     while name is not None:
         path = storage.join(_uri(model_dir), DIR, name, STATE)
         try:
-            return json.loads(storage.read_text(path))
+            state = json.loads(storage.read_text(path))
         except (OSError, ValueError, BotoCoreError, ClientError) as exc:  # ClientError: a pointer to a missing object
             newer = latest_name(model_dir)
             if newer is not None and newer > name:
                 name = newer
                 continue
             raise CheckpointError(f"checkpoint {storage.parent(path)} is unreadable ({exc}); rerun with --fresh") from exc
+        versions.check(state, path, FORMAT_VERSION)
+        return state
     return None
 
 
