@@ -9,6 +9,7 @@ nothing in the root namespace can reach the hosts, nor they it. Each host also h
 - a link rate, shaped both ways with ``tc tbf`` (this kernel has no ``sch_netem``);
 - its own ``/tmp``: every process it runs gets a private mount namespace with a folder of the host's
   bind-mounted over /tmp, so a path that works only because all hosts share one disk fails here.
+  A checkout under /tmp (its code and environments) stays visible at its path.
 
 Host 0 holds the S3 server (moto), the Spark master and the driver; hosts 1..N a Spark worker each
 (one task slot). Files pass between the test and the hosts through ``shared`` (outside /tmp, seen by
@@ -46,8 +47,12 @@ BUCKET = "cluster"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAHOSTSTEST", "AWS_SECRET_ACCESS_KEY": "hosts-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
 # Enter a host: join its cgroup, then its network namespace, then a private mount namespace with its /tmp.
-ENTER = ('procs=$1; ns=$2; tmp=$3; shift 3; echo $$ > "$procs" && exec ip netns exec "$ns" '
-         'unshare --mount --propagation private sh -c \'mount --bind "$0" /tmp && exec "$@"\' "$tmp" "$@"')
+# KEEP, a folder under /tmp (the checkout, when it lies there), is bound into the host's /tmp at its path first.
+ENTER = ('procs=$1; ns=$2; tmp=$3; keep=$4; shift 4; echo $$ > "$procs" && exec ip netns exec "$ns" '
+         'unshare --mount --propagation private sh -c \'tmp=$0; keep=$1; shift; '
+         'if [ -n "$keep" ]; then mkdir -p "$tmp${keep#/tmp}" && mount --bind "$keep" "$tmp${keep#/tmp}"; fi; '
+         'mount --rbind "$tmp" /tmp && exec "$@"\' "$tmp" "$keep" "$@"')
+KEEP = str(ROOT) if ROOT.is_relative_to("/tmp") else ""
 
 
 def check() -> str:
@@ -83,7 +88,7 @@ class Host:
 
     def argv(self, cmd: list[str], env: dict[str, str]) -> list[str]:
         """``cmd`` as a command line that runs on this host with exactly ``env``."""
-        return ["sh", "-c", ENTER, "enter-host", str(self.cgroup / "cgroup.procs"), self.ns, str(self.tmp),
+        return ["sh", "-c", ENTER, "enter-host", str(self.cgroup / "cgroup.procs"), self.ns, str(self.tmp), KEEP,
                 "env", "-i", *[f"{k}={v}" for k, v in env.items()], *cmd]
 
     def popen(self, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -50,8 +50,8 @@ from waveforms.train.collective import tf_config
 
 log = logging.getLogger(__name__)
 
-USER_MARK = "waveforms-user-error: "
-SPARK_SLOTS = "requires more slots than the total number of slots"  # Spark's barrier check gave up waiting  # prefixes a rank's bad-input message in a failed task's error
+USER_MARK = "waveforms-user-error: "  # prefixes a rank's bad-input message in a failed task's error
+SPARK_SLOTS = "requires more slots than the total number of slots"  # Spark's barrier check gave up waiting
 
 
 class StageFailed(UserError):
