@@ -2,9 +2,9 @@
 
 ``model.json``, a checkpoint's ``state.json``, ``dataset.json``, an index's
 ``index.json`` and ``evaluation.json`` each record ``format_version`` (the last three
-wrote ``version`` before; it is read as ``format_version``). A file of a newer version than this code knows is refused
-with :class:`NewerFormat`; an older one is read, its renamed keys under their new
-names (:func:`renamed`).
+wrote ``version`` before; it is read as ``format_version``). A file of a newer
+version than this code knows is refused with :class:`NewerFormat`; an older one is
+read, its renamed keys under their new names (:func:`renamed`).
 """
 from __future__ import annotations
 
