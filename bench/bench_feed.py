@@ -32,8 +32,12 @@ samples/s of each run's metrics.jsonl and the CPU share moto and the proxy took.
 else on the rest: S3's side of each request then stops competing with
 training for the same cores, as on a cluster, where S3 is not on the node.
 
+``--hosts`` (root) runs only the ``--cli-run`` rows, on emulated hosts (test/helpers/hosts.py): the
+training on a host of its own, the S3 server on another behind a link (see :func:`hosts_run`).
+
 Usage: python bench/bench_feed.py [--presets small,default] [--delays 0,20,50,100] [--steps 40]
        [--feed-seconds 6] [--reads-in-flight 32] [--gpu-tflops 31.2] [--cli-run 120] [--server-cpus 1]
+       python bench/bench_feed.py --hosts [--cli-run 120] [--host-cpu 1.0] [--s3-cpu 0.5] [--rate 1gbit]
 """
 from __future__ import annotations
 
@@ -96,11 +100,7 @@ class Servers:
 
     def cpu_seconds(self) -> float:
         """CPU time moto and the proxy have used so far (user + system, from /proc)."""
-        total = 0
-        for proc in (self.moto, self.proxy):
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return total / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds([self.moto.pid, self.proxy.pid])
 
     def control(self, what: str) -> dict:
         method = "POST" if what.startswith("reset") else "GET"
@@ -299,6 +299,85 @@ def cli_run(args, servers: Servers, local: Path, remote: str, tmp: Path) -> None
             f"{v / ref:.2f}"] for n, v, s, c in rows])
 
 
+def hosts_run(args) -> None:
+    """``waveforms train`` on an emulated host of its own, from its disk and from S3 on another host.
+
+    Host 1 trains (``--host-cpu`` cores); host 0 holds only the S3 server and the delaying proxy
+    (``--s3-cpu`` cores), behind a ``--rate`` link: S3 neither shares the training host's cores nor
+    its disk, as on a cluster. Each row is a ``--cli-run`` step run of ``small``; the reference is
+    the same host reading its own disk (the mean of a run before and one after the S3 rows).
+    """
+    import shutil
+
+    from helpers import hosts as hostlib
+
+    why = hostlib.check()
+    if why:
+        print(f"\n## The feed across emulated hosts: not run ({why})")
+        return
+    period = hostlib.finest_period_us(min(args.host_cpu, args.s3_cpu))
+    with hostlib.Cluster(workers=1, cpu=args.host_cpu, head_cpu=args.s3_cpu, rate=args.rate, period_us=period,
+                         spark=False) as c:
+        head, trainer = c.hosts
+        make_dataset(c.shared / "ds", args.tracks, args.seconds)
+        shutil.copytree(c.shared / "ds", trainer.tmp / "ds")  # the training host's own disk
+        env = {**c.env(head), "PYTHONPATH": str(ROOT)}
+        done = head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
+                         f"s3://{hostlib.BUCKET}/ds"], env)
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        proxy_url = f"http://{head.address}:{hostlib.S3_PORT + 1}"
+        c.start(head, "proxy", [sys.executable, str(ROOT / "test" / "helpers" / "delay_proxy.py"), c.s3_url,
+                                "--delay-ms", str(args.host_delay_ms), "--host", head.address,
+                                "--port", str(hostlib.S3_PORT + 1)])
+        c.wait_for(lambda: c.on_head(["-c", f"import urllib.request as u; u.urlopen('{proxy_url}/__proxy__/stats', "
+                                            "timeout=2)"]).returncode == 0, 60, "the delaying proxy to listen")
+        server_pids = [p.pid for p in c.procs[0]]
+        remote = f"s3://{hostlib.BUCKET}/ds"
+        cache = ("--set", "shard_cache_dir=/tmp/shard-cache", "--set", "shard_cache_gb=1")
+        delayed = f"S3 on host 0 +{args.host_delay_ms:g} ms"
+        rows = []
+        for name, data, endpoint, extra in (("its own disk", "/tmp/ds", c.s3_url, ()),
+                                            ("S3 on host 0", remote, c.s3_url, ()),
+                                            (delayed, remote, proxy_url, ()),
+                                            (f"{delayed}, shard cache", remote, proxy_url, cache),
+                                            ("its own disk (again)", "/tmp/ds", c.s3_url, ())):
+            model = f"model-{len(rows)}"
+            cpu0, head0, t0 = cpu_seconds(server_pids), head.cpu_stat(), time.perf_counter()
+            done = trainer.run([sys.executable, "-m", "waveforms", "train", "--data", data, "--model-dir",
+                                f"/tmp/{model}", "--preset", "small", "--steps", str(args.cli_run),
+                                "--window", str(args.window), "--batch-size", str(args.batch_size),
+                                "--set", "preview_every=-1", "--set", f"reads_in_flight={args.reads_in_flight}",
+                                *extra], {**c.env(trainer, AWS_ENDPOINT_URL=endpoint), "PYTHONPATH": str(ROOT)},
+                               timeout=3600)
+            if done.returncode:
+                raise SystemExit(f"{name}: training failed:\n{done.stderr[-3000:]}")
+            wall = time.perf_counter() - t0
+            metrics = [json.loads(line) for line in (trainer.tmp / model / "metrics.jsonl").read_text().splitlines()]
+            sps = [r["samples_per_s"] for r in metrics if "samples_per_s" in r][1:]  # the first interval traces
+            head1 = head.cpu_stat()
+            throttled = (head1["nr_throttled"] - head0["nr_throttled"]) / max(1, head1["nr_periods"] - head0["nr_periods"])
+            rows.append((name, float(np.median(sps)), (cpu_seconds(server_pids) - cpu0) / wall, throttled))
+    ref = float(np.mean([v for n, v, _, _ in rows if n.startswith("its own disk")]))
+    table(f"Across emulated hosts: waveforms train --preset small --steps {args.cli_run} on host 1 ({args.host_cpu} "
+          f"core), S3 on host 0 ({args.s3_cpu} core, moto and the proxy), a {args.rate} link, quota period "
+          f"{period / 1000:g} ms: median samples/s of metrics.jsonl rows (the first left out)",
+          ["data", "samples/s", "S3 server cores used", "S3 host's periods throttled", "× its own disk"],
+          [[n, f"{v:,.0f}", f"{cores:.2f}", f"{th:.0%}", f"{v / ref:.2f}"] for n, v, cores, th in rows])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes ``pids`` have used so far, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default="small,default", type=lambda s: s.split(","))
@@ -317,7 +396,19 @@ def main() -> None:
     parser.add_argument("--server-cpus", type=int, default=0, metavar="K",
                         help="run moto and the proxy on the last K CPUs and the benchmark (and its training "
                              "runs) on the others, as on a cluster, where S3 does not share the node's cores")
+    parser.add_argument("--hosts", action="store_true",
+                        help="only the --cli-run runs, on an emulated host of its own with S3 on another (root)")
+    parser.add_argument("--host-cpu", type=float, default=1.0, help="cores of the training host (--hosts)")
+    parser.add_argument("--s3-cpu", type=float, default=0.5, help="cores of the S3 server's host (--hosts)")
+    parser.add_argument("--rate", default="1gbit", help="the hosts' link rate, in tc's units (--hosts)")
+    parser.add_argument("--host-delay-ms", type=float, default=50.0, help="the proxy's delay per request (--hosts)")
     args = parser.parse_args()
+    if args.hosts:
+        args.cli_run = args.cli_run or 120
+        print(f"# bench_feed --hosts {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+        hosts_run(args)
+        return
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus = set(cpus[-args.server_cpus:]) if args.server_cpus else None
     if server_cpus and len(server_cpus) >= len(cpus):

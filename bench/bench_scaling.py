@@ -264,8 +264,9 @@ def hosts_table(args) -> None:
     if why:
         print(f"\n## Across emulated hosts: not run ({why})")
         return
+    period_us = int(args.cpu_period_ms * 1000) or hostlib.finest_period_us(min(args.host_cpu, args.head_cpu))
     print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
-          f"{args.steps} steps, {args.host_cpu} core per host, quota period {args.cpu_period_ms:g} ms)\n")
+          f"{args.steps} steps, {args.host_cpu} core per host, quota period {period_us / 1000:g} ms)\n")
     print("| link | N | s per step | all-reduce s per step (share) | one agreement s | t_1 / (N t_N) "
           "| max loss gap to N = 1 | one rank alone on B/N windows: s per step | projected s per step (efficiency) "
           "| corrected projection (efficiency) |")
@@ -277,7 +278,7 @@ def hosts_table(args) -> None:
         agreement: dict[int, float] = {}
         for n in args.hosts:
             with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu,
-                                 period_us=int(args.cpu_period_ms * 1000)) as c:
+                                 period_us=period_us) as c:
                 shutil.copytree(args.data, c.shared / "ds")
                 env = {**c.env(c.head), "PYTHONPATH": str(ROOT)}
                 sync = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
@@ -380,7 +381,8 @@ def main() -> None:
     ap.add_argument("--rates", default="1gbit,10gbit", help="link rates of table 4 (tc's units)")
     ap.add_argument("--host-cpu", type=float, default=0.3, help="cores per emulated host (a CPU quota)")
     ap.add_argument("--head-cpu", type=float, default=0.4, help="cores of host 0 (S3, the master, the driver)")
-    ap.add_argument("--cpu-period-ms", type=float, default=100.0, help="the CPU quotas' accounting period")
+    ap.add_argument("--cpu-period-ms", type=float, default=0.0,
+                    help="the CPU quotas' accounting period (0: the finest the kernel allows for these quotas)")
     ap.add_argument("--sync-s", type=float, default=0.0,
                     help="the projection's synchronisation cost per step beyond the ring (table 4 measures it)")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",

@@ -105,6 +105,15 @@ def rank_processes(cluster) -> list[int]:
     return found
 
 
+def test_a_quota_the_kernel_would_refuse_is_an_error_naming_the_finest_period():
+    # 0.3 of a core over 2 ms is 600 us, under the kernel's 1 ms: refused before anything is made, naming
+    # ceil(1000 / 0.3) = 3334 us; at that period both quotas are at least 1 ms
+    with pytest.raises(ValueError, match="at least 3334 us"):
+        hostlib.Cluster(workers=1, cpu=0.3, period_us=2000)
+    assert hostlib.finest_period_us(0.3) == 3334 and int(0.3 * 3334) >= 1000 and int(0.3 * 3333) < 1000
+    assert hostlib.finest_period_us(2.0) == 1000  # the kernel's smallest period
+
+
 def test_two_hosts_take_the_steps_of_one_process_with_the_model_on_s3(cluster, data, tmp_path):
     """The oracle across real links: ranks on hosts 1 and 2 end with the local engine's weights."""
     run(cfg_for(tmp_path, data, "local"))

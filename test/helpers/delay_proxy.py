@@ -1,4 +1,4 @@
-"""An HTTP reverse proxy on 127.0.0.1 that adds a fixed delay to every request: S3's latency, locally,
+"""An HTTP reverse proxy on 127.0.0.1 (or an emulated host's address) that adds a fixed delay to every request: S3's latency, locally,
 and, on request, S3's faults (:class:`Faults`): responses cut during their headers or their body,
 503 SlowDown answers, and connections closed during a PUT's ``Expect: 100-continue`` exchange.
 
@@ -224,8 +224,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many clients connect at once; the default backlog of 5 drops SYNs
 
-    def __init__(self, port: int, upstream: str, delay_s: float, faults: Faults | None = None):
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int, upstream: str, delay_s: float, faults: Faults | None = None,
+                 host: str = "127.0.0.1"):
+        super().__init__((host, port), _Handler)
         self.faults = faults or Faults()
         self.lock = threading.Lock()
         self.seen = 0  # data requests, for the fault schedule
@@ -239,8 +240,9 @@ class _Server(ThreadingHTTPServer):
 class DelayProxy:
     """The proxy on a thread of this process (a free port unless ``port``); a context manager."""
 
-    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0, faults: Faults | None = None):
-        self._server = _Server(port, upstream, delay_s, faults)
+    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0, faults: Faults | None = None,
+                 host: str = "127.0.0.1"):
+        self._server = _Server(port, upstream, delay_s, faults, host)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="delay-proxy")
 
     @property
@@ -282,8 +284,9 @@ def main() -> None:
     parser.add_argument("upstream", help="the server to forward to, e.g. http://127.0.0.1:5000")
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (an emulated host's)")
     args = parser.parse_args()
-    proxy = DelayProxy(args.upstream, args.delay_ms / 1000, args.port)
+    proxy = DelayProxy(args.upstream, args.delay_ms / 1000, args.port, host=args.host)
     print(proxy.url, flush=True)
     proxy._server.serve_forever()
 

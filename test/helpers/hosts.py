@@ -18,6 +18,7 @@ are removed. Without root, ``ip`` or a writable cgroup, :func:`check` says why a
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
+MIN_QUOTA_US = 1000  # the kernel's smallest CFS quota (and period)
 # A lost executor is noticed within NETWORK_TIMEOUT_S by the driver and a lost worker within WORKER_TIMEOUT_S by
 # the master (Spark's defaults, 120 s and 60 s, are for clusters whose hosts come back less often than a test's).
 NETWORK_TIMEOUT_S = 30
@@ -53,6 +55,11 @@ ENTER = ('procs=$1; ns=$2; tmp=$3; keep=$4; shift 4; echo $$ > "$procs" && exec 
          'if [ -n "$keep" ]; then mkdir -p "$tmp${keep#/tmp}" && mount --bind "$keep" "$tmp${keep#/tmp}"; fi; '
          'mount --rbind "$tmp" /tmp && exec "$@"\' "$tmp" "$keep" "$@"')
 KEEP = str(ROOT) if ROOT.is_relative_to("/tmp") else ""
+
+
+def finest_period_us(cpu: float) -> int:
+    """The shortest quota period that gives ``cpu`` cores a quota the kernel accepts (1 ms at least)."""
+    return max(MIN_QUOTA_US, math.ceil(MIN_QUOTA_US / cpu))
 
 
 def check() -> str:
@@ -112,6 +119,11 @@ class Host:
                 pass
         return len(pids)
 
+    def cpu_stat(self) -> dict[str, int]:
+        """The host's cgroup ``cpu.stat`` (``nr_periods``, ``nr_throttled``, ...): how often its quota ran out."""
+        lines = (self.cgroup / "cpu.stat").read_text().split("\n")
+        return {k: int(v) for k, v in (line.split() for line in lines if line.strip())}
+
     def link(self, up: bool) -> None:
         """Connect or cut this host's link (its port on the bridge)."""
         sh("ip", "-n", self.bridge_ns, "link", "set", self.bridge_port, "up" if up else "down")
@@ -127,11 +139,16 @@ class Cluster:
     head_cpu: float = 0.4  # host 0: the S3 server, the Spark master and the driver
     period_us: int = PERIOD_US  # the CPU quota's accounting period
     worker_memory: str = "2g"
+    spark: bool = True  # a Spark master on host 0 and a worker on each other host; False: S3 only
     tag: str = field(default_factory=lambda: f"wf{os.getpid() % 10000}x{random.randrange(100)}")
     hosts: list[Host] = field(default_factory=list)
     procs: dict[int, list[subprocess.Popen]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for cpu in (self.cpu, self.head_cpu):  # the kernel refuses a smaller quota, and a larger one gives more
+            if int(cpu * self.period_us) < MIN_QUOTA_US:
+                raise ValueError(f"{cpu} core over a {self.period_us} us period is a quota under the kernel's "
+                                 f"{MIN_QUOTA_US} us: use a period of at least {finest_period_us(cpu)} us")
         self.base = Path("/var/tmp") / f"waveforms-hosts-{self.tag}"
         self.shared = self.base / "shared"
         self.logs = self.shared / "logs"
@@ -185,7 +202,7 @@ class Cluster:
                "burst", "256kb", "latency", "50ms")
         cgroup = self._cgroup_root / f"h{i}"
         cgroup.mkdir(parents=True, exist_ok=True)
-        quota = max(1000, int(cpu * self.period_us))  # the kernel's smallest quota is 1 ms
+        quota = int(cpu * self.period_us)
         if self._v2:
             (cgroup / "cpu.max").write_text(f"{quota} {self.period_us}")
         else:
@@ -235,17 +252,18 @@ class Cluster:
         head = self.head
         self.start(head, "s3", [sys.executable, "-m", "moto.server", "-H", head.address, "-p", str(S3_PORT)])
         spark_class = str(Path(os.path.dirname(pyspark.__file__)) / "bin" / "spark-class")
-        self.start(head, "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", head.address,
-                                    "--port", str(MASTER_PORT), "--webui-port", "0"])
-        self.wait_for(lambda: re.search(r"Running Spark version|Starting Spark master", self.log("master")), 90,
-                      "the Spark master to start")
+        if self.spark:
+            self.start(head, "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", head.address,
+                                        "--port", str(MASTER_PORT), "--webui-port", "0"])
+            self.wait_for(lambda: re.search(r"Running Spark version|Starting Spark master", self.log("master")), 90,
+                          "the Spark master to start")
         self.wait_for(lambda: "Running on" in self.log("s3") or "Serving" in self.log("s3")
                       or self.on_head(["-c", "import urllib.request as u; u.urlopen(" + repr(self.s3_url)
                                        + ", timeout=2)"]).returncode == 0, 60, "the S3 server to listen")
         done = self.on_head(["-c", f"import boto3; boto3.client('s3').create_bucket(Bucket={BUCKET!r})"])
         if done.returncode != 0:
             raise RuntimeError(f"cannot create the bucket: {done.stderr[-2000:]}")
-        for i in range(1, self.workers + 1):
+        for i in range(1, self.workers + 1 if self.spark else 1):
             self.start_worker(i)
 
     def on_head(self, args: list[str], timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
