@@ -330,8 +330,7 @@ def hosts_run(args) -> None:
         c.start(head, "proxy", [sys.executable, str(ROOT / "test" / "helpers" / "delay_proxy.py"), c.s3_url,
                                 "--delay-ms", str(args.host_delay_ms), "--host", head.address,
                                 "--port", str(hostlib.S3_PORT + 1)])
-        c.wait_for(lambda: c.on_head(["-c", f"import urllib.request as u; u.urlopen('{proxy_url}/__proxy__/stats', "
-                                            "timeout=2)"]).returncode == 0, 60, "the delaying proxy to listen")
+        c.wait_for(lambda: c.answers(f"{proxy_url}/__proxy__/stats"), 60, "the delaying proxy to listen")
         server_pids = [p.pid for p in c.procs[0]]
         remote = f"s3://{hostlib.BUCKET}/ds"
         cache = ("--set", "shard_cache_dir=/tmp/shard-cache", "--set", "shard_cache_gb=1")
@@ -356,7 +355,8 @@ def hosts_run(args) -> None:
             metrics = [json.loads(line) for line in (trainer.tmp / model / "metrics.jsonl").read_text().splitlines()]
             sps = [r["samples_per_s"] for r in metrics if "samples_per_s" in r][1:]  # the first interval traces
             head1 = head.cpu_stat()
-            throttled = (head1["nr_throttled"] - head0["nr_throttled"]) / max(1, head1["nr_periods"] - head0["nr_periods"])
+            periods = max(1, head1["nr_periods"] - head0["nr_periods"])  # periods in which host 0 ran
+            throttled = (head1["nr_throttled"] - head0["nr_throttled"]) / periods
             rows.append((name, float(np.median(sps)), (cpu_seconds(server_pids) - cpu0) / wall, throttled))
     ref = float(np.mean([v for n, v, _, _ in rows if n.startswith("its own disk")]))
     table(f"Across emulated hosts: waveforms train --preset small --steps {args.cli_run} on host 1 ({args.host_cpu} "

@@ -1,6 +1,7 @@
-"""An HTTP reverse proxy on 127.0.0.1 (or an emulated host's address) that adds a fixed delay to every request: S3's latency, locally,
-and, on request, S3's faults (:class:`Faults`): responses cut during their headers or their body,
-503 SlowDown answers, and connections closed during a PUT's ``Expect: 100-continue`` exchange.
+"""An HTTP reverse proxy on 127.0.0.1 (or an emulated host's address) that adds a fixed delay to every
+request: S3's latency, locally, and, on request, S3's faults (:class:`Faults`): responses cut during
+their headers or their body, 503 SlowDown answers, and connections closed during a PUT's
+``Expect: 100-continue`` exchange.
 
 Put in front of the moto S3 server (``AWS_ENDPOINT_URL`` = the proxy's URL), it
 holds each request for ``delay_s`` before forwarding it, as S3 answers a GET

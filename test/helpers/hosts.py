@@ -258,13 +258,16 @@ class Cluster:
             self.wait_for(lambda: re.search(r"Running Spark version|Starting Spark master", self.log("master")), 90,
                           "the Spark master to start")
         self.wait_for(lambda: "Running on" in self.log("s3") or "Serving" in self.log("s3")
-                      or self.on_head(["-c", "import urllib.request as u; u.urlopen(" + repr(self.s3_url)
-                                       + ", timeout=2)"]).returncode == 0, 60, "the S3 server to listen")
+                      or self.answers(self.s3_url), 60, "the S3 server to listen")
         done = self.on_head(["-c", f"import boto3; boto3.client('s3').create_bucket(Bucket={BUCKET!r})"])
         if done.returncode != 0:
             raise RuntimeError(f"cannot create the bucket: {done.stderr[-2000:]}")
         for i in range(1, self.workers + 1 if self.spark else 1):
             self.start_worker(i)
+
+    def answers(self, url: str) -> bool:
+        """Whether ``url`` (on a host's address) answers an HTTP request made from host 0."""
+        return self.on_head(["-c", f"import urllib.request as u; u.urlopen({url!r}, timeout=2)"]).returncode == 0
 
     def on_head(self, args: list[str], timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
         """``python ARGS`` on host 0 (the driver's host), from this checkout."""
