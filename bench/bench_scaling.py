@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -253,10 +254,75 @@ def project(args, efficiency: dict[str, dict[int, float]]) -> None:
                   + " | ".join(f"{e * n:.2f}×" for n in nodes) + " |")
 
 
-def hosts_table(args) -> None:
-    """Table 4: the fixed global batch across emulated hosts, measured, with the projection beside it."""
+@dataclass
+class HostRun:
+    """One allreduce run across emulated hosts: what table 4 reads from it."""
+
+    step_s: float
+    allreduce_s: float
+    nbytes: int
+    agree_s: float
+    losses: list[float]
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """The median of ``values``, with their range when there are several."""
+    med = f"{float(np.median(values)):.{digits}f}"
+    return med if len(values) == 1 else f"{med} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def host_rounds(args, rate: str, period_us: int) -> tuple[dict[int, list[HostRun]], dict[int, list[float]]]:
+    """Every N of ``--hosts`` (and with ``--alone`` one rank on each N's share), ``--rounds`` times in turn, on
+    one cluster of max(N) hosts at ``rate``: the runs of a round share the machine's state, so their ratios
+    hold where single runs minutes apart differ by a quarter on this machine."""
     import shutil
 
+    from helpers import hosts as hostlib
+
+    runs: dict[int, list[HostRun]] = {n: [] for n in args.hosts}
+    alone: dict[int, list[float]] = {m: [] for m in args.hosts if m > 1 and args.alone}
+    with hostlib.Cluster(workers=max(args.hosts), cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu,
+                         period_us=period_us) as c:
+        shutil.copytree(args.data, c.shared / "ds")
+        env = {**c.env(c.head), "PYTHONPATH": str(ROOT)}
+        sync = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
+                           f"s3://{hostlib.BUCKET}/ds"], env)
+        if sync.returncode:
+            raise SystemExit(sync.stderr[-3000:])
+
+        def run(workers: int, batch: int, name: str) -> Path:
+            cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
+                   "--model-dir", f"s3://{hostlib.BUCKET}/{name}", "--preset", args.preset, "--steps",
+                   str(args.steps), "--batch-size", str(batch), "--window", str(args.window),
+                   "--seed", "0", *allreduce(workers, c.master_url), "--set", "preview_every=-1",
+                   "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
+                   "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
+            t = time.perf_counter()
+            done = c.head.run(cmd, env, timeout=3600)
+            if done.returncode:
+                raise SystemExit(f"N = {workers}, batch {batch} at {rate} failed:\n{done.stderr[-3000:]}")
+            got = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", f"s3://{hostlib.BUCKET}/{name}",
+                              str(c.shared / name)], env)
+            if got.returncode:
+                raise SystemExit(got.stderr[-3000:])
+            print(f"  {rate} N = {workers}, batch {batch}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            return c.shared / name
+
+        for r in range(args.rounds):
+            for n in args.hosts:
+                d = run(n, args.batch_size, f"model-{r}-{n}")
+                meta = training(d)
+                runs[n].append(HostRun(step_seconds(d, args.batch_size, args.window), meta.get("allreduce_s", 0.0),
+                                       int(meta.get("allreduce_bytes", 0)), meta.get("agree_s", 0.0),
+                                       [row["loss"] for row in rows(d) if "loss" in row]))
+            for m in alone:  # one rank alone on each larger N's share: compute without communication
+                share = args.batch_size // m
+                alone[m].append(step_seconds(run(1, share, f"alone-{r}-{m}"), share, args.window))
+    return runs, alone
+
+
+def hosts_table(args) -> None:
+    """Table 4: the fixed global batch across emulated hosts, measured, with the projection beside it."""
     sys.path.insert(0, str(ROOT / "test"))
     from helpers import hosts as hostlib
 
@@ -266,88 +332,59 @@ def hosts_table(args) -> None:
         return
     period_us = int(args.cpu_period_ms * 1000) or hostlib.finest_period_us(min(args.host_cpu, args.head_cpu))
     print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
-          f"{args.steps} steps, {args.host_cpu} core per host, quota period {period_us / 1000:g} ms)\n")
+          f"{args.steps} steps, {args.host_cpu} core per host, quota period {period_us / 1000:g} ms, "
+          f"{args.rounds} round(s) of every N on one cluster of {max(args.hosts)} hosts)\n")
+    print("Each cell: the median over the rounds (the range). The efficiency is each round's own "
+          "t_1 / (N t_N), so a slow phase of the machine, which slows every run of its round, cancels.\n")
     print("| link | N | s per step | all-reduce s per step (share) | one agreement s | t_1 / (N t_N) "
           "| max loss gap to N = 1 | one rank alone on B/N windows: s per step | projected s per step (efficiency) "
           "| corrected projection (efficiency) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
         gbit = float(rate.rstrip("gbit")) if rate.endswith("gbit") else float(rate.rstrip("mbit")) / 1000
-        measured: dict[int, tuple[float, float, int, list[float]]] = {}
-        alone: dict[int, float] = {}
-        agreement: dict[int, float] = {}
-        for n in args.hosts:
-            with hostlib.Cluster(workers=n, cpu=args.host_cpu, rate=rate, head_cpu=args.head_cpu,
-                                 period_us=period_us) as c:
-                shutil.copytree(args.data, c.shared / "ds")
-                env = {**c.env(c.head), "PYTHONPATH": str(ROOT)}
-                sync = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", str(c.shared / "ds"),
-                                   f"s3://{hostlib.BUCKET}/ds"], env)
-                if sync.returncode:
-                    raise SystemExit(sync.stderr[-3000:])
-                def run(workers: int, batch: int, name: str) -> Path:
-                    cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
-                           "--model-dir", f"s3://{hostlib.BUCKET}/{name}", "--preset", args.preset, "--steps",
-                           str(args.steps), "--batch-size", str(batch), "--window", str(args.window),
-                           "--seed", "0", *allreduce(workers, c.master_url), "--set", "preview_every=-1",
-                           "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
-                           "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
-                    t = time.perf_counter()
-                    done = c.head.run(cmd, env, timeout=3600)
-                    if done.returncode:
-                        raise SystemExit(f"N = {workers}, batch {batch} at {rate} failed:\n{done.stderr[-3000:]}")
-                    got = c.head.run([sys.executable, "-m", "waveforms", "aws", "sync", f"s3://{hostlib.BUCKET}/{name}",
-                                      str(c.shared / name)], env)
-                    if got.returncode:
-                        raise SystemExit(got.stderr[-3000:])
-                    print(f"  {rate} N = {workers}, batch {batch}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-                    return c.shared / name
-
-                d = run(n, args.batch_size, "model")
-                meta = training(d)
-                measured[n] = (step_seconds(d, args.batch_size, args.window), meta.get("allreduce_s", 0.0),
-                               int(meta.get("allreduce_bytes", 0)), [r["loss"] for r in rows(d) if "loss" in r])
-                agreement[n] = meta.get("agree_s", 0.0)
-                if n == 1 and args.alone:  # one rank alone on each larger N's share: compute without communication
-                    for m in (m for m in args.hosts if m > 1):
-                        alone[m] = step_seconds(run(1, args.batch_size // m, f"alone-{m}"), args.batch_size // m,
-                                                args.window)
-        t1 = measured[min(measured)][0]
-        nbytes = max(m[2] for m in measured.values())
+        runs, alone = host_rounds(args, rate, period_us)
+        step = {n: float(np.median([x.step_s for x in rs])) for n, rs in runs.items()}
+        solo = {m: float(np.median(ts)) for m, ts in alone.items()}
+        reduce_s = {n: float(np.median([x.allreduce_s for x in rs])) for n, rs in runs.items()}
+        first = min(runs)
+        t1 = step[first]
+        nbytes = max(x.nbytes for rs in runs.values() for x in rs)
         # The corrected model, from what these runs measure:
         #   compute a + b * windows per rank (a fixed cost per step), fitted on the one-rank runs;
         #   the ring 2 (N - 1) / N * bytes / bandwidth plus 2 (N - 1) hops of h each, h fitted on the
         #   all-reduce times the ranks measured (the paper model's 50 us per hop is far below a hop here);
         #   waiting for the slowest rank, s per hop, fitted on what the N > 1 steps show beyond the rest.
-        points = [(args.batch_size, t1)] + [(args.batch_size // m, t) for m, t in alone.items()]
+        points = [(args.batch_size, t1)] + [(args.batch_size // m, t) for m, t in solo.items()]
         if len(points) > 1:
             b, a = np.polyfit([p[0] for p in points], [p[1] for p in points], 1)
         else:
             a, b = 0.0, t1 / args.batch_size
-        hops = {n: 2 * (n - 1) for n in measured}
-        wire = {n: 2 * (n - 1) / n * nbytes * 8 / (gbit * 1e9) for n in measured}
-        many = [n for n in measured if n > 1]
-        h = float(np.mean([(measured[n][1] - wire[n]) / hops[n] for n in many])) if many else LATENCY_S
-        compute = {n: a + b * args.batch_size / n for n in measured}
-        wait = float(np.mean([(measured[n][0] - compute[n] - wire[n] - hops[n] * h) / hops[n] for n in many])) \
+        hops = {n: 2 * (n - 1) for n in runs}
+        wire = {n: 2 * (n - 1) / n * nbytes * 8 / (gbit * 1e9) for n in runs}
+        many = [n for n in runs if n > 1]
+        h = float(np.mean([(reduce_s[n] - wire[n]) / hops[n] for n in many])) if many else LATENCY_S
+        compute = {n: a + b * args.batch_size / n for n in runs}
+        wait = float(np.mean([(step[n] - compute[n] - wire[n] - hops[n] * h) / hops[n] for n in many])) \
             if many else 0.0
-        ref = measured[min(measured)][3]
         errors = []
-        for n, (tn, ar, _, losses) in measured.items():
-            gap = max((abs(x - y) / x for x, y in zip(ref, losses)), default=0.0)
+        for n, rs in runs.items():
+            tn = step[n]
+            gap = max((abs(x - y) / x for r1, rn in zip(runs[first], rs) for x, y in zip(r1.losses, rn.losses)),
+                      default=0.0)
+            eff = [r1.step_s / (n * rn.step_s) for r1, rn in zip(runs[first], rs)]
             proj = t1 / n + ring_seconds(n, nbytes, gbit)
             corr = compute[n] + wire[n] + hops[n] * (h + wait)
             errors.append((n, proj / tn - 1, corr / tn - 1))
-            solo = f"{alone[n]:.3f}" if n in alone else "-"
-            print(f"| {rate} | {n} | {tn:.3f} | {ar:.4f} ({ar / tn:.0%}) | {agreement.get(n, 0.0):.4f} | "
-                  f"{t1 / (n * tn):.2f} | {gap:.1e} | {solo} | "
+            print(f"| {rate} | {n} | {spread([x.step_s for x in rs])} | {reduce_s[n]:.4f} ({reduce_s[n] / tn:.0%}) | "
+                  f"{float(np.median([x.agree_s for x in rs])):.4f} | {spread(eff, 2)} | {gap:.1e} | "
+                  f"{spread(alone[n]) if n in alone else '-'} | "
                   f"{proj:.3f} ({t1 / (n * proj):.2f}) | {corr:.3f} ({t1 / (n * corr):.2f}) |")
         print(f"\n{rate}: corrected model: compute a + b x windows, a = {a:.4f} s per step, b = {b:.4f} s per window; "
               f"the ring's wire time plus {h * 1e3:.1f} ms per hop (paper: {LATENCY_S * 1e6:.0f} us), plus "
               f"{wait * 1e3:.1f} ms per hop waiting for the slowest rank ({nbytes / 1e6:.2f} MB of gradient). "
-              "Step-time errors, paper / corrected: "
+              "Step-time errors against the medians, paper / corrected: "
               + ", ".join(f"N = {n}: {p:+.0%} / {q:+.0%}" for n, p, q in errors))
-        for n in (m for m in (8, 16) if args.batch_size % m == 0 and m > max(measured)):
+        for n in (m for m in (8, 16) if args.batch_size % m == 0 and m > max(runs)):
             t = a + b * args.batch_size / n + 2 * (n - 1) / n * nbytes * 8 / (gbit * 1e9) + 2 * (n - 1) * (h + wait)
             print(f"{rate}: corrected projection at N = {n}: {t:.3f} s per step, efficiency {t1 / (n * t):.2f} "
                   f"(fixed global batch {args.batch_size}: {args.batch_size // n} window(s) per rank)")
@@ -387,6 +424,8 @@ def main() -> None:
                     help="the projection's synchronisation cost per step beyond the ring (table 4 measures it)")
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                     help="a train override for every allreduce run (e.g. allreduce.pack_kb=128)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="table 4: run every N this many times in turn on one cluster (medians, ranges)")
     ap.add_argument("--alone", action="store_true",
                     help="also time one rank alone on each N's share of the batch (compute without communication)")
     args = ap.parse_args()
