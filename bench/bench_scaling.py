@@ -33,6 +33,10 @@ Three tables, every figure a ratio against the one-worker run of the same invoca
    the ring all-reduce of the measured bytes), then the corrected model: compute a + b × windows
    fitted on one-rank runs (``--alone`` times one rank on each N's share), the ring, and a
    synchronisation cost c per step (the mean of what the N > 1 runs show beyond the rest).
+   One cluster of max(N) hosts runs every N in turn, ``--rounds`` times: each cell is the median
+   over the rounds with its range, and the efficiency is each round's own ratio. With ``--alone``
+   a table first times one rank on each share on one whole CPU with no quota, in rounds too: the
+   bound compute alone sets with whole cores, beside the same bound on the hosts' quota.
 
 The full run (``--full``): the small preset on the hyperrogue soundtrack
 (bench/bench_train_budget.py builds it), window 2000, 2,000 steps, 50 fixed
@@ -271,6 +275,27 @@ def spread(values: list[float], digits: int = 3) -> str:
     return med if len(values) == 1 else f"{med} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def whole_core_step(args, windows: int, out: Path) -> float:
+    """Seconds per step of one rank on ``windows`` windows, alone on one whole CPU (no quota, one TensorFlow
+    thread), the allreduce engine's step as a host runs it: the compute a real host of one core does."""
+    from waveforms.config.loading import load, to_json
+
+    cfg = load("train", flags={"data": str(args.data), "model_dir": str(out / "model"), "preset": args.preset,
+                               "steps": args.steps, "batch_size": windows, "window": args.window, "seed": 0},
+               sets=["preview_every=-1", f"val_every={args.steps}", f"log_every={args.log_every}", "val_batches=1",
+                     f"checkpoint_every={args.steps}"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(to_json(cfg, "train"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WAVEFORMS_THREADS": "1"}
+    env.pop("TF_CONFIG", None)
+    cpu = str((os.cpu_count() or 1) - 1)
+    done = subprocess.run(["taskset", "-c", cpu, sys.executable, "-m", "waveforms.train.rank", str(out / "config.json"),
+                           str(out / "result.json")], env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise SystemExit(f"one rank on a whole core, {windows} windows, failed:\n{done.stderr[-3000:]}")
+    return step_seconds(out / "model", windows, args.window)
+
+
 def host_rounds(args, rate: str, period_us: int) -> tuple[dict[int, list[HostRun]], dict[int, list[float]]]:
     """Every N of ``--hosts`` (and with ``--alone`` one rank on each N's share), ``--rounds`` times in turn, on
     one cluster of max(N) hosts at ``rate``: the runs of a round share the machine's state, so their ratios
@@ -321,6 +346,24 @@ def host_rounds(args, rate: str, period_us: int) -> tuple[dict[int, list[HostRun
     return runs, alone
 
 
+def whole_core_table(args) -> None:
+    """The bound compute alone sets with whole cores: one rank on B and on each B/N windows, on one CPU with no
+    quota, every share in turn, ``--rounds`` times; t(B) / (N t(B/N)) per round."""
+    core: dict[int, list[float]] = {n: [] for n in args.hosts}
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-core-") as tmp:
+        for r in range(args.rounds):
+            for n in core:
+                core[n].append(whole_core_step(args, args.batch_size // n, Path(tmp) / f"{r}-{n}"))
+    first = min(core)
+    print(f"\n## One rank on one whole core, no quota ({args.preset}, window {args.window}, {args.steps} steps, "
+          f"{args.rounds} round(s)): the bound compute alone sets\n")
+    print("| N | windows per rank | s per step | t(B) / (N t(B/N)) |")
+    print("|---|---|---|---|")
+    for n, ts in core.items():
+        bound = [t1 / (n * t) for t1, t in zip(core[first], ts)]
+        print(f"| {n} | {args.batch_size // n} | {spread(ts)} | {spread(bound, 2)} |")
+
+
 def hosts_table(args) -> None:
     """Table 4: the fixed global batch across emulated hosts, measured, with the projection beside it."""
     sys.path.insert(0, str(ROOT / "test"))
@@ -329,6 +372,10 @@ def hosts_table(args) -> None:
     why = hostlib.check()
     if why:
         print(f"\n## Across emulated hosts: not run ({why})")
+        return
+    if args.alone:
+        whole_core_table(args)
+    if not args.rates:
         return
     period_us = int(args.cpu_period_ms * 1000) or hostlib.finest_period_us(min(args.host_cpu, args.head_cpu))
     print(f"\n## Across emulated hosts: fixed global batch {args.batch_size} ({args.preset}, window {args.window}, "
@@ -384,6 +431,10 @@ def hosts_table(args) -> None:
               f"{wait * 1e3:.1f} ms per hop waiting for the slowest rank ({nbytes / 1e6:.2f} MB of gradient). "
               "Step-time errors against the medians, paper / corrected: "
               + ", ".join(f"N = {n}: {p:+.0%} / {q:+.0%}" for n, p, q in errors))
+        for n in (n for n in alone if n > 1):
+            on_quota = [r1.step_s / (n * t) for r1, t in zip(runs[first], alone[n])]
+            print(f"{rate}: the bound one rank's compute sets at N = {n}, t(B) / (N t(B/N)) in the same round: "
+                  f"{spread(on_quota, 2)} on {args.host_cpu} core")
         for n in (m for m in (8, 16) if args.batch_size % m == 0 and m > max(runs)):
             t = a + b * args.batch_size / n + 2 * (n - 1) / n * nbytes * 8 / (gbit * 1e9) + 2 * (n - 1) * (h + wait)
             print(f"{rate}: corrected projection at N = {n}: {t:.3f} s per step, efficiency {t1 / (n * t):.2f} "
