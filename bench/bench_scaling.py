@@ -275,6 +275,12 @@ def spread(values: list[float], digits: int = 3) -> str:
     return med if len(values) == 1 else f"{med} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def timing_sets(args) -> list[str]:
+    """The overrides of a timed run: no previews, one validation batch at the end, one checkpoint."""
+    return ["preview_every=-1", f"val_every={args.steps}", f"log_every={args.log_every}", "val_batches=1",
+            f"checkpoint_every={args.steps}"]
+
+
 def whole_core_step(args, windows: int, out: Path) -> float:
     """Seconds per step of one rank on ``windows`` windows, alone on one whole CPU (no quota, one TensorFlow
     thread), the allreduce engine's step as a host runs it: the compute a real host of one core does."""
@@ -282,8 +288,7 @@ def whole_core_step(args, windows: int, out: Path) -> float:
 
     cfg = load("train", flags={"data": str(args.data), "model_dir": str(out / "model"), "preset": args.preset,
                                "steps": args.steps, "batch_size": windows, "window": args.window, "seed": 0},
-               sets=["preview_every=-1", f"val_every={args.steps}", f"log_every={args.log_every}", "val_batches=1",
-                     f"checkpoint_every={args.steps}"])
+               sets=timing_sets(args))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(to_json(cfg, "train"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WAVEFORMS_THREADS": "1"}
@@ -319,9 +324,8 @@ def host_rounds(args, rate: str, period_us: int) -> tuple[dict[int, list[HostRun
             cmd = [sys.executable, "-m", "waveforms", "train", "--data", f"s3://{hostlib.BUCKET}/ds",
                    "--model-dir", f"s3://{hostlib.BUCKET}/{name}", "--preset", args.preset, "--steps",
                    str(args.steps), "--batch-size", str(batch), "--window", str(args.window),
-                   "--seed", "0", *allreduce(workers, c.master_url), "--set", "preview_every=-1",
-                   "--set", f"val_every={args.steps}", "--set", f"log_every={args.log_every}",
-                   "--set", "val_batches=1", "--set", f"checkpoint_every={args.steps}"]
+                   "--seed", "0", *allreduce(workers, c.master_url),
+                   *(a for kv in timing_sets(args) for a in ("--set", kv))]
             t = time.perf_counter()
             done = c.head.run(cmd, env, timeout=3600)
             if done.returncode:
