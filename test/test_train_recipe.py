@@ -88,6 +88,35 @@ def test_ema_follows_the_numpy_recurrence_with_its_warmup():
     assert ema.updates == 39 and decay_at(0.99, 10_000) == 0.99
 
 
+def test_an_update_deferred_into_the_collective_step_gives_the_same_average_bit_for_bit():
+    import keras
+
+    from waveforms.train.collective import Collective, CollectiveStep
+
+    def run_steps(deferred: bool):
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)])
+        model.compile(optimizer=keras.optimizers.Adam(0.05))
+        ema = EMA(model, 0.9)
+        step = CollectiveStep(model, Collective(), ema=ema if deferred else None)
+        rng = np.random.default_rng(1)
+        read = []
+        for t in range(12):
+            step(rng.normal(size=(5, 4)).astype(np.float32), rng.integers(0, 3, size=5))
+            assert not ema.deferred  # the step's graph applied the update deferred after the step before
+            ema.defer() if deferred else ema.update()
+            if t in (4, 9):  # reading applies the deferred update; the next step's graph then applies none
+                read.append(ema.weights())
+        return model.get_weights(), read + [ema.weights()], ema.updates
+
+    weights, averages, updates = run_steps(deferred=True)
+    want_weights, want_averages, want_updates = run_steps(deferred=False)
+    assert updates == want_updates == 12
+    for got, want in zip(weights + sum(averages, []), want_weights + sum(want_averages, [])):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(averages[0][0], averages[1][0])  # the average moved between the reads
+
+
 def test_data_init_scales_the_residual_and_skip_1x1s_and_sets_the_logits_bias(tmp_path):
     import keras
 

@@ -143,13 +143,19 @@ class CollectiveStep:
     ``__call__(x, y)`` returns the global batch's mean loss (the same on every
     rank). Gradients are summed across ranks, divided by N, then handed to the
     model's optimizer, which clips them by the global norm and applies them.
+    With ``ema`` (rank 0's moving average), the step's graph applies the
+    average's deferred update (:meth:`waveforms.train.ema.EMA.defer`) once the
+    gradients are computed, beside the all-reduce and before the weights change.
     """
 
-    def __init__(self, model, team: Collective):
+    def __init__(self, model, team: Collective, ema=None):
         import keras
         import tensorflow as tf
 
-        self.model, self.team = model, team
+        from waveforms.train.ema import NO_UPDATE
+
+        self.model, self.team, self.ema = model, team, ema
+        self._no_update = tf.constant(NO_UPDATE, tf.float32)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         opt = model.optimizer
         if not opt.built:
@@ -159,13 +165,16 @@ class CollectiveStep:
         strategy = team.strategy
 
         @tf.function(jit_compile=False, reduce_retracing=True)
-        def step(x, y):
+        def step(x, y, ema_decay):
             variables = model.trainable_variables
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 loss = self.loss_fn(y, logits)
                 scaled = opt.scale_loss(loss) if scale else loss
             grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]  # dense, not IndexedSlices
+            if ema is not None:
+                with tf.control_dependencies(grads):  # while the gradients travel; it reads the weights first
+                    ema.assign(ema_decay)
             total = summed(strategy, [*grads, tf.reshape(tf.cast(loss, tf.float32), [1])])
             opt.apply_gradients(zip([g / n for g in total[:-1]], variables))
             return total[-1][0] / n
@@ -174,7 +183,10 @@ class CollectiveStep:
         self.grad_bytes = int(sum(np.prod(v.shape) * 4 for v in model.trainable_variables))
 
     def __call__(self, x, y) -> float:
-        return float(self._step(x, y))
+        import tensorflow as tf
+
+        decay = tf.constant(self.ema.take_deferred(), tf.float32) if self.ema else self._no_update
+        return float(self._step(x, y, decay))
 
     def time_all_reduce(self, repeats: int = 5) -> float:
         """Seconds one all-reduce of the gradients takes here (median of ``repeats``; 0 for one rank)."""

@@ -6,10 +6,19 @@ fast-moving weights instead of staying near the initialisation. The average
 lives in its own variables: the training weights never see it. Checkpoints
 carry it (``ema.npz``) together with its step count, so a resumed run goes on
 bit for bit.
+
+With several ranks, rank 0 may *defer* an update: it is counted now and
+applied inside the next collective step's graph, while that step's gradients
+travel (:meth:`EMA.assign`), so the other ranks do not wait for it at the
+all-reduce. The weights it reads are the same either way (the step applies its
+gradients after it), so the average is the same bit for bit; reading the
+average applies a deferred update first.
 """
 from __future__ import annotations
 
 import numpy as np
+
+NO_UPDATE = 1.0  # the decay that leaves the average as it is (d * avg + 0 * w)
 
 
 def decay_at(decay: float, t: int) -> float:
@@ -25,22 +34,52 @@ class EMA:
 
         self.model, self.decay = model, decay
         self.updates = 0
+        self.deferred = False  # update number ``updates`` is counted but not yet applied
         self._vars = [tf.Variable(w, trainable=False) for w in model.get_weights()]
+        self._update = tf.function(self.assign, jit_compile=False, reduce_retracing=True)
 
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def _update(d):
-            for avg, w in zip(self._vars, self.model.weights):
-                avg.assign(d * avg + (1.0 - d) * tf.cast(w.value, avg.dtype))
-
-        self._update = _update
-
-    def update(self) -> None:
+    def assign(self, d) -> None:
+        """The average moved towards the model's weights with decay ``d`` (a float32 scalar tensor); traceable
+        into a larger graph."""
         import tensorflow as tf
 
+        for avg, w in zip(self._vars, self.model.weights):
+            avg.assign(d * avg + (1.0 - d) * tf.cast(w.value, avg.dtype))
+
+    def update(self) -> None:
+        """One update towards the model's weights now."""
+        self.flush()
         self.updates += 1
-        self._update(tf.constant(decay_at(self.decay, self.updates), tf.float32))
+        self._apply(decay_at(self.decay, self.updates))
+
+    def defer(self) -> None:
+        """Count one update towards the model's weights now; the caller's next graph applies it
+        (:meth:`take_deferred`), or :meth:`flush`."""
+        self.flush()
+        self.updates += 1
+        self.deferred = True
+
+    def take_deferred(self) -> float:
+        """The decay of the deferred update, for a graph that applies it with :meth:`assign` before it changes
+        the weights (``NO_UPDATE`` when none is deferred)."""
+        if not self.deferred:
+            return NO_UPDATE
+        self.deferred = False
+        return decay_at(self.decay, self.updates)
+
+    def flush(self) -> None:
+        """Apply a deferred update now."""
+        if self.deferred:
+            self.deferred = False
+            self._apply(decay_at(self.decay, self.updates))
+
+    def _apply(self, d: float) -> None:
+        import tensorflow as tf
+
+        self._update(tf.constant(d, tf.float32))
 
     def weights(self) -> list[np.ndarray]:
+        self.flush()
         return [np.asarray(v.numpy()) for v in self._vars]
 
     def set_weights(self, arrays: list[np.ndarray], updates: int) -> None:
@@ -48,4 +87,4 @@ class EMA:
             raise ValueError(f"EMA state has {len(arrays)} arrays, the model {len(self._vars)}")
         for var, value in zip(self._vars, arrays):
             var.assign(value)
-        self.updates = updates
+        self.updates, self.deferred = updates, False

@@ -153,7 +153,8 @@ class Trainer:
         self.preview = previews.Previewer(setup.wavenet, out, self.metrics, cfg.preview_seconds, cfg.seed,
                                           genre=0 if setup.genres else None) if self.lead else None
         self.schedule = recipe.learning_rate(cfg, self.state.schedule_steps)
-        self.collective = None if engine == "local" and self.n == 1 else CollectiveStep(self.model, team)
+        self.collective = (None if engine == "local" and self.n == 1
+                           else CollectiveStep(self.model, team, ema=self.ema))
         self.reader = shared_reader(cfg.reads_in_flight)
         self.cache = open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
         self.sampler = self._sampler(setup.train_regions)
@@ -206,7 +207,8 @@ class Trainer:
         return self.sampler.batch(step, part=slice(self.team.rank * share, (self.team.rank + 1) * share))
 
     def step(self, x, y) -> None:
-        """One optimizer step at the schedule's rate; the moving average follows it."""
+        """One optimizer step at the schedule's rate; the moving average follows it (with the collective step,
+        inside the next step's graph: :meth:`waveforms.train.ema.EMA.defer`)."""
         state = self.state
         self.model.optimizer.learning_rate = recipe.lr_at(self.schedule, state.step)
         if self.collective is None:
@@ -214,7 +216,9 @@ class Trainer:
         else:
             loss = self.collective(x, y)
         state.step += 1
-        if self.ema:
+        if self.ema and self.collective is not None:
+            self.ema.defer()
+        elif self.ema:
             self.ema.update()
         check_finite(loss, state.step)
         self.interval.append(loss)
