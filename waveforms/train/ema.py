@@ -7,7 +7,7 @@ lives in its own variables: the training weights never see it. Checkpoints
 carry it (``ema.npz``) together with its step count, so a resumed run goes on
 bit for bit.
 
-With several ranks, rank 0 may *defer* an update: it is counted now and
+In the allreduce engine, rank 0 *defers* each update: it is counted now and
 applied inside the next collective step's graph, while that step's gradients
 travel (:meth:`EMA.assign`), so the other ranks do not wait for it at the
 all-reduce. The weights it reads are the same either way (the step applies its
