@@ -13,7 +13,8 @@ several) is reported too.
 
 ``--models causal,valid`` also times the earlier training model (the padded
 causal model with its first RF - 1 outputs cropped) in the same run, for a
-before/after on the same machine state.
+before/after on the same machine state; ``--optimizers keras,fused`` likewise
+times Keras's own ``Adam`` beside the fused one the engines use.
 
 ``--engines local,synchronous,asynchronous,hogwild`` compares the local
 engine with elephas on Spark local[N] in each mode (one preset): throughput
@@ -22,7 +23,8 @@ process, sampled from /proc. For elephas the throughput is that of the last
 epoch (the first one also pays for starting the executors' TensorFlow).
 
 Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--batch-size 4]
-       [--models valid|causal,valid] [--engines local,synchronous,asynchronous,hogwild]
+       [--models valid|causal,valid] [--optimizers fused|keras,fused]
+       [--engines local,synchronous,asynchronous,hogwild]
 """
 from __future__ import annotations
 
@@ -134,6 +136,18 @@ def use_model(kind: str) -> None:
         raise SystemExit(f"unknown model {kind!r}: valid or causal")
 
 
+def use_optimizer(kind: str) -> None:
+    """Make the engines' optimizer :class:`~waveforms.train.adam.FusedAdam` (``fused``) or Keras's ``Adam``."""
+    from waveforms.train import adam
+
+    if kind == "keras":
+        import keras
+
+        adam.FusedAdam = keras.optimizers.Adam  # common.optimizer imports the name when it builds one
+    elif kind != "fused":
+        raise SystemExit(f"unknown optimizer {kind!r}: fused or keras")
+
+
 def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[float, int]:
     """Predicted samples/s of ``train_on_batch`` alone (best of ``repeats``) and the trainable parameters."""
     import numpy as np
@@ -165,6 +179,7 @@ def one(args) -> None:
     from waveforms.train import run
 
     use_model(args.model)
+    use_optimizer(args.optimizer)
     threads = training_threads()
     gemm = [sgemm_gflops(threads)]
 
@@ -221,20 +236,21 @@ def throughput_table(args, passthrough: list[str]) -> None:
     rows = []
     for preset in args.presets.split(","):
         for model in args.models.split(","):
-            result, _ = measure([sys.executable, __file__, "--one=local", f"--preset={preset}", f"--model={model}",
-                                 *passthrough])
-            rows.append((preset, model, result))
-    threads = rows[0][2]["threads"] if rows else 0
+            for optimizer in args.optimizers.split(","):
+                result, _ = measure([sys.executable, __file__, "--one=local", f"--preset={preset}",
+                                     f"--model={model}", f"--optimizer={optimizer}", *passthrough])
+                rows.append((preset, model, optimizer, result))
+    threads = rows[0][-1]["threads"] if rows else 0
     print(f"window {args.window}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
           f"{os.cpu_count()} cores, {threads} training and BLAS threads; useful FLOPs = 6 × parameters × samples")
     print()
-    print("| preset | training model | parameters | predicted samples/s | useful GFLOP/s | sgemm GFLOP/s | "
-          "ratio to sgemm | step alone: samples/s | step alone: ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for preset, model, r in rows:
+    print("| preset | training model | optimizer | parameters | predicted samples/s | useful GFLOP/s | "
+          "sgemm GFLOP/s | ratio to sgemm | step alone: samples/s | step alone: ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for preset, model, optimizer, r in rows:
         useful = 6 * r["params"] * r["samples_per_s"] / 1e9
         step_useful = 6 * r["params"] * r["step_samples_per_s"] / 1e9
-        print(f"| {preset} | {model} | {r['params']:,} | {r['samples_per_s']:,.0f} | {useful:.1f} | "
+        print(f"| {preset} | {model} | {optimizer} | {r['params']:,} | {r['samples_per_s']:,.0f} | {useful:.1f} | "
               f"{r['sgemm_gflops']:.0f} | {useful / r['sgemm_gflops']:.2f} | {r['step_samples_per_s']:,.0f} | "
               f"{step_useful / r['sgemm_gflops']:.2f} |")
 
@@ -245,6 +261,8 @@ def main() -> None:
     ap.add_argument("--models", default="valid", help="training models: valid (current), causal (earlier)")
     ap.add_argument("--preset", default="default", help="the preset of the engine comparison (--engines)")
     ap.add_argument("--model", default="valid", help=argparse.SUPPRESS)
+    ap.add_argument("--optimizers", default="fused", help="Adam: fused (the engines'), keras (Keras's own)")
+    ap.add_argument("--optimizer", default="fused", help=argparse.SUPPRESS)
     ap.add_argument("--window", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30, help="timed local steps (a multiple of --warmup)")

@@ -70,16 +70,16 @@ def prepare(cfg: TrainConfig) -> Setup:
 
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
-    """Adam with the configured schedule (:func:`waveforms.train.recipe.learning_rate`) and clip.
+    """Adam (:class:`~waveforms.train.adam.FusedAdam`) with the configured schedule
+    (:func:`waveforms.train.recipe.learning_rate`) and clip.
 
     ``driven``: the learning rate is a variable the caller sets before each
     step (from the same schedule), so the schedule can change during a run.
     """
-    import keras
+    from waveforms.train.adam import FusedAdam  # imports TensorFlow
+    from waveforms.train.recipe import learning_rate
 
-    from waveforms.train.recipe import learning_rate  # recipe imports TensorFlow
-
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
+    return FusedAdam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
                                  global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
