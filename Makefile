@@ -3,7 +3,7 @@
 #
 #   make setup      .venv with the package (editable) and its pinned dependencies; apt packages it lacks
 #   make demo       scrape a local FMA-format mirror, transform on Spark, train, generate (demo-out/)
-#   make test       the whole suite, slow tests included (clusters, S3 on moto, SIGKILL races, big data), in two
+#   make test       the whole suite, slow tests included (clusters, S3 on moto, SIGKILL races, big data), in three
 #                   pytest-xdist workers (a test file stays on one worker, with its module's fixtures)
 #   make test-fast  pytest -m "not slow": the developer loop, a few minutes on 2 cores
 #   make bench      the benchmarks in bench/ (tables, not tests)
@@ -23,7 +23,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 test
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=25 test
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" test

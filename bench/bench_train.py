@@ -16,6 +16,13 @@ causal model with its first RF - 1 outputs cropped) in the same run, for a
 before/after on the same machine state; ``--optimizers keras,fused`` likewise
 times Keras's own ``Adam`` beside the fused one the engines use.
 
+``--paired-step`` compares the optimizers' steps alone in one process per
+preset and batch: one model per optimizer from the same weights, blocks of
+steps alternating between them (``--rounds`` of each), on ``--threads``
+TensorFlow threads (1: an allreduce rank's share of a small host). A paired
+difference per round cancels the machine's drift, which moves single runs
+minutes apart by up to a quarter.
+
 ``--engines local,synchronous,asynchronous,hogwild`` compares the local
 engine with elephas on Spark local[N] in each mode (one preset): throughput
 and the peak RSS of the driver and of the largest executor-side Python
@@ -25,6 +32,7 @@ epoch (the first one also pays for starting the executors' TensorFlow).
 Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--batch-size 4]
        [--models valid|causal,valid] [--optimizers fused|keras,fused]
        [--engines local,synchronous,asynchronous,hogwild]
+       python bench/bench_train.py --paired-step [--presets small] [--batches 2,8] [--threads 1] [--rounds 10]
 """
 from __future__ import annotations
 
@@ -172,6 +180,73 @@ def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[f
     return batch * window / best, params
 
 
+def paired_step(args) -> None:
+    """Child process: ms per ``train_on_batch`` step of each optimizer, alternating blocks; prints JSON."""
+    from waveforms.train.collective import set_threads
+
+    set_threads(args.threads)  # before TensorFlow starts
+    import keras
+    import numpy as np
+
+    from waveforms.config import TrainConfig
+    from waveforms.model import build
+    from waveforms.train import adam
+    from waveforms.train.common import compile_model
+
+    kinds = args.optimizers.split(",")
+    fused = adam.FusedAdam
+    wavenet = build(args.preset)
+    start = wavenet.training_model().get_weights()
+    models = {}
+    for kind in kinds:
+        adam.FusedAdam = keras.optimizers.Adam if kind == "keras" else fused
+        models[kind] = compile_model(wavenet.training_model(), TrainConfig(preset=args.preset))
+        models[kind].set_weights(start)
+    adam.FusedAdam = fused
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 256, (args.batch_size, wavenet.receptive_field - 1 + args.window)).astype(np.int32),
+                rng.integers(0, 256, (args.batch_size, args.window)).astype(np.int32)) for _ in range(4)]
+
+    def block(model, n: int) -> float:
+        t = time.perf_counter()
+        for i in range(n):
+            model.train_on_batch(*batches[i % len(batches)])
+        return (time.perf_counter() - t) / n * 1000
+
+    for model in models.values():
+        block(model, 3)
+    ms: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(args.rounds):
+        for kind in kinds:
+            ms[kind].append(block(models[kind], args.block))
+    print(json.dumps({"ms": ms}))
+
+
+def paired_table(args) -> None:
+    import numpy as np
+
+    kinds = args.optimizers.split(",")
+    print(f"steps alone (train_on_batch), {args.rounds} rounds of {args.block} steps per optimizer, alternating in one "
+          f"process; window {args.window}, {args.threads} TensorFlow thread(s); {os.cpu_count()} cores")
+    print()
+    ref = kinds[0]
+    print(f"| preset | windows | {' | '.join(f'{k}: ms per step' for k in kinds)} | "
+          f"{' | '.join(f'{ref} - {k}: ms (rounds {k} faster)' for k in kinds[1:])} | {kinds[-1]} / {ref} |")
+    print("|---|---|" + "---|" * (2 * len(kinds)))
+    for preset in args.presets.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            result, _ = measure([sys.executable, __file__, "--one=paired", f"--preset={preset}",
+                                 f"--batch-size={batch}", f"--window={args.window}", f"--threads={args.threads}",
+                                 f"--rounds={args.rounds}", f"--block={args.block}", f"--optimizers={args.optimizers}"])
+            ms = result["ms"]
+            cells = [f"{np.median(ms[k]):.1f}" for k in kinds]
+            for k in kinds[1:]:
+                diff = [a - b for a, b in zip(ms[ref], ms[k])]
+                cells.append(f"{np.median(diff):+.1f} ({sum(d > 0 for d in diff)}/{len(diff)})")
+            ratio = np.median([b / a for a, b in zip(ms[ref], ms[kinds[-1]])])
+            print(f"| {preset} | {batch} | {' | '.join(cells)} | {ratio:.3f} |")
+
+
 def one(args) -> None:
     """Child process: train once and print a JSON result."""
     from helpers.train import tone_dataset
@@ -270,10 +345,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--windows-per-worker", type=int, default=16)
     ap.add_argument("--engines", default="", help="compare engines, e.g. local,synchronous,asynchronous,hogwild")
+    ap.add_argument("--paired-step", action="store_true", help="the optimizers' steps alone, paired in one process")
+    ap.add_argument("--batches", default="2,8", help="windows per step of the paired comparison")
+    ap.add_argument("--threads", type=int, default=1, help="TensorFlow threads of the paired comparison")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds of the paired comparison")
+    ap.add_argument("--block", type=int, default=10, help="steps per optimizer per round (paired comparison)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one == "paired":
+        paired_step(args)
+        return
     if args.one:
         one(args)
+        return
+    if args.paired_step:
+        if args.optimizers == "fused":
+            args.optimizers = "keras,fused"
+        paired_table(args)
         return
     passthrough = [f"--window={args.window}", f"--batch-size={args.batch_size}", f"--steps={args.steps}",
                    f"--warmup={args.warmup}", f"--workers={args.workers}",

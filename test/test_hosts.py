@@ -177,7 +177,7 @@ def check_complete(cluster, name: str, steps: int) -> None:
 def partition(c) -> None:
     """Cut host 2's link for longer than the collective's timeout, then restore it."""
     c.hosts[2].link(False)
-    time.sleep(TIMEOUT_S + 10)
+    time.sleep(TIMEOUT_S + 5)
     c.hosts[2].link(True)
 
 
@@ -185,7 +185,7 @@ def lose_host_2(c) -> None:
     """Host 2 lost (every process killed, its link down) for longer than the collective's timeout, then back."""
     c.hosts[2].link(False)
     c.hosts[2].kill()
-    time.sleep(TIMEOUT_S + 10)
+    time.sleep(TIMEOUT_S + 5)
     c.hosts[2].link(True)
     c.start_worker(2)
 

@@ -23,8 +23,7 @@ def _model_and_batches(seed: int = 0):
 def _trained(make_optimizer, steps: int, dense: bool = True):
     """Weights, optimizer arrays and losses after ``steps`` steps from the same start (a fresh tiny model each time).
 
-    ``dense``: gradients as dense tensors. Keras's Adam treats the input conv's ``IndexedSlices`` gradient (its
-    rows are gathered) as a sparse update, which is not Adam's update; dense, the two optimizers share one rule.
+    ``dense``: gradients as dense tensors (the input conv's gathers give ``IndexedSlices`` otherwise).
     """
     keras.utils.set_random_seed(0)
     model, batches = _model_and_batches()

@@ -182,7 +182,10 @@ def listening(port: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("tier", ["pyspark-4.1"], indirect=True)
 def test_a_killed_rank_fails_the_stage_which_resumes_from_the_last_checkpoint(tmp_path, tier):
+    """On the main tier only: the 3.5 tier runs the equivalence above; test_hosts.py loses ranks on the main
+    tier across hosts, so a second Spark here would add 80 s of CI for the same engine code."""
     _, env = tier
     data = tone_dataset(tmp_path / "ds")
     cfg = cfg_for(tmp_path, data, steps=60, checkpoint_every=5, val_every=20, log_every=5)
