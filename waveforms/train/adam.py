@@ -9,10 +9,13 @@ formula, ``m``, ``v`` and the variable updated in one pass) per variable. Its
 variables, their order and its config are Adam's, so checkpoints
 (``optimizer.npz``) move between the two.
 
-It agrees with ``Adam`` to float32 rounding: the kernel forms ``1 - beta`` in
-float32 where Keras forms it in float64 (``0.100000024`` against ``0.1`` for
-``beta_1 = 0.9``). AMSGrad and a distribution strategy with several replicas
-take Keras's own path.
+It agrees with ``Adam`` to float32 rounding: one step from the same state
+lands within 3e-8, and the kernel forms ``1 - beta`` in float32 where Keras
+forms it in float64 (``0.100000024`` against ``0.1`` for ``beta_1 = 0.9``).
+AMSGrad and a distribution strategy with several replicas take Keras's own path.
+Measured (``bench/bench_train.py --paired-step``, one thread, window 2000): a
+step 1.9 ms shorter for ``small`` and 5.3 ms for ``default`` at 2 windows
+(5-6%), within the noise at 8.
 """
 from __future__ import annotations
 
