@@ -80,7 +80,7 @@ def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = F
     from waveforms.train.recipe import learning_rate
 
     return FusedAdam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
-                                 global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+                     global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
