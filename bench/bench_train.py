@@ -144,16 +144,30 @@ def use_model(kind: str) -> None:
         raise SystemExit(f"unknown model {kind!r}: valid or causal")
 
 
+_FUSED: type | None = None  # waveforms.train.adam.FusedAdam, kept while its name is swapped
+
+
 def use_optimizer(kind: str) -> None:
-    """Make the engines' optimizer :class:`~waveforms.train.adam.FusedAdam` (``fused``) or Keras's ``Adam``."""
+    """Make the engines' optimizer :class:`~waveforms.train.adam.FusedAdam` (``fused``) or Keras's ``Adam``
+    (``keras``): common.optimizer imports the name when it builds one."""
+    global _FUSED
+    import keras
+
     from waveforms.train import adam
 
-    if kind == "keras":
-        import keras
-
-        adam.FusedAdam = keras.optimizers.Adam  # common.optimizer imports the name when it builds one
-    elif kind != "fused":
+    _FUSED = _FUSED or adam.FusedAdam
+    choices = {"fused": _FUSED, "keras": keras.optimizers.Adam}
+    if kind not in choices:
         raise SystemExit(f"unknown optimizer {kind!r}: fused or keras")
+    adam.FusedAdam = choices[kind]
+
+
+def random_batch(rng, batch: int, receptive_field: int, window: int):
+    """Random codes ``(batch, RF - 1 + window)`` and targets ``(batch, window)``, int32."""
+    import numpy as np
+
+    return (rng.integers(0, 256, (batch, receptive_field - 1 + window)).astype(np.int32),
+            rng.integers(0, 256, (batch, window)).astype(np.int32))
 
 
 def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[float, int]:
@@ -166,9 +180,7 @@ def step_rate(preset: str, batch: int, window: int, repeats: int = 8) -> tuple[f
 
     wavenet = build(preset)
     model = compile_model(wavenet.training_model(), TrainConfig(preset=preset))
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (batch, wavenet.receptive_field - 1 + window)).astype(np.int32)
-    y = rng.integers(0, 256, (batch, window)).astype(np.int32)
+    x, y = random_batch(np.random.default_rng(0), batch, wavenet.receptive_field, window)
     for _ in range(3):
         model.train_on_batch(x, y)
     best = float("inf")
@@ -185,27 +197,23 @@ def paired_step(args) -> None:
     from waveforms.train.collective import set_threads
 
     set_threads(args.threads)  # before TensorFlow starts
-    import keras
     import numpy as np
 
     from waveforms.config import TrainConfig
     from waveforms.model import build
-    from waveforms.train import adam
     from waveforms.train.common import compile_model
 
     kinds = args.optimizers.split(",")
-    fused = adam.FusedAdam
     wavenet = build(args.preset)
     start = wavenet.training_model().get_weights()
     models = {}
     for kind in kinds:
-        adam.FusedAdam = keras.optimizers.Adam if kind == "keras" else fused
+        use_optimizer(kind)
         models[kind] = compile_model(wavenet.training_model(), TrainConfig(preset=args.preset))
         models[kind].set_weights(start)
-    adam.FusedAdam = fused
+    use_optimizer("fused")
     rng = np.random.default_rng(0)
-    batches = [(rng.integers(0, 256, (args.batch_size, wavenet.receptive_field - 1 + args.window)).astype(np.int32),
-                rng.integers(0, 256, (args.batch_size, args.window)).astype(np.int32)) for _ in range(4)]
+    batches = [random_batch(rng, args.batch_size, wavenet.receptive_field, args.window) for _ in range(4)]
 
     def block(model, n: int) -> float:
         t = time.perf_counter()
