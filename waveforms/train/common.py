@@ -69,25 +69,27 @@ def prepare(cfg: TrainConfig) -> Setup:
     return Setup(cfg, ds, wavenet, genres, train_regions, val_regions, {**notes, "validation": how})
 
 
-def optimizer(cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
+def optimizer(cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
     """Adam (:class:`~waveforms.train.adam.FusedAdam`) with the configured schedule
     (:func:`waveforms.train.recipe.learning_rate`) and clip.
 
-    ``driven``: the learning rate is a variable the caller sets before each
-    step (from the same schedule), so the schedule can change during a run.
+    ``shift``: a schedule goes in a :class:`~waveforms.train.recipe.ShiftedSchedule`,
+    whose offset and inner schedule the training loop sets (resume, a budget's refit).
     """
     from waveforms.train.adam import FusedAdam  # imports TensorFlow
-    from waveforms.train.recipe import learning_rate
+    from waveforms.train.recipe import ShiftedSchedule, learning_rate
 
-    return FusedAdam(learning_rate=cfg.learning_rate if driven else learning_rate(cfg, total_steps),
-                     global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+    rate = learning_rate(cfg, total_steps)
+    if shift and not isinstance(rate, (int, float)):
+        rate = ShiftedSchedule(rate)
+    return FusedAdam(learning_rate=rate, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
-def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, driven: bool = False):
+def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
     """``model`` compiled; with ``mixed_precision`` a mixed_float16 copy with float32 logits (use the result)."""
     import keras
 
-    opt = optimizer(cfg, total_steps, driven)
+    opt = optimizer(cfg, total_steps, shift)
     if cfg.mixed_precision:
         model, opt = mixed_precision_model(model), mixed_optimizer(opt)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -25,28 +25,9 @@ from elephas.utils import subtract_params
 from elephas.worker import AsynchronousSparkWorker, SparkWorker
 
 from waveforms.train.precision import configure_devices
+from waveforms.train.recipe import ShiftedSchedule
 
 log = logging.getLogger(__name__)
-
-
-@keras.saving.register_keras_serializable(package="waveforms")
-class ShiftedSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``schedule(step + offset)``: a worker's schedule resumes where the run is, not at step 0.
-
-    The offset is a variable, so a cached, traced train function follows it without retracing.
-    """
-
-    def __init__(self, schedule, offset: int = 0):
-        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-            schedule = keras.optimizers.schedules.deserialize(schedule)
-        self.schedule = schedule
-        self.offset = keras.Variable(int(offset), dtype="int64", trainable=False, name="schedule_offset")
-
-    def __call__(self, step):
-        return self.schedule(keras.ops.cast(step, "int64") + self.offset)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": int(self.offset.numpy())}
 
 
 def _lr_parent(optimizer_config: dict[str, Any]) -> dict[str, Any]:

@@ -139,11 +139,15 @@ class Trainer:
         self.setup = setup = prepare(cfg)
         if not cfg.init_from:  # a resumed run's checkpoint replaces these weights
             setup.notes.update(recipe.initialise(setup, cfg.init))
-        self.model = compile_model(setup.wavenet.training_model(), cfg, driven=True)
+        self.model = compile_model(setup.wavenet.training_model(), cfg, shift=True)
         self.state = start_state(setup, self.model, out) if self.lead else RunState()
         if self.n > 1:
             sync_model(team, self.model)
             self.agree(start=True)
+        self.rate = recipe.shifted(self.model.optimizer)  # None for a constant rate
+        if self.rate is not None:  # the schedule follows this run's steps from the optimizer's counter on
+            self.rate.offset.assign(self.state.step - int(self.model.optimizer.iterations))
+        self.use_schedule(self.state.schedule_steps, retrace=False)
         self.metrics = MetricsLog(out) if self.lead else None
         if self.metrics:
             self.metrics.truncate(self.state.step)
@@ -152,7 +156,6 @@ class Trainer:
         self.eval_model = compile_model(setup.wavenet.training_model(), cfg) if self.ema else self.model
         self.preview = previews.Previewer(setup.wavenet, out, self.metrics, cfg.preview_seconds, cfg.seed,
                                           genre=0 if setup.genres else None) if self.lead else None
-        self.schedule = recipe.learning_rate(cfg, self.state.schedule_steps)
         self.collective = (None if engine == "local" and self.n == 1
                            else CollectiveStep(self.model, team, ema=self.ema))
         self.reader = shared_reader(cfg.reads_in_flight)
@@ -206,11 +209,28 @@ class Trainer:
         share = self.cfg.batch_size // self.n
         return self.sampler.batch(step, part=slice(self.team.rank * share, (self.team.rank + 1) * share))
 
+    def use_schedule(self, total_steps: int | None, retrace: bool = True) -> None:
+        """The schedule for ``total_steps`` (None: ``steps``) as the optimizer's; ``retrace``: trace the step
+        again, so that its graph, which evaluates the schedule, holds the new one (a budget's refit)."""
+        self.schedule = recipe.learning_rate(self.cfg, total_steps)
+        if self.rate is None:
+            return
+        self.rate.schedule = self.schedule
+        if retrace:
+            self.model.train_function = None
+            if self.collective is not None:
+                self.collective = CollectiveStep(self.model, self.team, ema=self.ema)
+
+    def last_rate(self) -> float:
+        """The learning rate of the update just applied."""
+        if self.rate is None:
+            return recipe.lr_at(self.schedule, 0)
+        return float(self.rate(self.model.optimizer.iterations - 1))
+
     def step(self, x, y) -> None:
         """One optimizer step at the schedule's rate; the moving average follows it (with the collective step,
         inside the next step's graph: :meth:`waveforms.train.ema.EMA.defer`)."""
         state = self.state
-        self.model.optimizer.learning_rate = recipe.lr_at(self.schedule, state.step)
         if self.collective is None:
             loss = scalar(self.model.train_on_batch(x, y))
         else:
@@ -238,7 +258,8 @@ class Trainer:
         if self.since and state.schedule_steps is None and decide:
             fitted = recipe.budget_steps(cfg, state.step, self.wall(), self.since)
             if fitted:
-                state.schedule_steps, self.schedule = fitted, recipe.learning_rate(cfg, fitted)
+                state.schedule_steps = fitted
+                self.use_schedule(fitted)
                 log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps", cfg.max_minutes, fitted)
         self.out_of_time = (decide and state.step < cfg.steps and cfg.max_minutes > 0
                             and self.wall() >= cfg.max_minutes * 60)
@@ -254,7 +275,7 @@ class Trainer:
         cfg, state, step = self.cfg, self.state, self.state.step
         validate = bool(self.val_batches) and (step % cfg.val_every == 0 or done)
         preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
-        row: dict[str, Any] = {"step": step, "lr": recipe.lr_at(self.schedule, step - 1)}
+        row: dict[str, Any] = {"step": step, "lr": self.last_rate()}
         now = time.perf_counter()
         if self.interval:
             row["loss"] = state.loss = float(np.mean(self.interval))
@@ -303,7 +324,7 @@ class Trainer:
         if fitted and known is None:
             state.schedule_steps = int(fitted)
             if not start:
-                self.schedule = recipe.learning_rate(self.cfg, int(fitted))
+                self.use_schedule(int(fitted))
 
     # --- what the loop reports and leaves behind ----------------------------------------------------------
     def wall(self) -> float:

@@ -1,7 +1,8 @@
 """The training recipe: learning-rate schedule (warmup, then cosine or step decay) and initialisation.
 
 The schedule is a function of the optimizer's step counter, which checkpoints
-carry, so a resumed run follows it exactly. With a ``max_minutes`` budget the
+carry, so a resumed run follows it exactly; the optimizer evaluates it inside
+the training step's graph (:class:`ShiftedSchedule`), not the loop before each step. With a ``max_minutes`` budget the
 local engine fits the cosine schedule to the steps the budget holds, measured
 early in the run (:func:`budget_steps`; the fitted length is checkpointed). ``cosine`` uses Keras's own
 ``CosineDecay`` (its warmup included), so engines that serialise the optimizer
@@ -125,6 +126,46 @@ class WarmupStepDecay(_schedule_base()):  # type: ignore[misc]
 
 
 WarmupStepDecay = _register(WarmupStepDecay)
+
+
+class ShiftedSchedule(_schedule_base()):  # type: ignore[misc]
+    """``schedule(step + offset)``, in the graph of the step that reads the rate.
+
+    ``step`` is the optimizer's update counter (``iterations``, which
+    checkpoints carry). The training loop keeps ``offset`` at its own step
+    less that counter (0 unless a run's updates were skipped or its optimizer
+    state is new), and an elephas worker at the updates the run has done. The
+    offset is a variable, so a traced step follows it without retracing;
+    replacing ``schedule`` needs a new trace.
+    """
+
+    def __init__(self, schedule, offset: int = 0):
+        import keras
+
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            schedule = keras.optimizers.schedules.deserialize(schedule)
+        self.schedule = schedule
+        self.offset = keras.Variable(int(offset), dtype="int64", trainable=False, name="schedule_offset")
+
+    def __call__(self, step):
+        from keras import ops
+
+        return self.schedule(ops.cast(step, "int64") + self.offset)
+
+    def get_config(self) -> dict[str, Any]:
+        import keras
+
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": int(self.offset.numpy())}
+
+
+ShiftedSchedule = _register(ShiftedSchedule)
+
+
+def shifted(optimizer) -> ShiftedSchedule | None:
+    """The :class:`ShiftedSchedule` that sets ``optimizer``'s rate (a loss-scale optimizer's inner one's), if any."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    rate = getattr(inner, "_learning_rate", None)
+    return rate if isinstance(rate, ShiftedSchedule) else None
 
 
 def code_log_frequencies(setup, max_samples: int = LOGIT_FREQ_SAMPLES) -> np.ndarray:
