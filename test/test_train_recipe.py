@@ -242,3 +242,43 @@ def test_a_budget_run_fits_its_cosine_to_the_budget_and_logs_that_schedule(tmp_p
     switch = next(i for i, r in enumerate(rows) if r["lr"] != pytest.approx(lr_at(unfitted, r["step"] - 1), rel=1e-5))
     assert switch > 0
     assert all(r["lr"] == pytest.approx(lr_at(refit, r["step"] - 1), rel=1e-5) for r in rows[switch:])
+
+
+@pytest.mark.parametrize("engine", ["local", "allreduce"])  # train_on_batch; the collective step (one rank)
+def test_the_step_graph_applies_a_refit_schedule_s_rate(tmp_path, engine):
+    """The schedule is evaluated inside the traced step: after a refit (a budget's), the next update applies the
+    new schedule's rate, as a copy of the model and optimizer given that rate as a constant does."""
+    from dataclasses import replace
+
+    from waveforms.storage import OutputDir
+    from waveforms.train.collective import Collective
+    from waveforms.train.common import mean_loss
+    from waveforms.train.loop import Trainer
+
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    cfg = tiny(tmp_path, data, lr_schedule="cosine", warmup_steps=0, steps=100, ema_decay=0.0, preview_every=-1)
+    with OutputDir(cfg.model_dir) as out:
+        trainer = Trainer(cfg, out, Collective(), engine, mean_loss)
+        trainer.step(*trainer.batch(0))  # traced under the 100-step schedule
+        trainer.use_schedule(2)  # refit: 2 steps in all, so step 1 is halfway down the cosine
+        x, y = trainer.batch(1)
+        weights = trainer.model.get_weights()
+        state = checkpoint.optimizer_arrays(trainer.model.optimizer)
+        trainer.step(x, y)
+        got = trainer.model.get_weights()
+        trainer.close()
+
+    def stepped_at(rate: float) -> list[np.ndarray]:
+        ref = compile_model(prepare(cfg).wavenet.training_model(),
+                            replace(cfg, lr_schedule="constant", learning_rate=rate))
+        ref.set_weights(weights)
+        checkpoint.set_optimizer_arrays(ref.optimizer, ref, state)
+        ref.train_on_batch(x, y)
+        return ref.get_weights()
+
+    refit, first = lr_at(learning_rate(cfg, 2), 1), lr_at(learning_rate(cfg), 1)
+    low = cfg.min_lr_ratio
+    assert refit == pytest.approx(cfg.learning_rate * (low + (1 - low) / 2), rel=1e-6) and first > 1.5 * refit
+    for a, b in zip(got, stepped_at(refit)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert any(not np.allclose(a, b, rtol=1e-3, atol=1e-7) for a, b in zip(got, stepped_at(first)))
