@@ -21,7 +21,9 @@ preset and batch: one model per optimizer from the same weights, blocks of
 steps alternating between them (``--rounds`` of each), on ``--threads``
 TensorFlow threads (1: an allreduce rank's share of a small host). A paired
 difference per round cancels the machine's drift, which moves single runs
-minutes apart by up to a quarter.
+minutes apart by up to a quarter. There ``eager-rate`` is the fused update
+with the schedule computed outside the step and its rate assigned before each
+step, as the training loop did before the schedule moved into the step's graph.
 
 ``--engines local,synchronous,asynchronous,hogwild`` compares the local
 engine with elephas on Spark local[N] in each mode (one preset): throughput
@@ -33,6 +35,7 @@ Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--
        [--models valid|causal,valid] [--optimizers fused|keras,fused]
        [--engines local,synchronous,asynchronous,hogwild]
        python bench/bench_train.py --paired-step [--presets small] [--batches 2,8] [--threads 1] [--rounds 10]
+           [--optimizers keras,fused|eager-rate,fused]
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -162,6 +166,9 @@ def use_optimizer(kind: str) -> None:
     adam.FusedAdam = choices[kind]
 
 
+EAGER_RATE = "eager-rate"  # the fused update, its rate computed eagerly and set before each step (the loop until 2026-12-03)
+
+
 def random_batch(rng, batch: int, receptive_field: int, window: int):
     """Random codes ``(batch, RF - 1 + window)`` and targets ``(batch, window)``, int32."""
     import numpy as np
@@ -202,31 +209,40 @@ def paired_step(args) -> None:
     from waveforms.config import TrainConfig
     from waveforms.model import build
     from waveforms.train.common import compile_model
+    from waveforms.train.recipe import learning_rate, lr_at
 
     kinds = args.optimizers.split(",")
+    cfg = TrainConfig(preset=args.preset)  # its cosine schedule with warmup
     wavenet = build(args.preset)
     start = wavenet.training_model().get_weights()
-    models = {}
+    models, done = {}, {kind: 0 for kind in kinds}
     for kind in kinds:
-        use_optimizer(kind)
-        models[kind] = compile_model(wavenet.training_model(), TrainConfig(preset=args.preset))
+        use_optimizer("fused" if kind == EAGER_RATE else kind)
+        # eager-rate: a constant rate, the variable the loop set before each step from the schedule
+        own = replace(cfg, lr_schedule="constant", warmup_steps=0) if kind == EAGER_RATE else cfg
+        models[kind] = compile_model(wavenet.training_model(), own, shift=True)
         models[kind].set_weights(start)
     use_optimizer("fused")
+    schedule = learning_rate(cfg)
     rng = np.random.default_rng(0)
     batches = [random_batch(rng, args.batch_size, wavenet.receptive_field, args.window) for _ in range(4)]
 
-    def block(model, n: int) -> float:
+    def block(kind: str, n: int) -> float:
+        model, eager = models[kind], kind == EAGER_RATE
         t = time.perf_counter()
         for i in range(n):
+            if eager:
+                model.optimizer.learning_rate = lr_at(schedule, done[kind])
             model.train_on_batch(*batches[i % len(batches)])
+            done[kind] += 1
         return (time.perf_counter() - t) / n * 1000
 
-    for model in models.values():
-        block(model, 3)
+    for kind in kinds:
+        block(kind, 3)
     ms: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(args.rounds):
         for kind in kinds:
-            ms[kind].append(block(models[kind], args.block))
+            ms[kind].append(block(kind, args.block))
     print(json.dumps({"ms": ms}))
 
 
