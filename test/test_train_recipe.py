@@ -282,3 +282,29 @@ def test_the_step_graph_applies_a_refit_schedule_s_rate(tmp_path, engine):
     for a, b in zip(got, stepped_at(refit)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
     assert any(not np.allclose(a, b, rtol=1e-3, atol=1e-7) for a, b in zip(got, stepped_at(first)))
+
+
+def test_a_checkpoint_made_with_a_rate_variable_resumes_under_the_schedule_and_back(tmp_path):
+    """Until the schedule moved into the step, the loop's Adam had a rate variable (one array more in
+    optimizer.npz); either layout restores into the other with the update counter and the moments carried."""
+    from dataclasses import replace
+
+    data = tone_dataset(tmp_path / "ds", sample_rate=8000)
+    cfg = tiny(tmp_path, data, lr_schedule="cosine")
+    setup = prepare(cfg)
+    x = np.random.default_rng(0).integers(0, 256, (2, setup.receptive_field - 1 + 64)).astype(np.int32)
+    y = np.random.default_rng(1).integers(0, 256, (2, 64)).astype(np.int32)
+    kinds = {"rate variable": replace(cfg, lr_schedule="constant", warmup_steps=0), "schedule": cfg}
+    for saved_kind, loaded_kind in [("rate variable", "schedule"), ("schedule", "rate variable")]:
+        saved = compile_model(setup.wavenet.training_model(), kinds[saved_kind], shift=True)
+        for _ in range(3):
+            saved.train_on_batch(x, y)
+        arrays = checkpoint.optimizer_arrays(saved.optimizer)
+        loaded = compile_model(setup.wavenet.training_model(), kinds[loaded_kind], shift=True)
+        checkpoint.set_optimizer_arrays(loaded.optimizer, loaded, arrays)
+        assert int(loaded.optimizer.iterations) == 3
+        moments = [a for a in arrays[1:] if np.ndim(a)]
+        assert len(arrays) - len(checkpoint.optimizer_arrays(loaded.optimizer)) == (1 if saved_kind == "rate variable"
+                                                                                   else -1)
+        for a, v in zip(moments, [v for v in loaded.optimizer.variables[1:] if len(v.shape)]):
+            np.testing.assert_array_equal(a, v.numpy())
