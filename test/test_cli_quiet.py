@@ -78,3 +78,26 @@ def test_a_spark_stage_prints_no_spark_banner_unless_verbose(tmp_path, sine_mp3)
     loud = _cli("-v", *args, "--output", str(tmp_path / "ds-v"))
     assert loud.returncode == 0, loud.stderr
     assert "WARNING: Using incubator modules" in loud.stderr and "NativeCodeLoader" in loud.stderr
+
+
+def test_spark_35s_shutdown_race_is_dropped_and_other_errors_pass():
+    """SPARK-47121's record (its log line, the exception, the stack) is dropped; the lines around it, an
+    ordinary error record with its stack and a final log line with nothing after it are passed on in order."""
+    from waveforms.spark import shown
+
+    race = [b"26/12/03 14:55:01 ERROR TransportRequestHandler: Error while invoking RpcHandler#receive()\n",
+            b"java.util.concurrent.RejectedExecutionException: Task java.util.concurrent.ScheduledThreadPoolExecutor"
+            b"$ScheduledFutureTask@2a0ee126[Not completed, task = java.util.concurrent.Executors$RunnableAdapter@41f6f"
+            b"[Wrapped task = org.apache.spark.scheduler.cluster.StandaloneSchedulerBackend$StandaloneDriverEndpoint"
+            b"$$anon$2@40a3e59b]] rejected from java.util.concurrent.ScheduledThreadPoolExecutor@2520f454[Terminated]\n",
+            b"\tat java.base/java.util.concurrent.ThreadPoolExecutor$AbortPolicy.rejectedExecution(ThreadPoolExecutor"
+            b".java:2065)\n",
+            b"\tat java.base/java.lang.Thread.run(Thread.java:840)\n"]
+    other = [b"26/12/03 14:55:02 ERROR Executor: Exception in task 0.0 in stage 1.0 (TID 1)\n",
+             b"java.io.IOException: No space left on device\n",
+             b"\tat java.base/java.io.FileOutputStream.writeBytes(Native Method)\n",
+             b"Caused by: java.io.IOException: disk full\n"]
+    lines = [b"transform: 2/2 tracks\n", b"WARNING: Using incubator modules: jdk.incubator.vector\n", *race,
+             *other, b"transform: done\n", b"26/12/03 14:55:03 ERROR SparkContext: last words\n"]
+    assert list(shown(lines)) == [b"transform: 2/2 tracks\n", *other, b"transform: done\n",
+                                  b"26/12/03 14:55:03 ERROR SparkContext: last words\n"]

@@ -2,7 +2,8 @@
 
 Unless debug logging is on (``waveforms -v``), the driver JVM's start-up banner stays out of
 a stage's output: the driver logs errors only (``spark-log4j2.properties``), and the JVM's own
-early stderr lines (``WARNING: Using incubator modules``) are dropped; every other line is passed on.
+early stderr lines (``WARNING: Using incubator modules``) are dropped, and so is Spark 3.5's known shutdown
+race (:data:`SHUTDOWN_RACE`); every other line is passed on.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Iterable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs each connection it opens and closes at INFO
@@ -81,14 +82,44 @@ def quiet_conf(settings: Mapping[str, str]) -> dict[str, str]:
     return {**settings, JAVA_OPTIONS: f"{java} {LOG4J2_OPTION}".strip()}
 
 
+# SPARK-47121, fixed in Spark 4.0 and not in 3.5 (EMR 7.x's): while a standalone scheduler backend stops, its
+# driver endpoint can still schedule work on a pool it has shut down, and the RejectedExecutionException is
+# logged with its stack at ERROR after the stage has finished. Seen on a loaded machine; it is no fault.
+SHUTDOWN_RACE = re.compile(rb"RejectedExecutionException: Task .*StandaloneSchedulerBackend\$StandaloneDriverEndpoint")
+LOG_RECORD = re.compile(rb"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ERROR ")  # spark-log4j2.properties' pattern
+TRACE = (b"\t", b"Caused by: ", b"Suppressed: ")
+
+
+def shown(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The JVM's stderr ``lines`` a stage passes on: not :data:`BANNER` lines, nor a record of
+    :data:`SHUTDOWN_RACE` (its log line, exception and stack). A log line waits for the next line, which
+    tells whether it begins that record."""
+    held, in_trace = None, False
+    for line in lines:
+        if in_trace and line.startswith(TRACE):
+            continue
+        in_trace = False
+        if SHUTDOWN_RACE.search(line):
+            held, in_trace = None, True
+            continue
+        if held is not None:
+            yield held
+            held = None
+        if LOG_RECORD.match(line):
+            held = line
+        elif not BANNER.match(line):
+            yield line
+    if held is not None:
+        yield held
+
+
 def _forward_stderr(stream: IO[bytes]) -> None:
-    """Copy the JVM's stderr to ours line by line, without :data:`BANNER` lines, until it closes."""
-    for line in iter(stream.readline, b""):
-        if not BANNER.match(line):
-            try:
-                os.write(2, line)
-            except OSError:  # our stderr is gone; keep draining so the JVM never blocks on a full pipe
-                pass
+    """Copy the JVM's stderr to ours line by line (the lines :func:`shown` passes), until it closes."""
+    for line in shown(iter(stream.readline, b"")):
+        try:
+            os.write(2, line)
+        except OSError:  # our stderr is gone; keep draining so the JVM never blocks on a full pipe
+            pass
 
 
 def _launch_quiet_gateway(master: str, app_name: str, settings: Mapping[str, str]) -> None:
