@@ -2,6 +2,7 @@
 import json
 import math
 import wave
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -248,8 +249,6 @@ def test_a_budget_run_fits_its_cosine_to_the_budget_and_logs_that_schedule(tmp_p
 def test_the_step_graph_applies_a_refit_schedule_s_rate(tmp_path, engine):
     """The schedule is evaluated inside the traced step: after a refit (a budget's), the next update applies the
     new schedule's rate, as a copy of the model and optimizer given that rate as a constant does."""
-    from dataclasses import replace
-
     from waveforms.storage import OutputDir
     from waveforms.train.collective import Collective
     from waveforms.train.common import mean_loss
@@ -287,8 +286,6 @@ def test_the_step_graph_applies_a_refit_schedule_s_rate(tmp_path, engine):
 def test_a_checkpoint_made_with_a_rate_variable_resumes_under_the_schedule_and_back(tmp_path):
     """Until the schedule moved into the step, the loop's Adam had a rate variable (one array more in
     optimizer.npz); either layout restores into the other with the update counter and the moments carried."""
-    from dataclasses import replace
-
     data = tone_dataset(tmp_path / "ds", sample_rate=8000)
     cfg = tiny(tmp_path, data, lr_schedule="cosine")
     setup = prepare(cfg)

@@ -25,7 +25,7 @@ from elephas.utils import subtract_params
 from elephas.worker import AsynchronousSparkWorker, SparkWorker
 
 from waveforms.train.precision import configure_devices
-from waveforms.train.recipe import ShiftedSchedule
+from waveforms.train.recipe import ShiftedSchedule, shifted
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,8 @@ def worker_model(model_json: str, optimizer_config: dict[str, Any], loss: Any, m
         for variable, value in zip(entry.model.optimizer.variables, entry.optimizer_state):
             variable.assign(value)
     entry.uses += 1
-    optimizer = entry.model.optimizer
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if isinstance(schedule, ShiftedSchedule):
+    schedule = shifted(entry.model.optimizer)
+    if schedule is not None:
         schedule.offset.assign(offset)
     return entry.model
 
