@@ -9,10 +9,11 @@ well conditioned whatever the unit (FLOPs or core-seconds).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from waveforms.units import bits
 
@@ -72,7 +73,9 @@ def fit(compute: list[float] | np.ndarray, loss: list[float] | np.ndarray) -> Fi
     lower, upper = [0.0, 0.0, 1e-4], [np.inf, np.inf, B_MAX]
     p0 = tuple(min(max(p, lo + 1e-9), hi) for p, lo, hi in zip(p0, lower, upper))
     try:
-        params, _ = curve_fit(_curve, x, y, p0=p0, bounds=(lower, upper), maxfev=20000)
+        with warnings.catch_warnings():  # the covariance is not used; with 3 points it cannot be estimated
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(_curve, x, y, p0=p0, bounds=(lower, upper), maxfev=20000)
     except RuntimeError:  # no convergence: the grid's start is still a least-squares answer for its b
         params = p0
     l_inf, a, b = (float(p) for p in params)
