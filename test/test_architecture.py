@@ -10,20 +10,27 @@ from helpers.train import tone_dataset, train_argv
 from waveforms import config
 from waveforms.cli import main
 from waveforms.fastgen import FastWeights, Sampler
-from waveforms.config.architecture import ARCHITECTURE_KEYS, PRESETS
 from waveforms.model import WaveNetConfig, build, load
-from waveforms.model.presets import architecture
+from waveforms.model.presets import ARCHITECTURE_KEYS, PRESETS, architecture
 
 
-def test_train_declares_every_architecture_key_and_every_preset():
-    fields = {f.name: f for f in dataclasses.fields(config.TrainConfig)}
-    assert set(ARCHITECTURE_KEYS) <= set(fields)
-    for key in ARCHITECTURE_KEYS:
+def test_the_architecture_keys_agree_in_the_model_the_train_table_and_every_preset():
+    """The keys are declared in three places; a key added, dropped or renamed in one of them fails here."""
+    keys = list(ARCHITECTURE_KEYS)
+    assert [f.name for f in dataclasses.fields(WaveNetConfig)][:len(keys)] == keys
+    train = {f.name: f for f in dataclasses.fields(config.TrainConfig)}
+    names = list(train)
+    at = names.index("preset") + 1
+    assert names[at:at + len(keys)] == keys
+    assert [n for n, f in train.items() if f.metadata["help"].endswith("; 0 = from the preset")] == keys
+    assert train["preset"].metadata["choices"] == tuple(PRESETS)
+    for key in keys:
         assert getattr(config.TrainConfig(), key) == 0  # 0: the preset's value
-        assert fields[key].metadata["min"] == 0 and fields[key].metadata["max"] >= 8
-    for name, keys in PRESETS.items():
-        assert set(keys) == set(ARCHITECTURE_KEYS), name  # each preset names every key
-        assert dataclasses.asdict(build(name).config) == {**dataclasses.asdict(WaveNetConfig()), **keys}
+        assert train[key].metadata["min"] == 0 and train[key].metadata["max"] >= 8
+    assert {k: getattr(WaveNetConfig(), k) for k in keys} == PRESETS["default"]  # the model's defaults
+    for name, preset in PRESETS.items():
+        assert list(preset) == keys, name  # each preset names every key, in order
+        assert dataclasses.asdict(build(name).config) == {**dataclasses.asdict(WaveNetConfig()), **preset}
 
 
 def test_a_key_overrides_its_presets_value_from_a_file_and_from_set(tmp_path):

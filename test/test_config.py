@@ -1,4 +1,5 @@
 """Config files, flags and --set overrides; metadata-driven validation, CLI help and README tables."""
+import dataclasses
 import json
 import re
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from waveforms import cli, config
 from waveforms.cli import main
+from waveforms.config.reference import OFTEN, TUNING
 from waveforms.train import rank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +120,8 @@ def test_flags_keep_their_names_and_keys():
                   "--batch-size": "batch_size", "--window": "window", "--engine": "engine", "--seed": "seed",
                   "--fresh": "fresh", "--init-from": "init_from", "--mode": "elephas.mode", "--frequency": "elephas.frequency",
                   "--master": "master", "--workers": "workers", "--epochs": "elephas.epochs",
-                  "--parameter-server": "elephas.parameter_server", "--port": "elephas.port"},
+                  "--parameter-server": "elephas.parameter_server", "--port": "elephas.port",
+                  "--max-minutes": "max_minutes"},
         "generate": {"--model": "model", "--seconds": "seconds", "--output": "output", "--temperature": "temperature",
                      "--top-p": "top_p", "--prime": "prime", "--seed": "seed", "--streams": "streams", "--genre": "genre",
                      "--save-every": "save_every", "--evaluate": "evaluate"},
@@ -235,6 +238,20 @@ def test_docs_key_tables_match_the_metadata():
     assert "## [train.elephas]" in table
     n_rows = sum(1 for line in table.splitlines() if line.startswith("| `"))
     assert n_rows == sum(len(list(config.fields(cls))) for cls in config.STAGE_CONFIGS.values())
+
+
+
+def test_each_key_table_lists_the_keys_with_a_flag_first_then_the_tuning_keys():
+    table = config.markdown_table()
+    train = table.split("## [train]\n", 1)[1].split("\n## ", 1)[0]
+    often, tuning = train.split(TUNING)
+    assert OFTEN in often
+    for key in ("data", "preset", "max_minutes", "engine", "workers", "steps"):
+        assert f"| `{key}` |" in often and f"| `{key}` |" not in tuning, key
+    for key in ("stacks", "learning_rate", "warmup_steps", "ema_decay", "clip_norm"):
+        assert f"| `{key}` |" in tuning, key
+    top_level_flags = [f.name for f in dataclasses.fields(config.TrainConfig) if f.metadata.get("flag")]
+    assert [line.split("`")[1] for line in often.splitlines() if line.startswith("| `")] == top_level_flags
 
 
 def _words(text: str) -> str:

@@ -11,7 +11,7 @@ from waveforms import mulaw
 from waveforms import sampling as gen
 from waveforms.errors import UserError
 from waveforms.fastgen import FastWeights, Sampler, sample_code
-from waveforms.config.architecture import PRESETS
+from waveforms.model.presets import PRESETS
 from waveforms.model import build
 
 

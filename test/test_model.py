@@ -6,7 +6,7 @@ import pytest
 
 from waveforms.config.dataset import SAMPLE_RATE
 from waveforms.errors import UserError
-from waveforms.config.architecture import PRESETS
+from waveforms.model.presets import PRESETS
 from waveforms.model import WaveNetConfig, build, load
 from waveforms.model.spec import read, spec
 

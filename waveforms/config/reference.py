@@ -21,23 +21,36 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+OFTEN = "Keys most runs set (each has a CLI flag):"
+TUNING = "Tuning keys, which most users never touch:"
+HEADER = ["| key | type | default | allowed | flag | help |", "|---|---|---|---|---|---|"]
+
+
+def _row(name: str, f: dataclasses.Field, tp: Any) -> str:
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
+    flag = f"`{f.metadata['flag']}`" if f.metadata.get("flag") else ""
+    return (f"| `{name}` | {_type_name(tp)}{unit} | `{_cell(json.dumps(default))}` | {_cell(allowed(f))} "
+            f"| {flag} | {_cell(f.metadata['help'])} |")
+
+
 def markdown_table() -> str:
-    """The key tables, one per stage and sub-table, generated from the field metadata."""
+    """The key tables, one per stage and sub-table, generated from the field metadata.
+
+    Each table lists first the keys with a CLI flag, the ones most runs set, then the tuning keys.
+    """
     out: list[str] = []
     for stage, cls in STAGE_CONFIGS.items():
-        sections: dict[str, list[str]] = {}
+        sections: dict[str, tuple[list[str], list[str]]] = {}
         for key, f, tp in fields(cls):
             table, _, name = key.rpartition(".")
-            title = f"[{stage}.{table}]" if table else f"[{stage}]"
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
-            flag = f"`{f.metadata['flag']}`" if f.metadata.get("flag") else ""
-            sections.setdefault(title, []).append(
-                f"| `{name}` | {_type_name(tp)}{unit} | `{_cell(json.dumps(default))}` | {_cell(allowed(f))} "
-                f"| {flag} | {_cell(f.metadata['help'])} |")
-        for title, rows in sections.items():
-            out += [f"## {title}", "", "| key | type | default | allowed | flag | help |",
-                    "|---|---|---|---|---|---|", *rows, ""]
+            often, tuning = sections.setdefault(f"[{stage}.{table}]" if table else f"[{stage}]", ([], []))
+            (often if f.metadata.get("flag") else tuning).append(_row(name, f, tp))
+        for title, (often, tuning) in sections.items():
+            out += [f"## {title}", ""]
+            for words, rows in ((OFTEN, often), (TUNING, tuning)):
+                if rows:
+                    out += [words, "", *HEADER, *rows, ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from waveforms.config.architecture import PRESETS, train_fields
 from waveforms.config.metadata import opt
 
 
@@ -46,7 +45,6 @@ class AllreduceConfig:
 
 
 @dataclass
-@train_fields(after="preset")
 class TrainConfig:
     """The train stage; ``engine`` picks local Keras, all-reduce on Spark or elephas on Spark.
 
@@ -54,14 +52,27 @@ class TrainConfig:
     every engine: ``steps`` counts them for the local and allreduce engines, and an elephas
     epoch makes ``workers * ceil(windows_per_worker / batch_size)`` of them.
     ``log_every``, ``val_every``, ``checkpoint_every`` and the cosine schedule
-    count steps too. The architecture keys (:mod:`waveforms.config.architecture`)
-    follow ``preset``.
+    count steps too. The seven architecture keys follow ``preset``: 0 takes the preset's
+    value (:data:`waveforms.model.presets.ARCHITECTURE_KEYS`).
     """
 
     data: str = opt("data/dataset", flag="--data", help="dataset folder or s3:// prefix")
     model_dir: str = opt("data/model", flag="--model-dir", help="where the model, checkpoints and metrics go")
-    preset: str = opt("small", choices=tuple(PRESETS), flag="--preset",
+    # the names of waveforms.model.presets.PRESETS (config sits below the model; test_architecture compares them)
+    preset: str = opt("small", choices=("tiny", "small", "default", "large"), flag="--preset",
                       help="model size: a named set of the architecture keys below")
+    stacks: int = opt(0, min=0, max=16, help="stacks of dilated layers; 0 = from the preset")
+    layers_per_stack: int = opt(0, min=0, max=14, unit="layers",
+                                help="layers per stack, dilations 1, 2, 4, ... 2^(n-1); 0 = from the preset")
+    kernel_size: int = opt(0, min=0, max=8, unit="taps", help="taps of each dilated convolution; 0 = from the preset")
+    residual_channels: int = opt(0, min=0, max=1024, unit="channels",
+                                 help="channels of the residual stream; 0 = from the preset")
+    dilation_channels: int = opt(0, min=0, max=1024, unit="channels",
+                                 help="channels out of each gated unit; 0 = from the preset")
+    skip_channels: int = opt(0, min=0, max=2048, unit="channels",
+                             help="channels of the skip sum and the output head; 0 = from the preset")
+    genre_channels: int = opt(0, min=0, max=256, unit="channels",
+                              help="genre embedding size (condition_on_genre); 0 = from the preset")
     init_from: str = opt("", flag="--init-from",
                          help="fine-tune: start from this model's architecture and weights (a model folder or "
                               "s3:// prefix), with a fresh optimizer and schedule; empty = a new model")
@@ -102,7 +113,7 @@ class TrainConfig:
     checkpoint_every: int = opt(100, min=1, unit="steps", help="steps between checkpoints (not elephas)")
     early_stopping_patience: int = opt(0, min=0, unit="checks",
                                        help="validation checks without improvement before stopping; 0 = off")
-    max_minutes: float = opt(0.0, min=0, unit="min",
+    max_minutes: float = opt(0.0, min=0, unit="min", flag="--max-minutes",
                              help="training wall-time budget, resumes included; 0 = none; "
                                   "the local and allreduce engines fit a cosine schedule to it")
     fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")

@@ -10,11 +10,10 @@ from typing import Any
 from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import TrainConfig
-from waveforms.config.architecture import ARCHITECTURE_KEYS
 from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
-from waveforms.model.presets import architecture
+from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
 from waveforms.train.metrics_log import MetricsLog
 from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from waveforms.config import TrainConfig
-from waveforms.config.architecture import ARCHITECTURE_KEYS
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.model import WaveNet, build, load
 from waveforms.model.artifact import FILES_KEY, MODEL_FILE
+from waveforms.model.presets import ARCHITECTURE_KEYS
 
 
 def conflicts(cfg: TrainConfig, parent: WaveNet) -> list[str]:
