@@ -95,6 +95,15 @@ def precision_overrides() -> list[str]:
     return ["precision=auto"] if "precision" in TrainConfig.__dataclass_fields__ else []
 
 
+def resolved(precision: str) -> str:
+    """``auto`` with what it picks on this machine (the training run does not record it)."""
+    from waveforms.train import precision as prec
+
+    if precision != "auto" or not hasattr(prec, "effective"):
+        return precision
+    return f"auto: {prec.effective(precision)}"
+
+
 def trainable_params(preset: str) -> int:
     from waveforms.model import build
 
@@ -120,7 +129,7 @@ def run_one(preset: str, minutes: float, data: Path, dataset_id: str, env: dict[
         "wall_s": r["wall"], "val_nats": r["val"], "run_val_nats": r["run_val"],
         "params": params, "batch_size": cfg["batch_size"], "window": cfg["window"],
         "predicted_samples": samples, "flops": 6.0 * params * samples, "cores": cores,
-        "core_s": r["wall"] * cores, "precision": cfg.get("precision", "float32 (no precision key)"),
+        "core_s": r["wall"] * cores, "precision": resolved(cfg.get("precision", "float32 (no precision key)")),
         "sample_rate": cfg.get("sample_rate", 16000), "load": [load0, os.getloadavg()[0]],
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True, check=False).stdout.strip(),
