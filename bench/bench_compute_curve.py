@@ -150,7 +150,7 @@ def fmt_range(p: cc.Projection, scale: float) -> str:
     def num(v: float) -> str:
         return "never" if math.isinf(v) else sig(v * scale)
     if math.isinf(p.mid):
-        return "never (below the fit's floor)"
+        return "never (floor above it)"
     return f"{num(p.low)}-{num(p.high)} ({num(p.mid)})"
 
 
@@ -195,8 +195,9 @@ def projection_tables(preset: str, rows: list[dict]) -> list[str]:
             f"{CPU_TYPE} per vCPU (${usd_core:.3f}) |", "|---:|---:|---:|---:|---:|---:|"]
     for t in TARGETS:
         pf, pc = cc.project(fit_f, t, held_f.error, max_f), cc.project(fit_c, t, held_c.error, max_c)
-        out.append(f"| {t} | {cc.bits_per_second(t, rows[0]['sample_rate']):,.0f} | {pf.mid:.3g} "
-                   f"| {pf.beyond:,.0f}× | {fmt_range(pc, 1 / 3600)} | {fmt_range(pc, usd_core / 3600)} |")
+        flops = f"{pf.mid:.3g} | {pf.beyond:,.0f}×" if math.isfinite(pf.mid) else "never (below L_inf) | -"
+        out.append(f"| {t} | {cc.bits_per_second(t, rows[0]['sample_rate']):,.0f} | {flops} "
+                   f"| {fmt_range(pc, 1 / 3600)} | {fmt_range(pc, usd_core / 3600)} |")
     header = " | ".join(f"{g} GPU-h | {g} $ ({cost.gpu_hour_usd(g)[1]})" for g in GPUS)
     out += [f"\nGPU-hours at {cost.TRAINING_SHARE:g} of float32 peak "
             f"({', '.join(f'{g} {cost.GPU_FP32_TFLOPS[g]:g}' for g in GPUS)} TFLOP/s; a stated throughput, "
@@ -209,10 +210,15 @@ def projection_tables(preset: str, rows: list[dict]) -> list[str]:
             hours = cost.gpu_hours(g, 1.0)  # hours per FLOP
             cells += [fmt_range(p, hours), fmt_range(p, hours * cost.gpu_hour_usd(g)[0])]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
-    beyond = cc.project(fit_f, TARGETS[-1], held_f.error, max_f).beyond
-    out.append(f"\nMeasured: {min(r['flops'] for r in rows):.3g} to {max_f:.3g} FLOPs. Every projection above "
-               f"is an extrapolation of the fit, up to {beyond:,.0f}× past the largest run"
-               + (" (more than 1,000×: read it as an order of magnitude at best)." if beyond > 1000 else "."))
+    reached = [p.beyond for t in TARGETS if math.isfinite((p := cc.project(fit_f, t, held_f.error, max_f)).mid)]
+    measured = f"\nMeasured: {min(r['flops'] for r in rows):.3g} to {max_f:.3g} FLOPs."
+    if not reached:
+        out.append(f"{measured} The FLOPs fit's floor ({fit_f.l_inf:.3f} nats) lies above every target.")
+    else:
+        beyond = max(reached)
+        out.append(f"{measured} Every projection above is an extrapolation of the fit, up to {beyond:,.0f}× past "
+                   "the largest run" + (" (more than 1,000×: an order of magnitude at best)." if beyond > 1000 else
+                                        "."))
     return out
 
 

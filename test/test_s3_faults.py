@@ -22,6 +22,7 @@ from waveforms.train import run
 @pytest.fixture
 def fast_backoff(monkeypatch):
     monkeypatch.setattr(s3retry, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(s3retry, "OUTAGE_S", 0.0)  # stop after the attempts; the time bound: test_s3_outage
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from waveforms import config as cfgmod
 from waveforms import progress, stages
 from waveforms.errors import reported
+from waveforms.s3retry import OUTAGE_KEY, OUTAGE_S, bounded
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
 CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)
@@ -77,6 +78,13 @@ def stage_config(stage: str, args: argparse.Namespace) -> Any:
     return cfgmod.load(stage, args.config, args.set, flags)
 
 
+def run_stage(stage: str, args: argparse.Namespace) -> int:
+    """The stage, configured from ``args``, with S3 outages retried for its ``s3_outage_s``."""
+    cfg = stage_config(stage, args)
+    with bounded(getattr(cfg, OUTAGE_KEY, OUTAGE_S)):
+        return stage_runner(stage)(cfg)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -94,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     if own_parser:
         return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
-    return reported(f"waveforms {args.stage}", lambda: stage_runner(args.stage)(stage_config(args.stage, args)))
+    return reported(f"waveforms {args.stage}", lambda: run_stage(args.stage, args))
 
 
 if __name__ == "__main__":

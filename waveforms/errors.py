@@ -2,8 +2,10 @@
 reports them."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 
 class UserError(Exception):
@@ -23,3 +25,53 @@ def reported(prog: str, command: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+class DiskFullError(UserError):
+    """A local disk that filled up while a stage wrote to it."""
+
+
+def _usage(path: str | os.PathLike):
+    """``shutil.disk_usage`` of the file system holding ``path`` (its nearest existing folder), or None."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder)
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a disk (or a quota) is full: ENOSPC or EDQUOT, also from h5py, whose errors carry
+    the errno only in their text."""
+    import errno
+
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
+@contextlib.contextmanager
+def disk_full(path: str | os.PathLike, what: str = "writing", also: tuple[str | os.PathLike, ...] = ()) -> Iterator[None]:
+    """Inside: a full disk while ``what`` ``path`` is a :class:`DiskFullError` naming the path and the free
+    space (the one place that turns ENOSPC into words); of ``path`` and the paths in ``also`` (other folders
+    written meanwhile) it names the one on the fullest disk. Writers remove their partial files themselves."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        usages = [(u.free if u else float("inf"), str(p)) for p in (path, *also) for u in [_usage(p)]]
+        where = min(usages)[1]
+        raise DiskFullError(f"no space left on the disk while {what} {where} ({free_space(where)}); free some "
+                            "space there and rerun") from exc
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """``"1.2 MB free of 64.0 MB"`` on the file system holding ``path``."""
+    usage = _usage(path)
+    return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB" if usage else "free space unknown"

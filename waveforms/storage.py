@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
-from waveforms.errors import UserError
+from waveforms.errors import UserError, disk_full
 from waveforms.s3retry import call, client_config, configure
 
 _UMASK = os.umask(0)
@@ -203,21 +203,23 @@ class RangeReader:
 
 @contextlib.contextmanager
 def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; rename it over ``path`` only on success."""
+    """Open a temporary sibling of ``path``; rename it over ``path`` only on success. A full disk is a
+    :class:`~waveforms.errors.DiskFullError` naming ``path``, and leaves neither file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_bytes(uri: str, data: bytes, client=None) -> None:
@@ -257,19 +259,20 @@ def download_file(uri: str, local: str | Path, client=None, callback=None) -> No
     if is_s3(uri):
         bucket, key = split_s3(uri)
         local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
-        try:
-            with open(tmp, "wb") as fh:  # one resumable GET stream (s3transfer fails on a cut HEAD: no length)
-                for chunk in iter_bytes(uri, 8 << 20, client):
-                    fh.write(chunk)
-                    if callback:
-                        callback(len(chunk))
-            os.replace(tmp, local)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with disk_full(local, f"downloading {uri} to"):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as fh:  # one resumable GET stream (s3transfer fails on a cut HEAD: no length)
+                    for chunk in iter_bytes(uri, 8 << 20, client):
+                        fh.write(chunk)
+                        if callback:
+                            callback(len(chunk))
+                os.replace(tmp, local)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         return
     upload_file(uri, str(local), callback=callback)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from waveforms.config.metadata import opt
+from waveforms.config.metadata import opt, s3_outage
 
 SAMPLE_RATE = 16000
 """Hz: the transform's default output rate, and so the rate of every model trained on its datasets."""
@@ -42,6 +42,7 @@ class ScrapeConfig:
     cache_dir: str = opt("", help="fma-dataset: archive downloads; empty = OUT/.archives (local) or ~/.cache/waveforms")
     archive_sha1: dict[str, str] = opt({}, help="fma-dataset: extra or overriding sha1 per archive name")
     input: str = opt("", flag="--input", help="dir source: folder or s3:// prefix of MP3s")
+    s3_outage_s: float = s3_outage()
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TransformConfig:
     partitions: int = opt(0, min=0, help="Spark partitions; 0 = one per track, up to 16 per core")
     resampler: str = opt("soxr", choices=("soxr", "swr"), help="ffmpeg resampler")
     spark_conf: dict[str, str] = opt({}, help="extra Spark settings")
+    s3_outage_s: float = s3_outage()
 
 
 @dataclass
@@ -74,3 +76,4 @@ class VerifyConfig:
     data: str = opt("data/dataset", flag="--data", help="dataset or model folder, or s3:// prefix (or give it as DATA)")
     hashes: bool = opt(True, help="also read every file and check its SHA-256; false = sizes only (one listing)")
     workers: int = opt(4, min=1, unit="threads", help="files hashed at once")
+    s3_outage_s: float = s3_outage()

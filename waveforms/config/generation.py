@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from waveforms.config.metadata import opt
+from waveforms.config.metadata import opt, s3_outage
 
 # The sampling defaults of every place that samples (generate, evaluate's clips, training previews, the studio),
 # chosen by bench/bench_sampling.py's sweep (docs/generation.md).
@@ -29,6 +29,7 @@ class GenerateConfig:
                             help="write the partial WAV every S seconds of audio; 0 = only at the end")
     evaluate: bool = opt(False, flag="--evaluate",
                          help="add the nearest training audio of every second (the index) to the sidecar JSON")
+    s3_outage_s: float = s3_outage()
 
 
 @dataclass
@@ -51,6 +52,7 @@ class IndexConfig:
     ef_search: int = opt(64, min=1, help="HNSW search breadth (factory HNSW...)")
     partitions: int = opt(0, min=0, help="Spark partitions; 0 = up to 4 per core")
     spark_conf: dict[str, str] = opt({}, help="extra Spark settings")
+    s3_outage_s: float = s3_outage()
 
 
 @dataclass
@@ -70,3 +72,4 @@ class EvaluateConfig:
     window: int = opt(16000, min=2, unit="samples", help="validation window (the same cut for every model)")
     batch_size: int = opt(4, min=1, unit="windows", help="validation windows per forward pass")
     heldout_seconds: float = opt(0.0, min=0, unit="s", help="cap on held-out audio read for fd_mel; 0 = all")
+    s3_outage_s: float = s3_outage()

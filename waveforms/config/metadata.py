@@ -24,6 +24,16 @@ def opt(default: Any, *, help: str, choices: Sequence[Any] | None = None, min: f
     return field(default=default, metadata=meta)
 
 
+def s3_outage() -> Any:
+    """The ``s3_outage_s`` key, one declaration for every stage that reads or writes S3."""
+    from waveforms.s3retry import OUTAGE_S
+
+    return opt(OUTAGE_S, min=0, unit="s",
+               help="how long an S3 operation failing with network faults (S3 or the path to it down) is retried "
+                    "before the stage stops with an error (training leaves a checkpoint to resume from); the "
+                    "outage's start and end are logged once each; 0 = 6 attempts, about 20 s")
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from waveforms.config.metadata import opt
+from waveforms.config.metadata import opt, s3_outage
 
 
 @dataclass
@@ -137,5 +137,6 @@ class TrainConfig:
     master: str = opt("local[2]", flag="--master", help="Spark master URL (the allreduce and elephas engines)")
     workers: int = opt(2, min=1, flag="--workers",
                        help="training processes (allreduce), Spark partitions per epoch (elephas)")
+    s3_outage_s: float = s3_outage()
     elephas: ElephasConfig = opt(ElephasConfig(), help="[train.elephas]: the elephas engine's keys")
     allreduce: AllreduceConfig = opt(AllreduceConfig(), help="[train.allreduce]: the allreduce engine's keys")

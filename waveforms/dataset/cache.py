@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from waveforms import storage
+from waveforms.errors import free_space, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class ShardCache:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-cache")
         self.hits = self.misses = 0
+        self.full = False  # the disk filled up: no more downloads this run (the cache is only an optimisation)
 
     def local_path(self, uri: str) -> Path:
         return self.base / uri[len(self.root) + 1:]
@@ -72,12 +74,14 @@ class ShardCache:
                 self.hits += 1
                 return str(path)
             self.misses += 1
-            if size is not None and size <= self.max_bytes and uri not in self._queued:
+            if size is not None and size <= self.max_bytes and uri not in self._queued and not self.full:
                 self._queued.add(uri)
                 self._pool.submit(self._fill, uri, size)
             return None
 
     def _fill(self, uri: str, size: int) -> None:
+        if self.full:
+            return
         path = self.local_path(uri)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,12 @@ class ShardCache:
             with self._lock:
                 self._ready.add(uri)
         except Exception as exc:  # the feed goes on with ranged reads
-            log.warning("could not cache %s: %s", uri, exc)
+            if not is_disk_full(exc):
+                log.warning("could not cache %s: %s", uri, exc)
+            elif not self.full:
+                self.full = True
+                log.warning("the shard cache's disk is full (%s, %s): shards not cached yet are read from S3 with "
+                            "ranged reads for the rest of this run", self.folder, free_space(self.folder))
 
     def _make_room(self, size: int) -> None:
         files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.rglob("*")

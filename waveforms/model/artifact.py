@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from waveforms import __version__, checksums, storage, versions
-from waveforms.errors import UserError
+from waveforms.errors import UserError, disk_full
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras, build_training_keras
 from waveforms.storage import OutputDir
@@ -104,7 +104,12 @@ class WaveNet:
         out = path
         out.local.mkdir(parents=True, exist_ok=True)
         tmp = out.path(f".{MODEL_FILE}.part.keras")
-        self.keras_model.save(tmp)
+        try:
+            with disk_full(out.path(MODEL_FILE)):
+                self.keras_model.save(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(out.path(MODEL_FILE))
         meta = {**self.metadata(), FILES_KEY: {MODEL_FILE: checksums.record(out.path(MODEL_FILE))}}
         storage.write_text(str(out.path(META_FILE)), json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -29,7 +29,7 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from waveforms import checksums, storage, versions
-from waveforms.errors import UserError
+from waveforms.errors import UserError, disk_full
 from waveforms.storage import OutputDir
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,24 @@ def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | N
     tmp = base / f"{TMP_PREFIX}{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        with disk_full(final, "writing the checkpoint"):
+            _write_folder(tmp, model, state, ema)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back; "latest" names the last whole one
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(base)
+    storage.write_text(str(base / LATEST), name + "\n")
+    out.upload(*(f"{DIR}/{name}/{f}" for f in files(state)), f"{DIR}/{LATEST}")
+    prune(out, keep=name)
+    return name
+
+
+def _write_folder(tmp: Path, model, state: dict[str, Any], ema: list[np.ndarray] | None) -> None:
+    """The checkpoint's files in folder ``tmp``, ``state.json`` (with the others' sizes and hashes) last."""
     tmp.mkdir()
     model.save_weights(tmp / WEIGHTS)
     _write_npz(tmp / OPTIMIZER, optimizer_arrays(model.optimizer))
@@ -175,14 +193,6 @@ def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | N
         fh.flush()
         os.fsync(fh.fileno())
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(base)
-    storage.write_text(str(base / LATEST), name + "\n")
-    out.upload(*(f"{DIR}/{name}/{f}" for f in files(state)), f"{DIR}/{LATEST}")
-    prune(out, keep=name)
-    return name
 
 
 def prune(out: OutputDir, keep: str) -> None:

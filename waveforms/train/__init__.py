@@ -9,6 +9,7 @@ elephas's parameter averaging on Spark, in elephas's own environment
 """
 from __future__ import annotations
 
+from waveforms import s3retry
 from waveforms.config import TrainConfig
 
 
@@ -26,7 +27,8 @@ def run(cfg: TrainConfig) -> int:
         from waveforms.train.allreduce import train
     else:
         from waveforms.train.local import train
-    train(cfg)
+    with s3retry.bounded(cfg.s3_outage_s):  # how long the feed, checkpoints and uploads ride out an S3 outage
+        train(cfg)
     return 0
 
 

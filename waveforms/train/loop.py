@@ -32,8 +32,9 @@ import numpy as np
 from waveforms import progress
 from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
-from waveforms.errors import UserError
+from waveforms.errors import DiskFullError, UserError
 from waveforms.model import WaveNetConfig, checkpoint
+from waveforms.s3retry import StorageError
 from waveforms.storage import OutputDir
 from waveforms.train import previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
@@ -196,11 +197,29 @@ class Trainer:
                 self.save_checkpoint()
             allreduce_s = self.collective.time_all_reduce() if self.collective is not None else 0.0
             agree_s = self.team.time_agree()
+        except (StorageError, DiskFullError) as exc:
+            raise self.stopped(exc) from exc
         finally:
             self.close()
         if not self.lead:
             return {"rank": self.team.rank, "steps": state.step}
         return self.finish(allreduce_s, agree_s)
+
+    def stopped(self, exc: StorageError | DiskFullError) -> UserError:
+        """The error a run stops with when S3 stayed unreachable or a disk filled: where a rerun resumes, after a
+        checkpoint of this very step where it can be written (S3 unreachable, ``model_dir`` local)."""
+        state, out = self.state, self.out
+        if out is None or not self.lead:
+            return type(exc)(f"training stopped at step {state.step}: {exc}")
+        if isinstance(exc, StorageError) and state.step > 0 and not out.remote:
+            try:
+                self.save_checkpoint()
+            except UserError as also:
+                log.warning("no checkpoint at step %d: %s", state.step, also)
+        saved = None if out.remote else (checkpoint.load_state(out.local) or {}).get("step")
+        resume = (f"the checkpoint at step {saved} in {out.uri}" if saved is not None
+                  else f"the last checkpoint uploaded to {out.uri}" if out.remote else "the start (no checkpoint)")
+        return type(exc)(f"training stopped at step {state.step}: {exc}; the same command resumes from {resume}")
 
     def batch(self, step: int):
         """This rank's share of the batch of ``step`` (a pure function of seed and step)."""

@@ -18,17 +18,18 @@ import time
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import checksums, jsonl, progress, runs, spark, storage, versions
+from waveforms import checksums, jsonl, progress, runs, s3retry, spark, storage, versions
 from waveforms.audio import AudioError, AudioSettings, decode_to
 from waveforms.dataset import format as ds
 from waveforms.dataset import integrity
-from waveforms.errors import UserError
+from waveforms.errors import DiskFullError, UserError, disk_full
 from waveforms.tracks import ERRORS, MANIFEST
 from waveforms.transform.sources import list_inputs
 
 log = logging.getLogger(__name__)
 
 TASKS_PER_CORE = 16
+STOPS = (DiskFullError, s3retry.StorageError)  # faults of the node or the network, not of a track: the stage stops
 
 
 def digest(obj: Any) -> str:
@@ -50,9 +51,23 @@ def _local_copy(uri: str, scratch: str, client) -> tuple[str, bool]:
 
 
 def process_partition(
-    records: Iterable[dict[str, Any]], settings: AudioSettings, out_root: str, run_id: str, partition: int, attempt: int
+    records: Iterable[dict[str, Any]], settings: AudioSettings, out_root: str, run_id: str, partition: int, attempt: int,
+    outage_s: float = s3retry.OUTAGE_S,
 ) -> Iterator[dict[str, Any]]:
-    """Decode ``records`` into one shard; yield a manifest row or an error row per record."""
+    """Decode ``records`` into one shard; yield a manifest row or an error row per record, or one ``stop`` row
+    (a full disk, S3 unreachable for ``outage_s``: see :data:`STOPS`) after removing its partial shard."""
+    try:
+        with s3retry.bounded(outage_s):
+            rows = _partition(records, settings, out_root, run_id, partition, attempt)
+    except STOPS as exc:
+        yield {"kind": "stop", "error": type(exc).__name__, "message": str(exc)}
+        return
+    yield from rows
+    yield {"kind": "stats", "partition": partition, "peak_rss_mib": peak_rss_mib()}
+
+
+def _partition(records: Iterable[dict[str, Any]], settings: AudioSettings, out_root: str, run_id: str, partition: int,
+               attempt: int) -> list[dict[str, Any]]:
     client = storage.s3_client() if storage.is_s3(out_root) else None
     name = f"{ds.SHARDS}/part-{run_id}-{partition:05d}-{attempt}.u8"
     final = storage.join(out_root, name)
@@ -62,11 +77,13 @@ def process_partition(
     rows: list[dict[str, Any]] = []
     offset = 0
     try:
-        with open(local_shard, "wb") as shard:
+        with disk_full(local_shard, "writing the shard", also=(scratch,)), open(local_shard, "wb") as shard:
             for rec in records:
                 meta = {k: v for k, v in rec.items() if k not in ("uri", "size")}
                 try:
                     path, temporary = _local_copy(rec["uri"], scratch, client)
+                except STOPS:
+                    raise
                 except Exception as exc:  # an unreadable object or file
                     rows.append({"kind": "error", "id": rec["id"], "input": rec["uri"], "reason": "unreadable",
                                  "detail": str(exc)[-1000:]})
@@ -94,12 +111,15 @@ def process_partition(
             storage.upload_file(local_shard, final, client)
         elif client is None and offset == 0:
             os.unlink(local_shard)  # every track of the partition was set aside
+    except BaseException:
+        if client is None and os.path.exists(local_shard):
+            os.unlink(local_shard)  # a partial shard: never under its name, and its space back
+        raise
     finally:
         if client is not None and os.path.exists(local_shard):
             os.unlink(local_shard)
         shutil.rmtree(scratch, ignore_errors=True)
-    yield from rows
-    yield {"kind": "stats", "partition": partition, "peak_rss_mib": peak_rss_mib()}
+    return rows
 
 
 def peak_rss_mib() -> float | None:
@@ -121,14 +141,14 @@ def _spark_map(records: list[dict[str, Any]], cfg: cfgmod.TransformConfig, setti
     # last task is short); each partition writes one shard.
     n = cfg.partitions or min(len(records), TASKS_PER_CORE * sc.defaultParallelism)
     done = sc.accumulator(0)  # tracks finished; the driver sees a task's count when the task ends
-    out_root = cfg.output
+    out_root, outage_s = cfg.output, cfg.s3_outage_s
 
     def task(index: int, part: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
         attempt = ctx.attemptNumber() if ctx else 0
-        return process_partition(progress.counted(part, done), settings, out_root, run_id, index, attempt)
+        return process_partition(progress.counted(part, done), settings, out_root, run_id, index, attempt, outage_s)
 
     ordered = sorted(records, key=lambda r: -int(r.get("size") or 0))
     with progress.watching(progress.Progress("transform", len(ordered), "tracks"), lambda: done.value):
@@ -162,6 +182,26 @@ def _existing(cfg: cfgmod.TransformConfig, settings_id: str) -> list[dict[str, A
 
 def run(cfg: cfgmod.TransformConfig) -> int:
     """The ``transform`` stage."""
+    with s3retry.bounded(cfg.s3_outage_s):
+        return _run(cfg)
+
+
+def _stop(results: list[dict[str, Any]], cfg: cfgmod.TransformConfig, run_id: str) -> None:
+    """Raise the first ``stop`` row's error (a full disk, S3 unreachable) before anything is committed; this
+    run's shards of a local output go (their space back), those on S3 are removed by the next run's commit."""
+    stops = [r for r in results if r["kind"] == "stop"]
+    if not stops:
+        return
+    if not storage.is_s3(cfg.output):
+        for path in storage.list_files(storage.join(cfg.output, ds.SHARDS)):
+            if os.path.basename(path).startswith(f"part-{run_id}-"):
+                storage.delete(path)
+    error = {cls.__name__: cls for cls in STOPS}.get(stops[0]["error"], UserError)
+    more = f" ({len(stops)} tasks stopped)" if len(stops) > 1 else ""
+    raise error(f"{stops[0]['message']}{more}; nothing was committed to {cfg.output}")
+
+
+def _run(cfg: cfgmod.TransformConfig) -> int:
     started = time.time()
     settings = AudioSettings.from_config(cfg)
     if cfg.normalise not in ("peak", "rms", "none"):
@@ -179,6 +219,7 @@ def run(cfg: cfgmod.TransformConfig) -> int:
     run_id = runs.run_id()
     log.info("transform: %d inputs, %d already in the dataset, %d to process", len(inputs), len(kept), len(todo))
     results = _spark_map(todo, cfg, settings, run_id) if todo else []
+    _stop(results, cfg, run_id)
     tracks = [r for r in results if r["kind"] == "track"] + kept
     errors = [r for r in results if r["kind"] == "error"]
     rss = [r["peak_rss_mib"] for r in results if r["kind"] == "stats" and r["peak_rss_mib"] is not None]
