@@ -43,6 +43,7 @@ import numpy as np
 
 import bench_train_budget as budget
 import compute_curve as cc
+from waveforms.units import bits
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = budget.OUT / "compute-curve.jsonl"
@@ -163,10 +164,11 @@ def fits_for(rows: list[dict], unit: str) -> tuple[cc.Fit | None, cc.HeldOut | N
 
 def runs_table(rows: list[dict]) -> list[str]:
     out = ["| preset | budget min | steps | wall s | FLOPs | core-s | val split nats | bits/sample | bits/s "
-           "| precision | load before/after | date, commit |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+           "| precision | load before/after | date, commit |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["preset"], r["minutes"])):
         out.append(f"| {r['preset']} | {r['minutes']:g} | {r['steps']:,} | {r['wall_s']:.0f} | {r['flops']:.3g} "
-                   f"| {r['core_s']:,.0f} | {r['val_nats']:.3f} | {r['val_nats'] / math.log(2):.3f} "
+                   f"| {r['core_s']:,.0f} | {r['val_nats']:.3f} | {bits(r['val_nats']):.3f} "
                    f"| {cc.bits_per_second(r['val_nats'], r['sample_rate']):,.0f} | {r['precision']} "
                    f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} | {r['date']}, {r['commit']} |")
     return out
