@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,16 @@ def append_result(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def pending(wanted: list[tuple[str, float]], rows: list[dict], dataset_id: str) -> list[tuple[str, float]]:
+    """The runs of ``wanted`` not yet in ``rows`` for this dataset, in order, each once."""
+    done = {(r["preset"], float(r["minutes"])) for r in rows if r["dataset_id"] == dataset_id}
+    out: list[tuple[str, float]] = []
+    for run in wanted:
+        if run not in done and run not in out:
+            out.append(run)
+    return out
+
+
 def precision_overrides() -> list[str]:
     from waveforms.config import TrainConfig
 
@@ -116,9 +127,7 @@ def run_one(preset: str, minutes: float, data: Path, dataset_id: str, env: dict[
     args = argparse.Namespace(preset=preset, minutes=minutes, val_batches=16, val_every=250, window=0,
                               batch_size=0, windows_per_worker=96)
     model_dir = work / f"{preset}-{minutes:g}"
-    if model_dir.exists():
-        import shutil
-        shutil.rmtree(model_dir)
+    shutil.rmtree(model_dir, ignore_errors=True)  # a run killed earlier: start it over
     load0 = os.getloadavg()[0]
     r = budget.train(args, data, str(model_dir), precision_overrides(), budget.ENGINES["local"], 100_000_000, env)
     cfg = json.loads((model_dir / "config.json").read_text())["config"]
@@ -284,13 +293,12 @@ def main() -> None:
     results = Path(args.results)
     wanted = parse_runs(args.only)
     if not args.report:
-        done = {(r["preset"], float(r["minutes"])) for r in read_results(results) if r["dataset_id"] == dataset_id}
-        work = budget.OUT / "compute-curve-models"
+        todo = pending(wanted, read_results(results), dataset_id)
         for preset, minutes in wanted:
-            if (preset, minutes) in done:
+            if (preset, minutes) not in todo:
                 print(f"{preset} {minutes:g} min: already in {results}, skipped", file=sys.stderr)
-                continue
-            row = run_one(preset, minutes, data, dataset_id, env, work)
+        for preset, minutes in todo:
+            row = run_one(preset, minutes, data, dataset_id, env, budget.OUT / "compute-curve-models")
             append_result(results, row)
             print(f"{preset} {minutes:g} min: {json.dumps(row)}", file=sys.stderr, flush=True)
     rows = [r for r in read_results(results) if r["dataset_id"] == dataset_id]

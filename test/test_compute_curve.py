@@ -93,3 +93,36 @@ def test_held_out_needs_four_points():
 def test_bits_per_second():
     assert cc.bits_per_second(math.log(2), 16000) == pytest.approx(16000)
     assert cc.bits_per_second(2.69, 16000) == pytest.approx(2.69 / 0.6931471805599453 * 16000)
+
+
+def test_the_bench_runs_only_what_its_results_file_lacks(tmp_path):
+    import bench_compute_curve as bcc
+
+    wanted = bcc.parse_runs("small:2.5, small:5,default:5,small:2.5")
+    assert wanted == [("small", 2.5), ("small", 5.0), ("default", 5.0), ("small", 2.5)]
+    results = tmp_path / "curve.jsonl"
+    assert bcc.read_results(results) == []
+    bcc.append_result(results, {"preset": "small", "minutes": 5, "dataset_id": "A", "val_nats": 3.0})
+    bcc.append_result(results, {"preset": "default", "minutes": 5.0, "dataset_id": "B", "val_nats": 3.1})
+    rows = bcc.read_results(results)
+    assert [r["val_nats"] for r in rows] == [3.0, 3.1]
+    # small:5 is done on dataset A; default:5 only on another dataset; small:2.5 is asked twice
+    assert bcc.pending(wanted, rows, "A") == [("small", 2.5), ("default", 5.0)]
+    assert bcc.pending(wanted, rows, "B") == [("small", 2.5), ("small", 5.0)]
+
+
+@pytest.mark.parametrize("text", ["small", "small:", "small:0", ":5", "small:five"])
+def test_the_bench_refuses_a_bad_run_list(text):
+    import bench_compute_curve as bcc
+
+    with pytest.raises(SystemExit, match="PRESET:MINUTES"):
+        bcc.parse_runs(text)
+
+
+def test_a_damaged_results_line_is_named(tmp_path):
+    import bench_compute_curve as bcc
+
+    results = tmp_path / "curve.jsonl"
+    results.write_text('{"preset": "small"}\n{"preset": "sm\n')
+    with pytest.raises(SystemExit, match="curve.jsonl:2 is not a JSON line"):
+        bcc.read_results(results)
