@@ -25,8 +25,13 @@ error sooner or later. GPU-hours use a stated throughput (float32 peak × the
 share of ``waveforms.aws.cost``; no GPU measured), dollars the instance table
 of ``docs/cluster.md``. ``--plot FILE`` writes the curve as a PNG.
 
+``--cost`` prints, instead, what an hour of training on ``fma_full`` costs for
+1, 8 and 32 GPU nodes, S3 requests included (``waveforms.aws.cost``, the
+tables of ``docs/cluster.md``).
+
 Usage: python bench/bench_compute_curve.py [--only small:2.5,default:5] [--results FILE] [--report]
        [--plot docs/compute-curve.png] [--data DATASET]
+       python bench/bench_compute_curve.py --cost
 """
 from __future__ import annotations
 
@@ -124,6 +129,8 @@ def trainable_params(preset: str) -> int:
 
 def run_one(preset: str, minutes: float, data: Path, dataset_id: str, env: dict[str, str], work: Path) -> dict:
     """Train one budget with bench_train_budget's ``train`` and describe it as one results row."""
+    from waveforms.aws import cost
+
     args = argparse.Namespace(preset=preset, minutes=minutes, val_batches=16, val_every=250, window=0,
                               batch_size=0, windows_per_worker=96)
     model_dir = work / f"{preset}-{minutes:g}"
@@ -138,7 +145,7 @@ def run_one(preset: str, minutes: float, data: Path, dataset_id: str, env: dict[
         "preset": preset, "minutes": minutes, "dataset_id": dataset_id, "steps": r["steps"],
         "wall_s": r["wall"], "val_nats": r["val"], "run_val_nats": r["run_val"],
         "params": params, "batch_size": cfg["batch_size"], "window": cfg["window"],
-        "predicted_samples": samples, "flops": 6.0 * params * samples, "cores": cores,
+        "predicted_samples": samples, "flops": cost.flops_per_sample(params) * samples, "cores": cores,
         "core_s": r["wall"] * cores, "precision": resolved(cfg.get("precision", "float32 (no precision key)")),
         "sample_rate": cfg.get("sample_rate", 16000), "load": [load0, os.getloadavg()[0]],
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -275,6 +282,23 @@ def report(rows: list[dict], plot_path: str, title: str = "Loss against compute"
         print(f"\nplot: {plot_path}")
 
 
+def fma_full_cost(preset: str = "default", gpu: str = "A10G", core: str = "g5.xlarge") -> None:
+    """An hour of training on fma_full for 1, 8 and 32 GPU nodes, by part, at the stated GPU throughput."""
+    from waveforms.aws import cost
+    from waveforms.config import TrainConfig
+
+    window, batch = TrainConfig().window, TrainConfig().batch_size
+    wps = cost.gpu_windows_per_s(gpu, trainable_params(preset), window)
+    full = cost.FMA_FULL
+    print(f"{full.name}: {full.gb:.1f} GB of codes; {preset} at {cost.TRAINING_SHARE:g} of the {gpu}'s float32 peak: "
+          f"{wps:,.0f} windows/s per GPU; {batch} windows a step; {cost.PRICES.as_of}")
+    for label, cache, volume in (("default cache (32 GB of a 64 GB volume)", 32.0, 64),
+                                 ("a cache that holds the dataset", full.gb, cost.volume_for_cache(full.gb))):
+        print(f"\n{label}: {cost.requests_per_step(batch, cache, full.gb):.2f} GETs a step")
+        print(cost.run_table(core, wps, full, cache_gb=cache, volume_gb=volume))
+    print(f"GETs reach 10% of a {core} at {cost.breakeven_windows_per_s(core):,.0f} windows/s per GPU.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=DEFAULT_RUNS, help="runs as PRESET:MINUTES,... (default: the whole curve)")
@@ -282,7 +306,11 @@ def main() -> None:
     ap.add_argument("--data", default="", help="a transformed dataset (default: the hyperrogue soundtrack)")
     ap.add_argument("--report", action="store_true", help="train nothing; report the results file")
     ap.add_argument("--plot", default="", help="write the curve as a PNG here")
+    ap.add_argument("--cost", action="store_true", help="print the fma_full cluster cost tables and stop")
     args = ap.parse_args()
+    if args.cost:
+        fma_full_cost()
+        return
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
     data = Path(args.data) if args.data else budget.build_dataset(env)
     if not (data / "manifest.jsonl").exists():
