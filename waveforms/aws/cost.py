@@ -38,14 +38,16 @@ TRAINING_SHARE = 0.4
 
 
 @dataclass(frozen=True)
-class Dataset:
+class Corpus:
+    """A dataset's size, for pricing its storage and reads."""
+
     name: str
     gb: float  # codes, 1 byte a sample
     hours: float
 
 
 # The whole FMA: about 106k tracks and 8,000 hours, 1 byte a sample at 16 kHz.
-FMA_FULL = Dataset("fma_full", gb=8000 * 3600 * 16000 / 1e9, hours=8000)
+FMA_FULL = Corpus("fma_full", gb=8000 * 3600 * 16000 / 1e9, hours=8000)
 
 
 def flops_per_sample(params: int) -> float:
@@ -53,11 +55,16 @@ def flops_per_sample(params: int) -> float:
     return 6.0 * params
 
 
-def gpu_samples_per_s(gpu_model: str, params: int, share: float = TRAINING_SHARE) -> float:
-    """Predicted samples per second one GPU trains: ``share`` of its float32 peak over the FLOPs per sample."""
+def useful_flops_per_s(gpu_model: str, share: float = TRAINING_SHARE) -> float:
+    """The training FLOP/s assumed for one GPU: ``share`` of its float32 peak."""
     if gpu_model not in GPU_FP32_TFLOPS:
         raise ValueError(f"no float32 peak for GPU {gpu_model!r}; known: {', '.join(GPU_FP32_TFLOPS)}")
-    return GPU_FP32_TFLOPS[gpu_model] * 1e12 * share / flops_per_sample(params)
+    return GPU_FP32_TFLOPS[gpu_model] * 1e12 * share
+
+
+def gpu_samples_per_s(gpu_model: str, params: int, share: float = TRAINING_SHARE) -> float:
+    """Predicted samples per second one GPU trains: its useful FLOP/s over the FLOPs per sample."""
+    return useful_flops_per_s(gpu_model, share) / flops_per_sample(params)
 
 
 def gpu_windows_per_s(gpu_model: str, params: int, window: int, share: float = TRAINING_SHARE) -> float:
@@ -158,7 +165,7 @@ def _usd(v: float) -> str:
     return f"{v:,.2f}" if v >= 0.995 else f"{v:.3f}"
 
 
-def run_table(core: str, windows_per_s_per_gpu: float, dataset: Dataset, *, cache_gb: float, volume_gb: float,
+def run_table(core: str, windows_per_s_per_gpu: float, dataset: Corpus, *, cache_gb: float, volume_gb: float,
               nodes: tuple[int, ...] = (1, 8, 32), master: str = "m5.xlarge", prices: Prices = PRICES) -> str:
     """Markdown: USD per hour of a run on ``dataset`` for each node count, by part, and requests ÷ instances."""
     rows = ["| core nodes | GPUs | EC2 $/h | EMR $/h | EBS $/h | S3 GETs/h | S3 GETs $/h | S3 storage $/h "
@@ -184,9 +191,7 @@ def breakeven_windows_per_s(core: str, share: float = 0.10, prices: Prices = PRI
 
 def gpu_hours(gpu_model: str, flops: float, share: float = TRAINING_SHARE) -> float:
     """Hours one GPU of ``gpu_model`` takes for ``flops`` training FLOPs at ``share`` of its float32 peak."""
-    if gpu_model not in GPU_FP32_TFLOPS:
-        raise ValueError(f"no float32 peak for GPU {gpu_model!r}; known: {', '.join(GPU_FP32_TFLOPS)}")
-    return flops / (GPU_FP32_TFLOPS[gpu_model] * 1e12 * share) / 3600
+    return flops / useful_flops_per_s(gpu_model, share) / 3600
 
 
 def core_hour_usd(name: str = "m5.xlarge") -> float:
