@@ -161,8 +161,8 @@ def test_cli_bad_values_exit_2_with_the_message(capsys, argv, message):
 
 def test_cli_rejects_unknown_key_with_exit_2(capsys):
     assert main(["generate", "--set", "colour=red"]) == 2
-    assert "unknown key 'colour' in --set; known keys: evaluate, genre, model, output, prime, save_every, seconds, seed, " \
-           "streams, temperature" in capsys.readouterr().err
+    assert "unknown key 'colour' in --set; known keys: evaluate, genre, model, output, prime, s3_outage_s, save_every, seconds, " \
+           "seed, streams, temperature" in capsys.readouterr().err
 
 
 def test_bad_files(tmp_path):
