@@ -127,6 +127,19 @@ def test_manifest_records_the_embedding_and_its_calibration(built):
         calib["copy_min"] - calib["negative_max"], abs=1e-5)
 
 
+
+def test_the_calibration_is_logged_as_one_sentence_not_a_record():
+    from waveforms.evaluate.calibrate import summary
+
+    calib = {"threshold": 0.85651, "threshold_percentile": 99.9, "calibration_windows": 2000, "calibration": {
+        "cross_track_percentile": 99.9, "cross_track": 0.757, "cross_track_windows": 2000,
+        "negative": {"white": 0.629, "silence": 0.0, "untrained-model": 0.64}, "negative_max": 0.64,
+        "copy": {"codec": "mp3"}, "copy_seconds": 39, "copies_found": 38, "copy_min": 0.967, "margin": 0.327}}
+    assert summary(calib) == ("threshold 0.8565: cross-track p99.9 0.7570 (2,000 windows), highest negative control "
+                              "0.6400 (untrained-model); 38 of 39 copy seconds found, lowest 0.9670, margin 0.3270")
+    calib["calibration"].update(copy_seconds=0, copies_found=0, copy_min=None, margin=None)
+    assert summary(calib).endswith("(untrained-model); no copies measured")
+
 def test_other_embedding_settings_rebuild_the_index(built, music_dataset, tmp_path):
     out = tmp_path / "index"
     shutil.copytree(built, out)

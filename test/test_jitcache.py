@@ -64,3 +64,27 @@ def test_every_fast_generator_kernel_is_cached_on_disk():
     kernels = [v for v in vars(fastgen).values() if isinstance(v, CPUDispatcher)]
     assert len(kernels) >= 5
     assert all(isinstance(k._cache, FunctionCache) for k in kernels), [k.__name__ for k in kernels]
+
+
+LOAD_STATS = """
+from waveforms import fastgen, model, sampling
+sampling.generate(model.build("small"), 64, seed=0)
+stats = fastgen._run_blocks.stats
+print(len(stats.cache_hits), len(stats.cache_misses))
+"""
+
+
+@pytest.mark.slow  # two processes load TensorFlow, and the kernels compile once (about a minute here)
+def test_warm_kernels_leaves_a_cache_that_a_later_processs_first_generation_loads(tmp_path):
+    import subprocess
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = lambda code: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,  # noqa: E731
+                                      timeout=600)
+    warm = run("from waveforms.sampling import warm_kernels; warm_kernels()")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert list((tmp_path / "numba").rglob("fastgen._run_blocks-*.nbi"))
+    later = run(LOAD_STATS)  # another model's size: the same kernel types
+    assert later.returncode == 0, later.stderr[-3000:]
+    hits, misses = map(int, later.stdout.split()[-2:])
+    assert (hits, misses) == (1, 0)

@@ -94,3 +94,27 @@ def test_transform_on_a_terminal_counts_tracks(tmp_path, sine_mp3):
                           str(tmp_path / "ds"), "--master", "local[1]", "--set", "sample_rate=8000"])
     assert re.search(r"\rtransform: 3/3 tracks █+", text), text[-2000:]
     assert "dataset: " in text
+
+
+def test_a_stage_log_holds_no_matplotlib_chatter_on_its_first_run(tmp_path):
+    code = ("import logging; from waveforms import progress; progress.setup_logging(); "
+            "import matplotlib.font_manager; logging.getLogger('waveforms.stage').info('the stage line')")
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # no font cache yet: matplotlib builds one
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "mpl").glob("fontlist-*.json"))  # the cache was built in this run
+    assert proc.stderr == "the stage line\n"
+
+
+def test_generate_off_a_terminal_prints_plain_lines(tmp_path):
+    data = tone_dataset(tmp_path / "ds", n_tracks=2)
+    model = tmp_path / "model"
+    train = subprocess.run([sys.executable, "-m", "waveforms", *train_argv(data, model, "--steps", "2")],
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "waveforms", "generate", "--model", str(model), "--seconds", "0.25",
+                          "--output", str(tmp_path / "g.wav")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stdout + out.stderr
+    assert "generate: 2000/2000 samples" in out.stderr.splitlines()  # 0.25 s at the tone dataset's 8 kHz
+

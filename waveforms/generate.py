@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import storage
+from waveforms import progress, storage
 from waveforms.audio import load_prime
 from waveforms.clips import sidecar, write_wav
 from waveforms.errors import UserError
@@ -48,8 +48,6 @@ def run(cfg: cfgmod.GenerateConfig, checks: Checks | None = None) -> int:
 
 
 def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> int:
-    from tqdm import tqdm
-
     from waveforms.model import load  # TensorFlow
 
     if cfg.streams < 1 or cfg.seconds <= 0:
@@ -64,7 +62,7 @@ def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> i
     names = [storage.basename(p) for p in paths]
     save_every = int(cfg.save_every * wavenet.sample_rate) if cfg.save_every > 0 else 0
     state = {"saved": 0}
-    bar = tqdm(total=n * cfg.streams, unit="sample", unit_scale=True, desc="generate", smoothing=0.1)
+    bar = progress.Progress("generate", n * cfg.streams, "samples")  # a live line on a terminal, else plain lines
     started = time.perf_counter()
 
     def save(codes: np.ndarray, done: int) -> None:
@@ -73,7 +71,7 @@ def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> i
         out.upload(*names)
 
     def on_chunk(codes: np.ndarray, done: int) -> None:
-        bar.update(done * cfg.streams - bar.n)
+        bar.update(done * cfg.streams)
         if save_every and done - state["saved"] >= save_every and done < n:
             save(codes, done)
             state["saved"] = done

@@ -82,6 +82,8 @@ def setup_logging(verbose: bool = False, log_file: str = "") -> None:
         root.addHandler(h)
     if ours or log_file:
         root.setLevel(logging.DEBUG if (verbose or log_file) else logging.INFO)
+        # a library's INFO lines (matplotlib's "generated new fontManager" on a first run) are not the stage's
+        logging.getLogger("matplotlib").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def human(x: float) -> str:

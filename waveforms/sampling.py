@@ -100,3 +100,18 @@ def generate(
         if on_chunk:
             on_chunk(out, done)
     return out
+
+
+def warm_kernels() -> None:
+    """Compile the fast generator's kernels into numba's on-disk cache (:mod:`waveforms.jitcache`).
+
+    ``make setup`` calls this, so a fresh install's first generation (the first training preview
+    among them) loads the machine code instead of compiling it. The kernels' types do not depend
+    on the model's size, so a ``tiny`` model with random weights compiles what every model uses.
+    """
+    from waveforms.fastgen import BLOCK_MIN  # numba
+    from waveforms.model import build  # TensorFlow
+
+    wavenet = build("tiny")
+    for streams in (1, BLOCK_MIN):  # one block per stream, and blocks of streams
+        generate(wavenet, 16, seed=0, streams=streams)

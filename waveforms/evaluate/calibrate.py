@@ -108,3 +108,14 @@ def calibrate(matcher: Matcher, track_of: np.ndarray, sample: np.ndarray, sample
     }
     return {"threshold": round(thr, 6), "threshold_percentile": PERCENTILE, "calibration_windows": n_cross,
             "calibration": record}
+
+
+def summary(calib: dict[str, Any]) -> str:
+    """:func:`calibrate`'s result in one line a person reads (index.json holds the whole record)."""
+    rec = calib["calibration"]
+    worst = f" ({max(rec['negative'], key=rec['negative'].get)})" if rec["negative"] else ""
+    copies = (f"{rec['copies_found']} of {rec['copy_seconds']} copy seconds found, lowest {rec['copy_min']:.4f}, "
+              f"margin {rec['margin']:.4f}" if rec["copy_min"] is not None else "no copies measured")
+    return (f"threshold {calib['threshold']:.4f}: cross-track p{rec['cross_track_percentile']:g} "
+            f"{rec['cross_track']:.4f} ({rec['cross_track_windows']:,} windows), highest negative control "
+            f"{rec['negative_max']:.4f}{worst}; {copies}")

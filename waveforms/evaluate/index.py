@@ -29,7 +29,7 @@ from waveforms import progress, runs, spark, storage, versions
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
-from waveforms.evaluate.calibrate import calibrate
+from waveforms.evaluate.calibrate import calibrate, summary
 from waveforms.evaluate.embed import EmbeddingSpec, Projection, track_features, window_starts
 from waveforms.evaluate.index_format import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEYS, RUN_FILES, TRACK_KEYS,
                                              index_uri, read_manifest, read_parts)
@@ -189,7 +189,7 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     if not calib:
         calib = calibrate(Matcher(spec, proj, index, offset_arr), track_arr, sample, owner, list(enumerate(tracks)),
                           lambda t, a, n: ds.read_window(t, a, n), ds.mu, cfg.calibration_windows, cfg.copy_tracks)
-        log.info("threshold %.4f: %s", calib["threshold"], calib["calibration"])
+        log.info("%s", summary(calib))
     files["index"], files["map"] = f"index-{run_id}.faiss", f"map-{run_id}.npz"
     storage.write_bytes(storage.join(uri, files["index"]), ann.to_bytes(index), client)
     buf = io.BytesIO()
