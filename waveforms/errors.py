@@ -46,13 +46,14 @@ def _usage(path: str | os.PathLike):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says a disk (or a quota) is full: ENOSPC or EDQUOT, also from h5py, whose errors carry
-    the errno only in their text."""
+    """Whether ``exc`` says a disk (or a quota) is full: ENOSPC or EDQUOT, also from h5py and TensorFlow's
+    file writers, whose errors carry it only in their text."""
     import errno
 
-    if not isinstance(exc, OSError):
-        return False
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, Exception) and any(text in str(exc) for text in ("No space left on device",
+                                                                             "Disk quota exceeded"))
 
 
 @contextlib.contextmanager
@@ -62,7 +63,7 @@ def disk_full(path: str | os.PathLike, what: str = "writing", also: tuple[str | 
     written meanwhile) it names the one on the fullest disk. Writers remove their partial files themselves."""
     try:
         yield
-    except OSError as exc:
+    except Exception as exc:
         if not is_disk_full(exc):
             raise
         usages = [(u.free if u else float("inf"), str(p)) for p in (path, *also) for u in [_usage(p)]]
@@ -72,6 +73,14 @@ def disk_full(path: str | os.PathLike, what: str = "writing", also: tuple[str | 
 
 
 def free_space(path: str | os.PathLike) -> str:
-    """``"1.2 MB free of 64.0 MB"`` on the file system holding ``path``."""
+    """``"1.2 GB free of 64.0 GB"`` on the file system holding ``path``."""
     usage = _usage(path)
-    return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB" if usage else "free space unknown"
+    return f"{_bytes(usage.free)} free of {_bytes(usage.total)}" if usage else "free space unknown"
+
+
+def _bytes(n: int) -> str:
+    """``1234567`` -> ``"1.2 MB"``."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

@@ -8,12 +8,18 @@ validation loss on the run's few fixed probe batches, in bits; older rows call i
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from waveforms import jsonl, storage, versions
+from waveforms.errors import disk_full, free_space, is_disk_full
 from waveforms.storage import OutputDir
+
+log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
@@ -57,15 +63,25 @@ class MetricsLog:
         storage.write_text(str(self.path), jsonl.dumps(r for r in self.rows() if r.get("step", 0) <= step))
 
     def append(self, row: dict[str, Any]) -> None:
-        jsonl.append(self.path, row)
+        """Add ``row`` to metrics.jsonl and TensorBoard; on a full disk, a :class:`~waveforms.errors.DiskFullError`
+        and metrics.jsonl as it was (no torn row)."""
+        size = self.path.stat().st_size if self.path.exists() else 0
+        with disk_full(self.path):
+            try:
+                jsonl.append(self.path, row)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, size)
+                raise
         if self._writer is not None:
             import tensorflow as tf
 
-            with self._writer.as_default():
-                for key, value in row.items():
-                    if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                        tf.summary.scalar(key, value, step=int(row["step"]))
-            self._writer.flush()
+            with disk_full(self.dir / TENSORBOARD, "writing the TensorBoard log in"):
+                with self._writer.as_default():
+                    for key, value in row.items():
+                        if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                            tf.summary.scalar(key, value, step=int(row["step"]))
+                self._writer.flush()
         self.out.upload(METRICS, TENSORBOARD)
 
     def audio(self, tag: str, samples, sample_rate: int, step: int) -> None:
@@ -76,14 +92,23 @@ class MetricsLog:
         import tensorflow as tf
 
         clip = np.asarray(samples, dtype=np.float32).reshape(1, -1, 1)
-        with self._writer.as_default():
-            tf.summary.audio(tag, clip, sample_rate, step=int(step), max_outputs=1)
-        self._writer.flush()
+        with disk_full(self.dir / TENSORBOARD, "writing the TensorBoard log in"):
+            with self._writer.as_default():
+                tf.summary.audio(tag, clip, sample_rate, step=int(step), max_outputs=1)
+            self._writer.flush()
 
     def close(self) -> None:
+        """Flush and close the TensorBoard log (a full disk is a warning here: the run has stopped or ended, and
+        metrics.jsonl holds the same numbers)."""
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.warning("the TensorBoard log in %s misses its last events: the disk is full (%s)",
+                            self.dir / TENSORBOARD, free_space(self.dir))
             self.out.upload(TENSORBOARD)
         if self._owns:
             self.out.close()
