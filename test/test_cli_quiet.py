@@ -101,3 +101,28 @@ def test_spark_35s_shutdown_race_is_dropped_and_other_errors_pass():
              *other, b"transform: done\n", b"26/12/03 14:55:03 ERROR SparkContext: last words\n"]
     assert list(shown(lines)) == [b"transform: 2/2 tracks\n", *other, b"transform: done\n",
                                   b"26/12/03 14:55:03 ERROR SparkContext: last words\n"]
+
+
+IMPORT_PROBE = r"""
+import json, os, sys
+def state():
+    return {"fd2": list(os.fstat(2))[:3] + [os.readlink("/proc/self/fd/2")],
+            "meta_path": [repr(f) for f in sys.meta_path], "env": dict(os.environ),
+            "umask": [line for line in open("/proc/self/status") if line.startswith("Umask")]}
+before = state()
+import waveforms, waveforms.cli, waveforms.storage, waveforms.mulaw
+print(json.dumps({"before": before, "after": state(), "tf": "tensorflow" in sys.modules}))
+"""
+
+
+def test_importing_the_library_leaves_the_host_process_as_it_was():
+    """fd 2, the import system, the environment and the umask stay the host's: only the CLI's run quiets
+    TensorFlow (the test above), not an import of the package or of the CLI's module."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert not seen["tf"]  # these modules load no TensorFlow
+    assert seen["after"] == seen["before"]

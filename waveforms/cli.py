@@ -12,9 +12,9 @@ import typing
 from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
-from waveforms import progress, stages
+from waveforms import progress, stages, tflog
 from waveforms.errors import reported
-from waveforms.s3retry import OUTAGE_KEY, OUTAGE_S, bounded
+from waveforms.s3retry import OUTAGE_KEY, OUTAGE_S, bounded, report_faults
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
 CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)
@@ -100,9 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # string tensors) is not the stage's output; -v or a TF_CPP_MIN_LOG_LEVEL of
     # the user's own brings it back. Python errors are reported either way.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
-    if own_parser:
-        return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
-    return reported(f"waveforms {args.stage}", lambda: run_stage(args.stage, args))
+    tflog.quiet_import()  # TensorFlow 2.20+ reads that level only after its start-up lines; this applies it
+    try:
+        if own_parser:
+            return int(stage_runner(args.stage)(args.stage_args + extra) or 0)
+        return reported(f"waveforms {args.stage}", lambda: run_stage(args.stage, args))
+    finally:
+        report_faults()  # once, at the end: "S3: 37 transient faults, all retried"
 
 
 if __name__ == "__main__":

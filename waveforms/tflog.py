@@ -7,6 +7,12 @@ absl::InitializeLog() is called are written to STDERR"), before absl's logging r
 process's first ``import tensorflow`` run with file descriptor 2 captured, then writes back
 every captured line except native log lines below that level; Python's own warnings and
 errors from the import come through unchanged.
+
+Only entry points call it (``waveforms.cli.main``, an allreduce rank's ``main``): a library
+must not change its host process when imported, so ``import waveforms`` leaves fd 2 and
+``sys.meta_path`` alone (test/test_cli_quiet.py checks both sides). Measured on TensorFlow
+2.21 here: `import tensorflow` with `TF_CPP_MIN_LOG_LEVEL=3` still writes 4 such lines (the absl
+notice and oneDNN's, twice); through :func:`import_tensorflow`, none.
 """
 from __future__ import annotations
 

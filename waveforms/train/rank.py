@@ -18,7 +18,7 @@ import sys
 import traceback
 from typing import Any
 
-from waveforms import storage
+from waveforms import storage, tflog
 from waveforms.config import TrainConfig, from_json
 from waveforms.errors import UserError
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"rank {args.rank} %(levelname)s %(name)s: %(message)s")
+    tflog.quiet_import()  # an entry point: TensorFlow's start-up lines filtered by TF_CPP_MIN_LOG_LEVEL
     result: dict[str, Any]
     code = 0
     try:
