@@ -34,7 +34,7 @@ from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
 from waveforms.errors import DiskFullError, UserError
 from waveforms.model import WaveNetConfig, checkpoint
-from waveforms.s3retry import StorageError
+from waveforms.s3retry import StorageError, bounded
 from waveforms.storage import OutputDir
 from waveforms.train import previews, recipe, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
@@ -404,5 +404,7 @@ def run(cfg: TrainConfig, out: OutputDir | None, team: Collective | None = None,
     """Train (or resume) as rank ``team.rank``; rank 0 writes the artifact to ``out`` and returns the summary.
 
     ``evaluate(model, batches)`` is the validation loss; other ranks return ``{"rank": r, "steps": n}``.
+    S3 outages are retried for ``cfg.s3_outage_s`` (in a rank's own process too).
     """
-    return Trainer(cfg, out, team or Collective(), engine, evaluate).run()
+    with bounded(cfg.s3_outage_s):
+        return Trainer(cfg, out, team or Collective(), engine, evaluate).run()
