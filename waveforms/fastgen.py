@@ -13,6 +13,7 @@ next-sample distribution equals the full model's on the same context.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from waveforms import jitcache
 
@@ -103,6 +104,48 @@ class State:
         self.streams = streams
 
 
+class Net(NamedTuple):
+    """The network as the kernels read it: :class:`FastWeights`'s arrays with the streams' own dilated-conv
+    biases (``bias``: :attr:`State.bias`, the genre's conditioning added)."""
+
+    w0: np.ndarray
+    b0: np.ndarray
+    wd: np.ndarray
+    bias: np.ndarray  # (K, L, 2D)
+    wsr: np.ndarray
+    bsr: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    dil: np.ndarray
+
+
+class Cache(NamedTuple):
+    """The streams' state the kernels update in place (:class:`State`'s arrays and the last logits)."""
+
+    buf_off: np.ndarray
+    buf_len: np.ndarray
+    bufs: np.ndarray
+    history: np.ndarray
+    last_logits: np.ndarray  # (K, Q)
+
+
+class Steps(NamedTuple):
+    """One call's work: ``n_forced`` known inputs, then ``n_steps - n_forced`` sampled ones, from time ``t0``."""
+
+    forced: np.ndarray  # (K, max(n_forced, 1)) int64
+    n_forced: int
+    n_steps: int
+    t0: int
+    temperature: float
+    top_p: float
+    uniforms: np.ndarray  # (K, n_new) float64
+    out: np.ndarray  # (K, n_new) int64: the sampled codes
+    record: bool
+    logits_out: np.ndarray  # (K, n_steps, Q) when ``record``
+
+
 # tanh(x) ≈ x·P(x²)/Q(x²) on [-9, 9] (max error 3e-7, below float32 resolution near ±1),
 # fitted by least squares; pure arithmetic, so the compiler vectorises the gate loops.
 _P = (0.9999999230898629, 0.13384781653812403, 0.0035002851223899047, 2.0695279278806042e-05, 1.34901663918552e-08)
@@ -187,8 +230,7 @@ def _product_add(out, a, w, tmp, loops):
 
 
 @numba.njit(fastmath=True, cache=True)
-def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr, w1, b1,
-           w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
+def _block(s0, s1, dot_min, job, net, cache):
     """Advance streams ``s0:s1`` in lockstep by ``n_steps`` inputs: the network, once, for generation.
 
     Inputs ``i < n_forced`` come from ``forced`` (priming); later ones are
@@ -197,6 +239,9 @@ def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, u
     step's logits also go to ``logits_out``. Each layer's products run as loops
     for blocks of fewer than ``dot_min`` streams and as one GEMM over the block otherwise.
     """
+    forced, n_forced, n_steps, t0, temperature, top_p, uniforms, out, record, logits_out = job
+    w0, b0, wd, bias, wsr, bsr, w1, b1, w2, b2, dil = net
+    buf_off, buf_len, bufs, history, last_logits = cache
     b = s1 - s0
     loops = b < dot_min
     k0, _, r = w0.shape
@@ -275,16 +320,14 @@ def _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, u
 
 
 @numba.njit(parallel=True, cache=True)
-def _run_blocks(n_blocks, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr,
-                w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out):
+def _run_blocks(n_blocks, dot_min, job, net, cache):
     """Split the streams into ``n_blocks`` blocks run in parallel by :func:`_block`."""
-    streams = forced.shape[0]
+    streams = job.forced.shape[0]
     for blk in numba.prange(n_blocks):
         s0 = blk * streams // n_blocks
         s1 = (blk + 1) * streams // n_blocks
         if s1 > s0:
-            _block(s0, s1, dot_min, forced, n_forced, n_steps, t0, temperature, top_p, uniforms, w0, b0, wd, bias, wsr, bsr,
-                   w1, b1, w2, b2, dil, buf_off, buf_len, bufs, history, last_logits, out, record, logits_out)
+            _block(s0, s1, dot_min, job, net, cache)
 
 
 class Sampler:
@@ -295,6 +338,10 @@ class Sampler:
         self.state = State(fw, streams, genres)
         self.last_logits = np.zeros((streams, fw.w2.shape[1]), dtype=F32)
         self.fed = False
+
+    def net(self) -> Net:
+        fw = self.fw
+        return Net(fw.w0, fw.b0, fw.wd, self.state.bias, fw.wsr, fw.bsr, fw.w1, fw.b1, fw.w2, fw.b2, fw.dilations)
 
     def _advance(self, forced: np.ndarray, n_new: int, temperature: float, top_p: float,
                  uniforms: np.ndarray | None, record: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,15 +358,15 @@ class Sampler:
             forced = np.zeros((k, 1), dtype=np.int64)
         out = np.zeros((k, max(n_new, 1)), dtype=np.int64)
         logits_out = np.zeros((k, n_steps, fw.w2.shape[1]) if record else (1, 1, 1), dtype=F32)
+        job = Steps(forced, n_forced, n_steps, st.t, float(temperature), float(top_p),
+                    np.ascontiguousarray(uniforms, dtype=np.float64), out, record, logits_out)
         # Fewer than BLOCK_MIN streams: one block per stream, in parallel, with loop products;
         # more: up to one block per thread, each with one GEMM per layer.
         n_blocks = k if k < BLOCK_MIN else min(numba.get_num_threads(), k // BLOCK_MIN)
         # Each block thread calls BLAS on small matrices: BLAS's own threads would only contend.
         with threadpool_limits(limits=1, user_api="blas"):
-            _run_blocks(n_blocks, BLOCK_MIN, forced, n_forced, n_steps, st.t, float(temperature), float(top_p),
-                        np.ascontiguousarray(uniforms, dtype=np.float64), fw.w0, fw.b0, fw.wd, st.bias, fw.wsr, fw.bsr,
-                        fw.w1, fw.b1, fw.w2, fw.b2, fw.dilations, st.buf_off, st.buf_len, st.bufs, st.history,
-                        self.last_logits, out, record, logits_out)
+            _run_blocks(n_blocks, BLOCK_MIN, job, self.net(), Cache(st.buf_off, st.buf_len, st.bufs, st.history,
+                                                                    self.last_logits))
         st.t += n_steps
         self.fed = self.fed or n_steps > 0
         return out[:, :n_new].astype(np.uint8), (logits_out if record else None)
