@@ -22,7 +22,7 @@ from helpers.train import tone_dataset
 from waveforms import storage
 from waveforms.errors import DiskFullError
 
-FULL = r"no space left on the disk while {what} {path}[^ ]* \(([\d.]+ k?B) free of ([\d.]+ [kM]B)\); free some space there and rerun"
+FULL = r"no space left on the disk while {what} {path}[^ ]* \(([\d.]+ k?B) free of ([\d.]+ [kM]B)(?:; it needs about [\d.]+ k?B)?\); free some space there and rerun"
 
 
 @pytest.fixture
@@ -271,3 +271,32 @@ def test_an_index_whose_disk_fills_while_writing_its_parts_commits_nothing_and_a
     assert run(cfg) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["vectors"] > 0 and len(manifest["tracks"]) == 4  # the training tracks (the last is val)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_or_model_that_does_not_fit_is_a_clear_error_and_the_last_whole_one_stays(small_disk):
+    """h5py (the weights) and Keras's zip (model.keras) meet the full disk too."""
+    from waveforms.config import TrainConfig
+    from waveforms.model import build, checkpoint, load
+    from waveforms.storage import OutputDir
+    from waveforms.train.common import compile_model
+
+    wavenet = build("tiny")
+    model = compile_model(wavenet.training_model(), TrainConfig(preset="tiny"))
+    disk = small_disk(1024)
+    out = OutputDir(disk / "model")
+    checkpoint.save(out, model, {"step": 1})
+    filler = fill(disk, leave=4096)
+    with pytest.raises(DiskFullError) as stopped:
+        checkpoint.save(out, model, {"step": 2})
+    check_message(str(stopped.value), "writing the checkpoint", disk / "model" / "checkpoints" / "ckpt-00000002")
+    assert checkpoint.latest_name(out) == "ckpt-00000001" and not partials(disk)
+    assert checkpoint.load_state(out)["step"] == 1  # whole: its files' sizes and hashes check
+    with pytest.raises(DiskFullError) as stopped:
+        wavenet.save(out)
+    check_message(str(stopped.value), "writing", disk / "model" / "model.keras")
+    assert not (disk / "model" / "model.keras").exists() and not partials(disk)
+    filler.unlink()
+    assert checkpoint.save(out, model, {"step": 2}) == "ckpt-00000002"
+    wavenet.save(out)
+    assert load(disk / "model").config == wavenet.config

@@ -72,6 +72,16 @@ def disk_full(path: str | os.PathLike, what: str = "writing", also: tuple[str | 
                             "space there and rerun") from exc
 
 
+def need_space(path: str | os.PathLike, nbytes: int, what: str = "writing") -> None:
+    """A :class:`DiskFullError` now unless ``nbytes`` fit on the disk of ``path``: for writers that cannot meet
+    a full disk safely (h5py, which Keras's ``save_weights`` writes with, crashed the process with SIGSEGV
+    when it closed a file on a full disk here: h5py 3, HDF5 1.14, tmpfs)."""
+    usage = _usage(path)
+    if usage is not None and usage.free < nbytes:
+        raise DiskFullError(f"no space left on the disk while {what} {path} ({free_space(path)}; it needs about "
+                            f"{_bytes(nbytes)}); free some space there and rerun")
+
+
 def free_space(path: str | os.PathLike) -> str:
     """``"1.2 GB free of 64.0 GB"`` on the file system holding ``path``."""
     usage = _usage(path)
