@@ -13,15 +13,14 @@ several) is reported too.
 
 ``--models causal,valid`` also times the earlier training model (the padded
 causal model with its first RF - 1 outputs cropped) in the same run, for a
-before/after on the same machine state; ``--optimizers keras,fused`` likewise
-times Keras's own ``Adam`` beside the fused one the engines use.
+before/after on the same machine state.
 
 ``--paired-step`` compares the optimizers' steps alone in one process per
 preset and batch: one model per optimizer from the same weights, blocks of
 steps alternating between them (``--rounds`` of each), on ``--threads``
 TensorFlow threads (1: an allreduce rank's share of a small host). A paired
 difference per round cancels the machine's drift, which moves single runs
-minutes apart by up to a quarter. There ``eager-rate`` is the fused update
+minutes apart by up to a quarter. There ``eager-rate`` is Keras's ``Adam``
 with the schedule computed outside the step and its rate assigned before each
 step, as the training loop did before the schedule moved into the step's graph.
 
@@ -32,10 +31,10 @@ process, sampled from /proc. For elephas the throughput is that of the last
 epoch (the first one also pays for starting the executors' TensorFlow).
 
 Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--batch-size 4]
-       [--models valid|causal,valid] [--optimizers fused|keras,fused]
+       [--models valid|causal,valid] [--optimizers keras]
        [--engines local,synchronous,asynchronous,hogwild]
        python bench/bench_train.py --paired-step [--presets small] [--batches 2,8] [--threads 1] [--rounds 10]
-           [--optimizers keras,fused|eager-rate,fused]
+           [--optimizers eager-rate,keras]
 """
 from __future__ import annotations
 
@@ -148,25 +147,14 @@ def use_model(kind: str) -> None:
         raise SystemExit(f"unknown model {kind!r}: valid or causal")
 
 
-_FUSED: type | None = None  # waveforms.train.adam.FusedAdam, kept while its name is swapped
-
-
 def use_optimizer(kind: str) -> None:
-    """Make the engines' optimizer :class:`~waveforms.train.adam.FusedAdam` (``fused``) or Keras's ``Adam``
-    (``keras``): common.optimizer imports the name when it builds one."""
-    global _FUSED
-    import keras
-
-    from waveforms.train import adam
-
-    _FUSED = _FUSED or adam.FusedAdam
-    choices = {"fused": _FUSED, "keras": keras.optimizers.Adam}
-    if kind not in choices:
-        raise SystemExit(f"unknown optimizer {kind!r}: fused or keras")
-    adam.FusedAdam = choices[kind]
+    """The engines' optimizer is Keras's ``Adam`` (``keras``); a fused one was measured within noise at the
+    default batch and removed (docs/benchmarks.md)."""
+    if kind != "keras":
+        raise SystemExit(f"unknown optimizer {kind!r}: keras")
 
 
-EAGER_RATE = "eager-rate"  # the fused update, its rate computed eagerly and set before each step (the loop until 2026-12-03)
+EAGER_RATE = "eager-rate"  # Keras's Adam, its rate computed eagerly and set before each step (the loop until 2026-12-03)
 
 
 def random_batch(rng, batch: int, receptive_field: int, window: int):
@@ -217,12 +205,12 @@ def paired_step(args) -> None:
     start = wavenet.training_model().get_weights()
     models, done = {}, {kind: 0 for kind in kinds}
     for kind in kinds:
-        use_optimizer("fused" if kind == EAGER_RATE else kind)
+        use_optimizer("keras" if kind == EAGER_RATE else kind)
         # eager-rate: a constant rate, the variable the loop set before each step from the schedule
         own = replace(cfg, lr_schedule="constant", warmup_steps=0) if kind == EAGER_RATE else cfg
         models[kind] = compile_model(wavenet.training_model(), own, shift=True)
         models[kind].set_weights(start)
-    use_optimizer("fused")
+    use_optimizer("keras")
     schedule = learning_rate(cfg)
     rng = np.random.default_rng(0)
     batches = [random_batch(rng, args.batch_size, wavenet.receptive_field, args.window) for _ in range(4)]
@@ -360,8 +348,8 @@ def main() -> None:
     ap.add_argument("--models", default="valid", help="training models: valid (current), causal (earlier)")
     ap.add_argument("--preset", default="default", help="the preset of the engine comparison (--engines)")
     ap.add_argument("--model", default="valid", help=argparse.SUPPRESS)
-    ap.add_argument("--optimizers", default="fused", help="Adam: fused (the engines'), keras (Keras's own)")
-    ap.add_argument("--optimizer", default="fused", help=argparse.SUPPRESS)
+    ap.add_argument("--optimizers", default="keras", help="Adam: keras (the engines'); paired also eager-rate")
+    ap.add_argument("--optimizer", default="keras", help=argparse.SUPPRESS)
     ap.add_argument("--window", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30, help="timed local steps (a multiple of --warmup)")
@@ -383,8 +371,8 @@ def main() -> None:
         one(args)
         return
     if args.paired_step:
-        if args.optimizers == "fused":
-            args.optimizers = "keras,fused"
+        if args.optimizers == "keras":
+            args.optimizers = "eager-rate,keras"
         paired_table(args)
         return
     passthrough = [f"--window={args.window}", f"--batch-size={args.batch_size}", f"--steps={args.steps}",

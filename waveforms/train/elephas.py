@@ -52,12 +52,10 @@ def parameter_server_host() -> str:
 
 
 def custom_objects() -> dict[str, Any]:
-    """The model's own layers and optimizer, by class and registered name (pickled by reference: executors
-    import them)."""
+    """The model's own layers, by class and registered name (pickled by reference: executors import them)."""
     from waveforms.model.wavenet import custom_objects as layers  # loads Keras: only when elephas trains
-    from waveforms.train.adam import FusedAdam
 
-    return {**layers(), "FusedAdam": FusedAdam, "waveforms>FusedAdam": FusedAdam}
+    return layers()
 
 
 def partition_windows(root: str, receptive_field: int, window: int, n: int, seed: int,
