@@ -14,6 +14,28 @@ it belongs to has lasted less than a bound in time (:data:`OUTAGE_S`, a stage's 
 and once when it ends, whatever the number of threads it stalls. A persistent
 fault is a :class:`StorageError` naming the object and the attempts; an answer such as
 NoSuchKey or AccessDenied is not a fault of the network and is raised at once.
+
+A connection can also close inside an answer's header block. ``http.client`` takes end-of-file as the end
+of the headers, so such an answer reached botocore looking whole, with its last header cut short: a
+``Last-Modified`` of ``Sun, 06 De`` made botocore's parser raise ``ValueError`` outside its retry loop, an
+empty ``Content-Length`` did the same, a late one cut short was read as a shorter length, a cut date
+ending ``GM`` parsed as a wrong time, and urllib3 logged a traceback (``MissingHeaderBodySeparatorDefect``)
+for a cut inside a header's name. Every cut position was tried (``test/test_s3_cut_matrix.py``): 12 of
+the 490 header bytes of a HEAD's answer (and of the 522 of a GET's) escaped as ``ValueError``. No botocore event comes between the reading of the
+headers and their parsing with the raw answer at hand, so :func:`configure` installs a response class on
+botocore's HTTP connections (``response_class``, the hook urllib3's ``HTTPConnection.getresponse``
+documents) whose ``begin`` refuses a header block that did not end with its blank line
+(:class:`HeadersCut`, a connection reset): urllib3 and botocore see a dropped connection, which
+botocore's own retries and then :func:`call` retry, before anything parses the headers. botocore also
+reads a body it parses (all but GetObject's stream) with urllib3's length check off, so a body cut short
+parsed as a shorter document (an empty listing; a CreateMultipartUpload without its UploadId):
+:func:`check_headers`, a ``before-parse`` listener, refuses it.
+
+Faults that a retry absorbed are quiet: one line each at most (no traceback; the full record at debug
+level, for ``-v`` and ``--log-file``), counted, and summed up once at the end of a stage
+(:func:`fault_summary`). The retries' jitter comes from a generator of this module's own, never from
+Python's global ``random``, whose state seeds Keras's initialisers (botocore's own jitter does draw from
+it: code that must compute the same whatever the network did seeds right before it draws).
 """
 from __future__ import annotations
 
@@ -138,37 +160,172 @@ def client_config(max_pool_connections: int | None = None):
 
 
 def configure(client):
-    """``client`` without botocore's ``Expect: 100-continue`` on uploads, and with every answer checked for
-    whole headers (:func:`check_headers`); returns it."""
+    """``client`` without botocore's ``Expect: 100-continue`` on uploads, with every answer's header block
+    required whole (:class:`WholeHeadersResponse`) and its body as long as it says (:func:`check_headers`)
+    before anything parses them, and the faults botocore retries itself counted; returns it."""
     from botocore.handlers import add_expect_header
 
+    _install_whole_headers()
     client.meta.events.unregister("before-call.s3", add_expect_header)
-    client.meta.events.register("after-call.s3", check_headers)
+    client.meta.events.register("before-parse.s3", check_headers)
+    client.meta.events.register("needs-retry.s3", _botocore_retry)
     return client
 
 
-def check_headers(http_response=None, **_) -> None:
-    """Raise a transient fault for an answer whose headers were cut off: every S3 answer but a 204 or 304
-    says how long its body is, so one without Content-Length or Transfer-Encoding lost its last headers
-    (botocore would parse its empty body as an empty listing or a bare success)."""
-    if http_response is None or http_response.status_code in (204, 304):
+def check_headers(response_dict=None, operation_model=None, **_) -> None:
+    """``before-parse`` listener: refuse, as a transient fault, an answer that is not whole. Every S3 answer
+    but a 204 or 304 says how long its body is, so one without Content-Length or Transfer-Encoding lost
+    headers; and a body read whole before parsing (all but GetObject's stream) must be that long: botocore
+    reads it with urllib3's length check off, so a body cut at any byte used to parse as a shorter document
+    (an empty one: a CreateMultipartUpload without its UploadId, a listing without its keys)."""
+    if response_dict is None or response_dict.get("status_code") in (204, 304):
         return
-    headers = {k.lower() for k in http_response.headers}
-    if not headers & {"content-length", "transfer-encoding"}:
+    headers = {k.lower(): v for k, v in (response_dict.get("headers") or {}).items()}
+    if not {"content-length", "transfer-encoding"} & set(headers):
         raise http.client.IncompleteRead(b"", None)
+    body = response_dict.get("body")
+    head = operation_model is not None and operation_model.http.get("method") == "HEAD"
+    if isinstance(body, bytes) and not head and "content-length" in headers:
+        expected = int(headers["content-length"])
+        if len(body) != expected:
+            raise http.client.IncompleteRead(body, expected - len(body))
+
+
+class HeadersCut(ConnectionResetError, http.client.HTTPException):
+    """The connection closed inside an answer's status line or header block (before its blank line)."""
+
+
+class WholeHeadersResponse(http.client.HTTPResponse):
+    """An ``http.client`` answer whose header block must end with its blank line, else :class:`HeadersCut`.
+
+    ``begin`` reads the status line and the headers with ``fp.readline`` and stops at the blank line or
+    at end-of-file; the last line it read tells which. Only ``begin`` is watched: the body is read as
+    ``http.client`` reads it."""
+
+    def begin(self) -> None:
+        if self.headers is not None:  # begun already
+            return
+        fp = self.fp
+        self.fp = watched = _LastLine(fp)
+        try:
+            super().begin()
+        finally:
+            if self.fp is watched:  # not closed by begin (a bad status line closes it)
+                self.fp = fp
+        if watched.last not in (b"\r\n", b"\n"):
+            raise HeadersCut("the connection closed inside the answer's headers")
+
+
+class _LastLine:
+    """A file object that remembers the last line read from it (everything else is the file's own)."""
+
+    def __init__(self, fp) -> None:
+        self._fp = fp
+        self.last: bytes | None = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        self.last = self._fp.readline(limit)
+        return self.last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+def _install_whole_headers() -> None:
+    """Make botocore's HTTP(S) connections made from now on answer with :class:`WholeHeadersResponse`.
+    (botocore sets its own response class only for an ``Expect: 100-continue`` exchange, which
+    :func:`configure` turns off, and restores this one after it.)"""
+    from botocore.awsrequest import AWSHTTPConnection, AWSHTTPSConnection
+
+    for cls in (AWSHTTPConnection, AWSHTTPSConnection):
+        if cls.response_class is not WholeHeadersResponse:
+            cls.response_class = WholeHeadersResponse
+
+
+class FaultCount:
+    """This process's transient S3 faults, each counted once where it is retried (by botocore, or by
+    :func:`call`), and the operations that gave up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.faults = self.gave_up = 0
+
+    def note(self, gave_up: bool = False) -> None:
+        with self._lock:
+            self.faults += 1
+            self.gave_up += gave_up
+
+    def reset(self) -> None:
+        with self._lock:
+            self.faults = self.gave_up = 0
+
+
+FAULTS = FaultCount()
+
+
+def fault_summary() -> str | None:
+    """One line on the transient S3 faults of this process so far (None when there were none)."""
+    n, failed = FAULTS.faults, FAULTS.gave_up
+    if not n:
+        return None
+    plural = "s" if n != 1 else ""
+    if not failed:
+        return f"S3: {n} transient fault{plural}, all retried"
+    return f"S3: {n} transient fault{plural}; {failed} operation{'s' if failed != 1 else ''} gave up"
+
+
+def report_faults() -> None:
+    """Log :func:`fault_summary` (at info level), if there were faults."""
+    summary = fault_summary()
+    if summary:
+        log.info("%s", summary)
+
+
+def botocore_requests() -> int:
+    """Requests botocore makes for one call at most: Config's ``retries["max_attempts"]`` counts the retries
+    (botocore's ``total_max_attempts`` counts them all), so 1 + :data:`BOTOCORE_ATTEMPTS`."""
+    return BOTOCORE_ATTEMPTS + 1
+
+
+def _botocore_retry(attempts: int = 0, caught_exception: BaseException | None = None, response=None,
+                    **_) -> None:
+    """``needs-retry`` listener: count a fault botocore is about to retry itself (its last attempt's fault
+    reaches :func:`call`, which counts it there); records the fault at debug level. Decides nothing."""
+    if attempts >= botocore_requests():
+        return None
+    if caught_exception is not None:
+        fault: Any = caught_exception
+    else:
+        status = (response[0].status_code if response and response[0] is not None else 0)
+        code = (response[1] or {}).get("Error", {}).get("Code") if response else None
+        if status < 500 and code not in TRANSIENT_CODES:
+            return None
+        fault = f"HTTP {status} {code or ''}".strip()
+    FAULTS.note()
+    log.debug("S3 request attempt %d: %s; botocore retries it", attempts,
+              fault if isinstance(fault, str) else f"{type(fault).__name__}: {fault}",
+              exc_info=fault if isinstance(fault, BaseException) else None)
+    return None
 
 
 def transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a network fault worth another try (not an answer about the object). A body whose
-    checksum does not match the one S3 sent with it was damaged in transit: another GET is the cure."""
+    checksum does not match the one S3 sent with it was damaged in transit: another GET is the cure.
+    botocore's ``HTTPClientError`` (``ConnectionClosedError``, ...) reaches here when botocore stops retrying:
+    at its last attempt, or when its retry quota is spent. boto3's transfers wrap the fault they failed on
+    (``S3UploadFailedError``): its cause decides."""
+    from boto3 import exceptions as b3ex
     from botocore import exceptions as bex
     from urllib3 import exceptions as uex
 
+    if isinstance(exc, (b3ex.S3UploadFailedError, b3ex.S3TransferFailedError)):
+        cause = exc.__cause__ or exc.__context__  # boto3 raises it inside ``except ClientError``, without ``from``
+        return cause is not None and transient(cause)
     if isinstance(exc, bex.ClientError):
         error = exc.response.get("Error", {}) if exc.response else {}
         status = (exc.response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error.get("Code") in TRANSIENT_CODES or status >= 500
-    return isinstance(exc, (bex.ConnectionError, bex.ConnectionClosedError, bex.ResponseStreamingError,
+    return isinstance(exc, (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
                             bex.IncompleteReadError, bex.ReadTimeoutError, bex.FlexibleChecksumError, uex.ProtocolError, uex.ReadTimeoutError, uex.IncompleteRead,
                             http.client.IncompleteRead, ConnectionError, TimeoutError))
 
@@ -176,7 +333,10 @@ def transient(exc: BaseException) -> bool:
 def backoff(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): capped exponential, half of it jitter."""
     full = min(BACKOFF_CAP_S, BACKOFF_S * 2 ** (attempt - 1))
-    return full * (0.5 + 0.5 * (rng or random).random())
+    return full * (0.5 + 0.5 * (rng or _JITTER).random())
+
+
+_JITTER = random.Random()  # not the global generator: a retry must not move the state Keras seeds from
 
 
 def call(what: str, operation: Callable[[], T], attempts: int = ATTEMPTS,
@@ -206,12 +366,16 @@ def call(what: str, operation: Callable[[], T], attempts: int = ATTEMPTS,
 
 
 def _retrying(what: str, exc: BaseException, attempt: int, wait: float) -> None:
-    """The log line of one retried fault (a debug line while an outage has been announced: it said it once)."""
+    """The log line of one retried fault (a debug line while an outage has been announced: it said it once),
+    without a traceback; the fault's whole record at debug level (``-v``, ``--log-file``). Counts it."""
+    FAULTS.note()
     level = logging.DEBUG if OUTAGE.announced else logging.WARNING
     log.log(level, "%s: %s (attempt %d); retrying in %.1f s", what, type(exc).__name__, attempt, wait)
+    log.debug("%s: the fault of attempt %d", what, attempt, exc_info=exc)
 
 
 def _gave_up(what: str, attempt: int, exc: BaseException, lasted: float) -> str:
+    FAULTS.note(gave_up=True)
     text = f"{what}: {attempt} attempts failed with network faults; the last: {type(exc).__name__}: {exc}".rstrip(".")
     bound = outage_bound()
     if bound > 0:

@@ -1,7 +1,12 @@
 """An HTTP reverse proxy on 127.0.0.1 (or an emulated host's address) that adds a fixed delay to every
-request: S3's latency, locally, and, on request, S3's faults (:class:`Faults`): responses cut during
-their headers or their body, 503 SlowDown answers, and connections closed during a PUT's
-``Expect: 100-continue`` exchange.
+request: S3's latency, locally, and, on request, S3's faults: responses cut at any byte of their status
+line, headers or body, reset before their first byte, stalled, or replaced by a 503 SlowDown, and
+connections closed during a PUT's ``Expect: 100-continue`` exchange. :class:`Faults` picks them by rule
+(every n-th request, or 1 in n chunks at a seeded random byte); :class:`Script` by plan (the next request
+that matches takes the next fault), for a harness that cuts one answer at a time.
+
+The proxy writes each answer's bytes itself (the upstream's status line and headers, its own
+Content-Length, the blank line, the body), so a cut at byte k is exactly the first k bytes of that.
 
 Put in front of the moto S3 server (``AWS_ENDPOINT_URL`` = the proxy's URL), it
 holds each request for ``delay_s`` before forwarding it, as S3 answers a GET
@@ -28,10 +33,13 @@ import argparse
 import collections
 import http.client
 import json
+import random
 import socket
+import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Union
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,27 +47,114 @@ SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Cod
             b"<Message>Please reduce your request rate.</Message></Error>")
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Send the first ``at`` bytes of the answer (status line, headers, blank line, body), then close."""
+
+    at: int
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Close the connection with a TCP reset before the answer's first byte."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Send the first ``at`` bytes of the answer, then nothing for ``seconds``, then close."""
+
+    seconds: float
+    at: int = 0
+
+
+@dataclass(frozen=True)
+class SlowDown:
+    """A 503 SlowDown instead of the answer."""
+
+
+Action = Union[Cut, Reset, Stall, SlowDown]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a fault is chosen from: the ``n``-th data request (1-based), its method, path and query, and the
+    lengths of the answer's head (status line to blank line) and body."""
+
+    n: int
+    method: str
+    path: str
+    head: int
+    body: int
+
+
 @dataclass
 class Faults:
     """Which requests fail, counted over the data requests the proxy sees (0 = never):
     every ``body_every``-th response is cut halfway through its body, every ``headers_every``-th
     halfway through its status line and headers, every ``slowdown_every``-th is a 503 SlowDown;
+    with ``cut_chunks`` = n, each chunk of an answer (its head, then each ``chunk`` bytes of its body) is
+    cut with probability 1/n at a random byte (``seed``: the generator's seed);
     ``cut_continue`` closes every connection whose request asks ``Expect: 100-continue``."""
 
     body_every: int = 0
     headers_every: int = 0
     slowdown_every: int = 0
     cut_continue: bool = False
+    cut_chunks: int = 0
+    seed: int = 0
+    chunk: int = 65536
+    _rng: random.Random = field(init=False, repr=False, compare=False)
 
-    def pick(self, n: int, has_body: bool) -> str:
-        """The fault for the ``n``-th request (1-based), or ""."""
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def pick(self, answer: Answer) -> Action | None:
+        """The fault for ``answer``, or None (called under the proxy's lock, in the order requests arrive)."""
+        n, head, body = answer.n, answer.head, answer.body
         if self.slowdown_every and n % self.slowdown_every == 0:
-            return "slowdown"
+            return SlowDown()
         if self.headers_every and n % self.headers_every == 0:
-            return "headers"
-        if self.body_every and has_body and n % self.body_every == 0:
-            return "body"
-        return ""
+            return Cut(head // 2)
+        if self.body_every and body and n % self.body_every == 0:
+            return Cut(head + body // 2)
+        if self.cut_chunks:
+            starts = [(0, head)] + [(head + s, min(self.chunk, body - s)) for s in range(0, body, self.chunk)]
+            for start, size in starts:
+                if self._rng.random() < 1 / self.cut_chunks:
+                    return Cut(start + self._rng.randrange(size))
+        return None
+
+
+class Script:
+    """Faults by plan: :meth:`add` queues a fault for the next request whose method is ``method`` (any if
+    empty) and whose path and query contain ``match``; requests that match no queued fault pass."""
+
+    def __init__(self) -> None:
+        self._plan: list[tuple[str, str, Action]] = []
+        self._lock = threading.Lock()
+        self.cut_continue = False
+
+    def add(self, action: Action, method: str = "", match: str = "", times: int = 1) -> "Script":
+        with self._lock:
+            self._plan += [(method, match, action)] * times
+        return self
+
+    def pending(self) -> int:
+        """Queued faults no request has taken yet."""
+        with self._lock:
+            return len(self._plan)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plan.clear()
+
+    def pick(self, answer: Answer) -> Action | None:
+        with self._lock:
+            for i, (method, match, action) in enumerate(self._plan):
+                if (not method or method == answer.method) and match in answer.path:
+                    del self._plan[i]
+                    return action
+        return None
 
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
@@ -135,23 +230,41 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _faulty(self, kind: str, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
-        """Answer with fault ``kind`` instead of the upstream's response."""
-        self.server.counter.fault(kind)
-        if kind == "slowdown":
-            self.send_response(503, "Slow Down")
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(SLOWDOWN)))
-            self.end_headers()
-            self.wfile.write(SLOWDOWN)
+    def _reset(self) -> None:
+        """Close the client's connection with a TCP reset (SO_LINGER 0), before any byte of the answer."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _answer(self, head: bytes, data: bytes, action: Action | None) -> None:
+        """Send ``head`` + ``data``, or what ``action`` makes of them; count the fault."""
+        counter = self.server.counter
+        if isinstance(action, SlowDown):
+            counter.fault("slowdown")
+            self.wfile.write(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(SLOWDOWN), SLOWDOWN))
             return
-        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
-        head += f"Content-Length: {len(data)}\r\n\r\n"
-        if kind == "headers":
-            self.wfile.write(head.encode()[: len(head) // 2])
-        else:  # "body": all the headers, half the body
-            self.wfile.write(head.encode() + data[: len(data) // 2])
-        self._hang_up()
+        if isinstance(action, Reset):
+            counter.fault("reset")
+            self._reset()
+            return
+        raw = head + data
+        if isinstance(action, Cut):
+            counter.fault("headers" if action.at < len(head) else "body")
+            self.wfile.write(raw[:action.at])
+            self._hang_up()
+            return
+        if isinstance(action, Stall):
+            counter.fault("stall")
+            self.wfile.write(raw[:action.at])
+            self.wfile.flush()
+            self.server.stopping.wait(action.seconds)
+            self._hang_up()
+            return
+        self.wfile.write(raw)
 
     def _upstream(self) -> http.client.HTTPConnection:
         local = self.server.local
@@ -184,7 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
         counter.enter()
         try:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            time.sleep(self.server.delay_s)
+            if self.server.delay_s:
+                time.sleep(self.server.delay_s)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             for attempt in range(2):  # a kept-alive upstream connection may have been closed meanwhile
                 conn = self._upstream()
@@ -198,23 +312,20 @@ class _Handler(BaseHTTPRequestHandler):
                     self.server.local.conn = None
                     if attempt:
                         raise
-            with self.server.lock:
-                self.server.seen += 1
-                kind = self.server.faults.pick(self.server.seen, bool(data) and self.command != "HEAD")
-            if kind:
-                kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
-                self._faulty(kind, resp.status, resp.reason, kept, data)
-                return
-            self.send_response(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
-                    self.send_header(k, v)
+            kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
             length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
             if length is not None:
-                self.send_header("Content-Length", length)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+                kept.append(("Content-Length", length))
+            head = (f"HTTP/1.1 {resp.status} {resp.reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept)
+                    + "\r\n").encode("latin-1")
+            if self.command == "HEAD":
+                data = b""
+            with self.server.lock:
+                self.server.seen += 1
+                answer = Answer(self.server.seen, self.command, self.path, len(head), len(data))
+                action = self.server.faults.pick(answer)
+                self.server.answers.append((answer, action))
+            self._answer(head, data, action)
         finally:
             counter.leave()
 
@@ -225,10 +336,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many clients connect at once; the default backlog of 5 drops SYNs
 
-    def __init__(self, port: int, upstream: str, delay_s: float, faults: Faults | None = None,
+    def __init__(self, port: int, upstream: str, delay_s: float, faults: Faults | Script | None = None,
                  host: str = "127.0.0.1"):
         super().__init__((host, port), _Handler)
         self.faults = faults or Faults()
+        self.answers: collections.deque[tuple[Answer, Action | None]] = collections.deque(maxlen=10_000)
+        self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.seen = 0  # data requests, for the fault schedule
         target = urlsplit(upstream)
@@ -241,7 +354,7 @@ class _Server(ThreadingHTTPServer):
 class DelayProxy:
     """The proxy on a thread of this process (a free port unless ``port``); a context manager."""
 
-    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0, faults: Faults | None = None,
+    def __init__(self, upstream: str, delay_s: float = 0.05, port: int = 0, faults: Faults | Script | None = None,
                  host: str = "127.0.0.1"):
         self._server = _Server(port, upstream, delay_s, faults, host)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="delay-proxy")
@@ -262,6 +375,11 @@ class DelayProxy:
     def stats(self) -> dict[str, float]:
         return self._server.counter.stats()
 
+    @property
+    def answers(self) -> collections.deque[tuple[Answer, Action | None]]:
+        """The latest data requests' answers (at most 10,000), each with the fault it got (None: whole)."""
+        return self._server.answers
+
     def reset(self) -> None:
         self._server.counter.reset()
 
@@ -270,6 +388,7 @@ class DelayProxy:
         return self
 
     def stop(self) -> None:
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -286,8 +405,12 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (an emulated host's)")
+    parser.add_argument("--cut-chunks", type=int, default=0, metavar="N",
+                        help="cut 1 in N answer chunks (the head, each 64 KiB of the body) at a random byte")
+    parser.add_argument("--seed", type=int, default=0, help="the random cuts' seed")
     args = parser.parse_args()
-    proxy = DelayProxy(args.upstream, args.delay_ms / 1000, args.port, host=args.host)
+    proxy = DelayProxy(args.upstream, args.delay_ms / 1000, args.port, host=args.host,
+                       faults=Faults(cut_chunks=args.cut_chunks, seed=args.seed))
     print(proxy.url, flush=True)
     proxy._server.serve_forever()
 

@@ -55,6 +55,11 @@ def prepare(cfg: TrainConfig) -> Setup:
         log.info("starting from %s (%s, %s steps on %s)", cfg.init_from, notes["parent"]["preset"],
                  notes["parent"]["steps"], notes["parent"]["dataset"])
     else:
+        import keras
+
+        # The weights come from the seed alone: botocore's retry backoff draws from Python's global random, from
+        # which Keras's unseeded initialisers draw too, so a retried read above would change them.
+        keras.utils.set_random_seed(cfg.seed)
         wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
     log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
     length = wavenet.receptive_field + cfg.window
@@ -69,20 +74,19 @@ def prepare(cfg: TrainConfig) -> Setup:
 
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
-    """Keras's ``Adam`` with the configured schedule
+    """Adam (:class:`~waveforms.train.adam.FusedAdam`) with the configured schedule
     (:func:`waveforms.train.recipe.learning_rate`) and clip.
 
     ``shift``: a schedule goes in a :class:`~waveforms.train.recipe.ShiftedSchedule`,
     whose offset and inner schedule the training loop sets (resume, a budget's refit).
     """
-    import keras  # imports TensorFlow
-
+    from waveforms.train.adam import FusedAdam  # imports TensorFlow
     from waveforms.train.recipe import ShiftedSchedule, learning_rate
 
     rate = learning_rate(cfg, total_steps)
     if shift and not isinstance(rate, (int, float)):
         rate = ShiftedSchedule(rate)
-    return keras.optimizers.Adam(learning_rate=rate, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+    return FusedAdam(learning_rate=rate, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
