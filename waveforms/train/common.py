@@ -74,19 +74,20 @@ def prepare(cfg: TrainConfig) -> Setup:
 
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
-    """Adam (:class:`~waveforms.train.adam.FusedAdam`) with the configured schedule
+    """Keras's ``Adam`` with the configured schedule
     (:func:`waveforms.train.recipe.learning_rate`) and clip.
 
     ``shift``: a schedule goes in a :class:`~waveforms.train.recipe.ShiftedSchedule`,
     whose offset and inner schedule the training loop sets (resume, a budget's refit).
     """
-    from waveforms.train.adam import FusedAdam  # imports TensorFlow
+    import keras  # imports TensorFlow
+
     from waveforms.train.recipe import ShiftedSchedule, learning_rate
 
     rate = learning_rate(cfg, total_steps)
     if shift and not isinstance(rate, (int, float)):
         rate = ShiftedSchedule(rate)
-    return FusedAdam(learning_rate=rate, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
+    return keras.optimizers.Adam(learning_rate=rate, global_clipnorm=cfg.clip_norm if cfg.clip_norm > 0 else None)
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
