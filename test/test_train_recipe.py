@@ -13,8 +13,8 @@ from waveforms.model import checkpoint, load
 from waveforms.train import run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
-from waveforms.train.recipe import (BUDGET_MARGIN, WarmupStepDecay, budget_steps, code_log_frequencies, initialise,
-                                    learning_rate, lr_at)
+from waveforms.train.pace import MARGIN, Pace, refit
+from waveforms.train.recipe import WarmupStepDecay, code_log_frequencies, initialise, learning_rate, lr_at
 from waveforms.dataset import Dataset
 
 LR, STEPS = 2e-3, 1000
@@ -51,16 +51,49 @@ def test_step_decay_and_constant_with_warmup():
     assert learning_rate(cfg_for(lr_schedule="constant", warmup_steps=0)) == LR
 
 
-def test_budget_steps_fit_the_cosine_to_the_time_left_once_past_the_warmup_and_a_tenth_of_the_budget():
+def test_the_budget_schedule_is_fitted_once_past_the_warmup_and_a_tenth_of_the_budget():
     cfg = cfg_for(lr_schedule="cosine", warmup_steps=100, max_minutes=10.0, steps=10**9)
-    # 10 steps/s measured from step 20 at 4 s; at step 160, 60 s in, 540 s remain
-    assert budget_steps(cfg, 160, 60.0, (20, 4.0)) == 160 + int(BUDGET_MARGIN * 540 * 140 / 56)
-    assert budget_steps(cfg, 160, 59.0, (20, 4.0)) is None  # before a tenth of the budget
-    assert budget_steps(cfg_for(lr_schedule="cosine", warmup_steps=200, max_minutes=10.0), 160, 60.0, (20, 4.0)) is None
-    assert budget_steps(cfg_for(lr_schedule="cosine", max_minutes=10.0, steps=1000), 160, 60.0, (20, 4.0)) == 1000
-    assert budget_steps(cfg_for(lr_schedule="step", max_minutes=10.0), 160, 60.0, (20, 4.0)) is None
-    assert budget_steps(cfg_for(lr_schedule="cosine"), 160, 60.0, (20, 4.0)) is None  # no budget
-    assert budget_steps(cfg, 160, 599.9, (20, 4.0)) == 161  # never shorter than the next step
+    # 0.4 s per step; at step 160, 60 s in, 540 s remain
+    assert refit(cfg, 160, 60.0, 0.4, None) == 160 + int(MARGIN * 540 / 0.4)
+    assert refit(cfg, 160, 59.0, 0.4, None) is None  # before a tenth of the budget
+    assert refit(cfg, 160, 60.0, None, None) is None  # no pace measured yet
+    assert refit(cfg_for(lr_schedule="cosine", warmup_steps=200, max_minutes=10.0), 160, 60.0, 0.4, None) is None
+    assert refit(cfg_for(lr_schedule="cosine", max_minutes=10.0, steps=1000), 160, 60.0, 0.4, None) == 1000
+    assert refit(cfg_for(lr_schedule="step", max_minutes=10.0), 160, 60.0, 0.4, None) is None
+    assert refit(cfg_for(lr_schedule="cosine"), 160, 60.0, 0.4, None) is None  # no budget
+    assert refit(cfg, 160, 599.9, 0.4, None) == 161  # never shorter than the next step
+
+
+def test_the_budget_schedule_is_refitted_only_when_the_pace_moves_enough_to_matter():
+    cfg = cfg_for(lr_schedule="cosine", warmup_steps=100, max_minutes=10.0, steps=10**9)
+    fitted = refit(cfg, 160, 60.0, 0.4, None)  # 1,469 steps
+    # at step 660, 260 s in: the pace held (0.4 s per step), or moved by 2% of the steps left: the fit stays
+    assert refit(cfg, 660, 260.0, 0.4, fitted) is None
+    assert refit(cfg, 660, 260.0, 0.4 * 1.02, fitted) is None
+    # the machine slowed to 0.5 s per step: the fit moves to the steps the time left holds at that pace
+    assert refit(cfg, 660, 260.0, 0.5, fitted) == 660 + int(MARGIN * 340 / 0.5)
+    # ran faster than fitted (past its end): the schedule grows to the budget's end
+    assert refit(cfg, 1500, 500.0, 0.2, fitted) == 1500 + int(MARGIN * 100 / 0.2)
+    # near the end a move of a few steps is below 1% of the fitted length: no retrace for it
+    assert refit(cfg, 1440, 590.0, 0.4, fitted) is None
+    assert refit(cfg, 1440, 590.0, 0.37, fitted) is None
+
+
+def test_the_pace_leaves_out_one_off_intervals_and_follows_the_newest_window():
+    pace = Pace(window_s=60.0)
+    assert pace.seconds_per_step() is None
+    pace.add(20, 38.0 + 8.0, one_off=True)  # the first steps, with the step's trace: not the pace
+    assert pace.seconds_per_step() is None
+    for _ in range(10):
+        pace.add(20, 8.0)  # 0.4 s per step
+    pace.add(20, 45.0, one_off=True)  # the preview generator's first compile
+    assert pace.seconds_per_step() == pytest.approx(0.4)
+    for _ in range(8):
+        pace.add(20, 10.0)  # the machine slows to 0.5 s per step: the window (60 s) holds only the newest rows
+    assert pace.seconds_per_step() == pytest.approx(0.5)
+    pace.add(20, 12.0)
+    pace.add(0, 5.0)  # an interval without steps is not a pace
+    assert pace.seconds_per_step() == pytest.approx((5 * 10.0 + 12.0) / 120)
 
 
 def test_step_schedule_survives_keras_serialisation():
@@ -237,12 +270,12 @@ def test_a_budget_run_fits_its_cosine_to_the_budget_and_logs_that_schedule(tmp_p
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     state = checkpoint.load_state(out)
     fitted = state["schedule_steps"]
-    assert state["step"] > 10 and fitted < 10**6  # fitted from the measured rate, well short of `steps`
-    unfitted, refit = learning_rate(cfg), learning_rate(cfg, fitted)
-    # each logged rate follows one schedule: the unfitted one first, the fitted one from the fit on
+    assert state["step"] > 10 and fitted < 10**6  # fitted from the measured pace, well short of `steps`
+    unfitted, final = learning_rate(cfg), learning_rate(cfg, fitted)
+    # the rows follow the unfitted schedule until the first fit; the last one follows the last fit
     switch = next(i for i, r in enumerate(rows) if r["lr"] != pytest.approx(lr_at(unfitted, r["step"] - 1), rel=1e-5))
     assert switch > 0
-    assert all(r["lr"] == pytest.approx(lr_at(refit, r["step"] - 1), rel=1e-5) for r in rows[switch:])
+    assert rows[-1]["lr"] == pytest.approx(lr_at(final, rows[-1]["step"] - 1), rel=1e-5)
 
 
 @pytest.mark.parametrize("engine", ["local", "allreduce"])  # train_on_batch; the collective step (one rank)

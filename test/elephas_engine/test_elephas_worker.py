@@ -57,7 +57,7 @@ def test_a_constant_learning_rate_ships_unchanged():
 
 
 def test_a_mixed_precision_master_ships_a_loss_scaled_optimizer_whose_schedule_is_shifted():
-    master = compiled_master(mixed_precision=True)
+    master = compiled_master(precision="float16")
     config = ew.shifted_optimizer_config(master.optimizer, 7)
     model = ew.worker_model(master.to_json(), config, master.loss, [], {**custom_objects(),
                             type(master.optimizer.inner_optimizer._learning_rate).__name__:

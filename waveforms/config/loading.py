@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
 from waveforms.config.metadata import _hints, _is_section, allowed
-from waveforms.config.stages import REMOVED, STAGE_CONFIGS, STAGES
+from waveforms.config.stages import REMOVED, RENAMED, STAGE_CONFIGS, STAGES
 from waveforms.errors import UserError
 
 
@@ -77,6 +77,13 @@ def _apply(cfg: C, values: dict[str, Any], where: str, prefix: str = "") -> C:
     for raw_key, value in values.items():
         key = raw_key.replace("-", "_")
         head, dot, rest = key.partition(".")
+        renamed = RENAMED.get(type(cfg).__name__, {}).get(head)
+        if renamed and not dot:
+            new_key, old_type, convert = renamed
+            new = convert(_coerce(value, old_type, prefix + key))
+            if new is not None:
+                setattr(cfg, new_key, _coerce(new, hints[new_key], prefix + new_key))
+            continue
         if head not in hints:
             removed = REMOVED.get(type(cfg).__name__, {}).get(head)
             if removed:
@@ -173,9 +180,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _renamed(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the renamed keys of ``cls`` (:data:`~waveforms.config.stages.RENAMED`) under their new names."""
+    out = dict(data)
+    for old, (new_key, _, convert) in RENAMED.get(cls.__name__, {}).items():
+        if old in out:
+            new = convert(out.pop(old))
+            if new is not None and new_key not in data:
+                out[new_key] = new
+    return out
+
+
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "a config dict") -> C:
     """Inverse of :func:`to_dict`: the typed config, values as given (checked when first loaded, not again)."""
     hints = _hints(cls)
+    data = _renamed(cls, data)
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; known keys: {', '.join(hints)}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 from waveforms import stages
 from waveforms.config.metadata import fields
@@ -30,6 +30,14 @@ REMOVED: dict[str, dict[str, str]] = {  # by config class name
     "ElephasConfig": {
         key: f"elephas.{key} moved to [train] {key} (both Spark engines read it; the --{key} flag is unchanged)"
         for key in ("master", "workers")
+    },
+}
+
+# Keys that were renamed, per stage: old key -> (new key, the old value's type, old value -> new value or None
+# for "leave the new key as it is"). An old config keeps working.
+RENAMED: dict[str, dict[str, tuple[str, type, Callable[[Any], Any]]]] = {  # by config class name
+    "TrainConfig": {
+        "mixed_precision": ("precision", bool, lambda on: "float16" if on else None),
     },
 }
 

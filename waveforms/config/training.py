@@ -119,8 +119,11 @@ class TrainConfig:
     fresh: bool = opt(False, flag="--fresh", help="start over, ignoring checkpoints")
     condition_on_genre: bool = opt(False, help="add a genre embedding to every layer (not elephas)")
     evaluate_at_end: bool = opt(False, help="run the evaluate stage on the final model (bits per sample, fd_mel)")
-    mixed_precision: bool = opt(False, help="mixed_float16 compute with float32 variables, logits and loss "
-                                            "(faster on GPUs with tensor cores; the saved model is float32)")
+    precision: str = opt("float32", choices=("float32", "bfloat16", "float16", "auto"),
+                         help="compute type of the training step; variables, logits, loss and the saved model stay "
+                              "float32. bfloat16: native on CPUs with avx512_bf16/amx_bf16, Arm bf16, GPUs of "
+                              "compute capability >= 8.0; float16: loss-scaled, for GPUs; auto: bfloat16 where "
+                              "native, else float32 (the old mixed_precision = true means float16)")
     reads_in_flight: int = opt(32, min=1, max=1024, unit="requests",
                                help="ranged reads of training windows in flight at once (a round trip to S3 "
                                     "takes tens of ms); the feed prepares ceil(this / batch_size) batches ahead")

@@ -79,13 +79,41 @@ class CropLeft(layers.Layer):
         return {**super().get_config(), "n": self.n}
 
 
+def _gate(x):
+    f, g = ops.split(x, 2, axis=-1)
+    return ops.tanh(f) * ops.sigmoid(g)
+
+
+_FUSED_GATE = None  # the gate compiled by XLA, computing in float32 (built on first use)
+
+
+def _fused_gate(x):
+    """:func:`_gate` of a bfloat16/float16 ``x`` in float32, forward and backward fused into XLA loops.
+
+    TensorFlow's own CPU kernels of the gate and its gradient (Tanh, Sigmoid,
+    their Grad ops, Mul) run several times slower in bfloat16 than in float32
+    (Eigen converts element by element); fused, a ``default`` training step
+    in bfloat16 took about 0.85 of the time it took with the plain ops (CPU time,
+    paired, 2 cores). The result has ``x``'s dtype.
+    """
+    global _FUSED_GATE
+    if _FUSED_GATE is None:
+        import tensorflow as tf
+
+        _FUSED_GATE = tf.function(lambda t: ops.cast(_gate(ops.cast(t, "float32")), t.dtype), jit_compile=True,
+                                  reduce_retracing=True)
+    return _FUSED_GATE(x)
+
+
 @_serializable
 class GatedUnit(layers.Layer):
-    """tanh(filter) · sigmoid(gate) on a tensor holding [filter | gate] channels."""
+    """tanh(filter) · sigmoid(gate) on a tensor holding [filter | gate] channels (fused in float32 when the layer
+    computes in a 16-bit type)."""
 
     def call(self, x):
-        f, g = ops.split(x, 2, axis=-1)
-        return ops.tanh(f) * ops.sigmoid(g)
+        if keras.backend.backend() == "tensorflow" and keras.backend.standardize_dtype(x.dtype) != "float32":
+            return _fused_gate(x)
+        return _gate(x)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] // 2)

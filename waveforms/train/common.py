@@ -15,7 +15,7 @@ from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
 from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
 from waveforms.train.metrics_log import MetricsLog
-from waveforms.train.precision import describe_devices, mixed_optimizer, mixed_precision_model
+from waveforms.train.precision import describe_devices, effective, precision_model, precision_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def prepare(cfg: TrainConfig) -> Setup:
         # which Keras's unseeded initialisers draw too, so a retried read above would change them.
         keras.utils.set_random_seed(cfg.seed)
         wavenet = build(architecture(cfg.preset, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}), **overrides)
-    log.info("training on %s%s", describe_devices(), " with mixed_float16" if cfg.mixed_precision else "")
+    log.info("training on %s in %s", describe_devices(), effective(cfg.precision))
     length = wavenet.receptive_field + cfg.window
     train_regions, val_regions, how = regions(ds, length, genres)
     log.info("dataset %s: %d tracks, %d training regions; validation: %s", cfg.data, len(ds.tracks),
@@ -91,12 +91,13 @@ def optimizer(cfg: TrainConfig, total_steps: int | None = None, shift: bool = Fa
 
 
 def compile_model(model, cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
-    """``model`` compiled; with ``mixed_precision`` a mixed_float16 copy with float32 logits (use the result)."""
+    """``model`` compiled; in bfloat16 or float16 (``precision``) a copy computing in that type with float32
+    logits (use the result)."""
     import keras
 
-    opt = optimizer(cfg, total_steps, shift)
-    if cfg.mixed_precision:
-        model, opt = mixed_precision_model(model), mixed_optimizer(opt)
+    precision = effective(cfg.precision)
+    model = precision_model(model, precision)
+    opt = precision_optimizer(optimizer(cfg, total_steps, shift), precision)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 

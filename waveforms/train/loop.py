@@ -37,6 +37,8 @@ from waveforms.model import WaveNetConfig, checkpoint
 from waveforms.s3retry import StorageError, bounded
 from waveforms.storage import OutputDir
 from waveforms.train import previews, recipe, status
+from waveforms.train.pace import WINDOW, Pace, refit
+from waveforms.train.precision import effective
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
@@ -102,10 +104,24 @@ def start_state(setup: Setup, model, out: OutputDir) -> RunState:
         )
     if saved.get("seed") != cfg.seed or saved.get("batch_size") != cfg.batch_size or saved.get("window") != cfg.window:
         log.warning("seed, batch size or window differ from the checkpoint's; resuming anyway")
+    check_precision(saved.get("precision"), effective(cfg.precision), model_dir)
     checkpoint.restore(out, model)
     out.download(METRICS)  # truncated to the checkpoint's step by the caller
     log.info("resuming from step %d (%s)", saved["step"], checkpoint.latest_name(out))
     return RunState.from_saved(saved)
+
+
+def check_precision(saved: str | None, now: str, model_dir: str) -> None:
+    """Refuse to resume a float16 run's checkpoint in another precision, or another's in float16.
+
+    Weights are float32 in every precision, and float32 and bfloat16 resume each
+    other's checkpoints; float16's optimizer carries a loss scale the others lack.
+    """
+    if saved and (saved == "float16") != (now == "float16"):
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {model_dir} was written in {saved}, whose optimizer state does not move to {now} "
+            f"(float16 scales the loss); resume with precision = {saved}, or start over with --fresh (or fine-tune "
+            "from the saved model with init_from)")
 
 
 def start_ema(cfg: TrainConfig, model, out: OutputDir, step: int) -> EMA | None:
@@ -168,8 +184,12 @@ class Trainer:
         self.interval: list[float] = []  # losses since the last logged row
         self.pace: float | None = None  # seconds per step over the last logged interval
         self.last_fields: list[str] = []
-        self.since: tuple[int, float] | None = None  # (step, wall) once this process's train step is traced
-        self.first_step, self.wall0 = self.state.step, self.state.wall_time
+        # the budget's pace: wall time per step over recent rows, one-off costs (tracing, the first validation and
+        # preview, which compile) left out; the first interval holds the step's trace
+        self.budget_pace = Pace(WINDOW * cfg.max_minutes * 60)
+        self.one_off, self.one_off_next, self.validated, self.previewed = True, False, False, False
+        self.t_row = time.perf_counter()
+        self.wall0 = self.state.wall_time
         self.t0 = self.t_interval = time.perf_counter()
         self.bar = progress.Progress("train", self.total(), "steps", eta=False, plain=False) if self.lead else None
 
@@ -236,6 +256,7 @@ class Trainer:
             return
         self.rate.schedule = self.schedule
         if retrace:
+            self.one_off_next = True  # the next interval holds the new trace
             self.model.train_function = None
             if self.collective is not None:
                 self.collective = CollectiveStep(self.model, self.team, ema=self.ema)
@@ -272,14 +293,8 @@ class Trainer:
         """Rank 0 after a step: fit the schedule to the budget, stop for it, and log, validate, preview and
         checkpoint when due (``decide``: a step at which the ranks agree, so decisions may change)."""
         cfg, state = self.cfg, self.state
-        if self.since is None and state.step >= self.first_step + 10:
-            self.since = (state.step, self.wall())
-        if self.since and state.schedule_steps is None and decide:
-            fitted = recipe.budget_steps(cfg, state.step, self.wall(), self.since)
-            if fitted:
-                state.schedule_steps = fitted
-                self.use_schedule(fitted)
-                log.info("learning-rate schedule fitted to the %.1f-minute budget: %d steps", cfg.max_minutes, fitted)
+        if decide and self.row_due(state.step):
+            self.refit()
         self.out_of_time = (decide and state.step < cfg.steps and cfg.max_minutes > 0
                             and self.wall() >= cfg.max_minutes * 60)
         if self.out_of_time:
@@ -289,6 +304,18 @@ class Trainer:
             self.log_row(done)
         self.bar.update(state.step, self.total(), " · ".join(self.last_fields + [self.left()]))
 
+    def refit(self) -> None:
+        """Fit the cosine schedule to the budget at the measured pace, or refit it when the pace has moved."""
+        cfg, state = self.cfg, self.state
+        fitted = refit(cfg, state.step, self.wall(), self.budget_pace.seconds_per_step(), state.schedule_steps)
+        if fitted:
+            was = state.schedule_steps
+            state.schedule_steps = fitted
+            self.use_schedule(fitted)
+            log.info("learning-rate schedule %s to the %.1f-minute budget: %d steps%s",
+                     "fitted" if was is None else "refitted", cfg.max_minutes, fitted,
+                     "" if was is None else f" (was {was:,})")
+
     def log_row(self, done: bool) -> None:
         """The metrics row of this step: loss, validation, preview when due; then a checkpoint when due."""
         cfg, state, step = self.cfg, self.state, self.state.step
@@ -296,6 +323,9 @@ class Trainer:
         preview_due = previews.due(step, cfg.preview_every, cfg.val_every, done)
         row: dict[str, Any] = {"step": step, "lr": self.last_rate()}
         now = time.perf_counter()
+        steps = len(self.interval)
+        one_off = self.one_off or (validate and not self.validated) or (preview_due and not self.previewed)
+        self.validated, self.previewed = self.validated or validate, self.previewed or preview_due
         if self.interval:
             row["loss"] = state.loss = float(np.mean(self.interval))
             row["samples_per_s"] = len(self.interval) * cfg.batch_size * cfg.window / (now - self.t_interval)
@@ -311,6 +341,8 @@ class Trainer:
         self.last_fields = status.fields(row)
         log.info(status.line(row, self.total(), self.left()))
         self.interval, self.t_interval = [], time.perf_counter()
+        self.budget_pace.add(steps, self.t_interval - self.t_row, one_off)
+        self.t_row, self.one_off, self.one_off_next = self.t_interval, self.one_off_next, False
         if step % cfg.checkpoint_every == 0 or done or state.stopped_early:
             self.save_checkpoint()
 
@@ -340,7 +372,7 @@ class Trainer:
         else:
             self.out_of_time = bool(head)
         state.stopped_early = bool(stopped)
-        if fitted and known is None:
+        if fitted and int(fitted) != known:  # rank 0's first fit or a refit
             state.schedule_steps = int(fitted)
             if not start:
                 self.use_schedule(int(fitted))
@@ -363,6 +395,7 @@ class Trainer:
         checkpoint.save(self.out, self.model, {
             **self.state.to_saved(), "engine": self.engine, "seed": cfg.seed, "batch_size": cfg.batch_size,
             "window": cfg.window, "model_config": self.setup.wavenet.config.to_dict(),
+            "precision": effective(cfg.precision),
             "ema_updates": self.ema.updates if self.ema else 0,
         }, ema=self.ema.weights() if self.ema else None)
 

@@ -3,8 +3,8 @@
 The schedule is a function of the optimizer's step counter, which checkpoints
 carry, so a resumed run follows it exactly; the optimizer evaluates it inside
 the training step's graph (:class:`ShiftedSchedule`), not the loop before each step. With a ``max_minutes`` budget the
-local engine fits the cosine schedule to the steps the budget holds, measured
-early in the run (:func:`budget_steps`; the fitted length is checkpointed). ``cosine`` uses Keras's own
+loop fits the cosine schedule to the steps the budget holds at the measured
+pace, and refits it when the pace moves (:mod:`waveforms.train.pace`; the fitted length is checkpointed). ``cosine`` uses Keras's own
 ``CosineDecay`` (its warmup included), so engines that serialise the optimizer
 need nothing of ours to rebuild it.
 """
@@ -22,8 +22,6 @@ from waveforms.errors import UserError
 log = logging.getLogger(__name__)
 
 LOGIT_FREQ_SAMPLES = 4_000_000  # training codes read to estimate the code frequencies
-BUDGET_FIT_AT = 0.1  # share of a max_minutes budget after which the cosine schedule is fitted to it
-BUDGET_MARGIN = 0.97  # of the steps the budget's remaining time is expected to hold
 
 
 def learning_rate(cfg: TrainConfig, total_steps: int | None = None) -> Any:
@@ -65,24 +63,6 @@ def scaled_learning_rate(cfg: TrainConfig, batch: int) -> float:
     ratio = batch / cfg.batch_size
     factor = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[cfg.lr_scaling]
     return cfg.learning_rate * factor
-
-
-def budget_steps(cfg: TrainConfig, step: int, wall_s: float, since: tuple[int, float]) -> int | None:
-    """The step count a cosine schedule should span to end when the ``max_minutes`` budget does.
-
-    None until it applies and can be told: a cosine schedule, a budget, past
-    the warmup and past ``BUDGET_FIT_AT`` of the budget. The rate is measured
-    from ``since`` (a ``(step, wall_s)`` taken once the step was traced), so it
-    includes validation and previews; the estimate keeps a small margin and
-    never exceeds ``steps``.
-    """
-    budget = cfg.max_minutes * 60
-    if cfg.lr_schedule != "cosine" or budget <= 0 or step < cfg.warmup_steps or wall_s < BUDGET_FIT_AT * budget:
-        return None
-    done, elapsed = step - since[0], wall_s - since[1]
-    if done <= 0 or elapsed <= 0:
-        return None
-    return max(step + 1, min(cfg.steps, int(step + BUDGET_MARGIN * (budget - wall_s) * done / elapsed)))
 
 
 def lr_at(schedule: Any, step: int) -> float:
