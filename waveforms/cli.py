@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from waveforms import config as cfgmod
 from waveforms import progress, stages, tflog
 from waveforms.errors import reported
-from waveforms.s3retry import OUTAGE_KEY, OUTAGE_S, bounded, report_faults
+from waveforms.s3retry import OUTAGE_KEY, bounded, report_faults
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
 CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)
@@ -79,9 +79,10 @@ def stage_config(stage: str, args: argparse.Namespace) -> Any:
 
 
 def run_stage(stage: str, args: argparse.Namespace) -> int:
-    """The stage, configured from ``args``, with S3 outages retried for its ``s3_outage_s``."""
+    """The stage, configured from ``args``, with S3 outages retried for its ``s3_outage_s``; a stage without
+    the key (serve: a request should fail within seconds, not wait out an outage) keeps the attempts alone."""
     cfg = stage_config(stage, args)
-    with bounded(getattr(cfg, OUTAGE_KEY, OUTAGE_S)):
+    with bounded(getattr(cfg, OUTAGE_KEY, 0.0)):
         return stage_runner(stage)(cfg)
 
 

@@ -31,7 +31,7 @@ def s3_outage() -> Any:
     return opt(OUTAGE_S, min=0, unit="s",
                help="how long an S3 operation failing with network faults (S3 or the path to it down) is retried "
                     "before the stage stops with an error (training leaves a checkpoint to resume from); the "
-                    "outage's start and end are logged once each; 0 = 6 attempts, about 20 s")
+                    "outage's start and end are logged once each; 0 = only the 6 attempts of each operation")
 
 
 def _hints(cls: type) -> dict[str, Any]:
