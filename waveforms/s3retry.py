@@ -66,7 +66,8 @@ TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", 
 OUTAGE_S = 600.0
 """Seconds an operation that keeps failing with network faults is retried (the stages' ``s3_outage_s`` default):
 outages of S3 or the path to it (a NAT gateway replaced, a throttling storm) last minutes; a stage that waits
-10 minutes survives them, and a dead endpoint or lost credentials stop it within a 12-hour run's 1.4 %."""
+10 minutes survives them, and a dead endpoint stops it after 1.4 % of a 12-hour run instead of hanging. (An
+answer such as AccessDenied is no network fault: it stops a stage at once.)"""
 OUTAGE_KEY = "s3_outage_s"
 
 
