@@ -49,17 +49,11 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be used to resume."""
 
 
-def _uri(model_dir: str | Path | OutputDir) -> str:
-    """Where to read: an OutputDir's (synced) working copy, or the location itself."""
-    return str(model_dir.local if isinstance(model_dir, OutputDir) else model_dir)
-
-
-def root(model_dir: str | Path | OutputDir) -> Path:
-    """The local checkpoint folder (an OutputDir's working copy)."""
-    uri = _uri(model_dir)
-    if storage.is_s3(uri):
-        raise ValueError(f"{uri}: open it as an OutputDir and pull() to get a local copy")
-    return Path(uri) / DIR
+def root(model_dir: str | Path) -> Path:
+    """The checkpoint folder of a local model folder (for an OutputDir: its working copy, ``out.local``)."""
+    if storage.is_s3(str(model_dir)):
+        raise ValueError(f"{model_dir}: open it as an OutputDir and pull() to get a local copy")
+    return Path(model_dir) / DIR
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,43 +89,6 @@ def set_optimizer_arrays(optimizer, model, arrays: list[np.ndarray]) -> None:
         var.assign(value)
 
 
-def legacy_weight_arrays(path: Path) -> list[np.ndarray]:
-    """The weights in a file written by the earlier training model, in the order its layers were made.
-
-    That model's layers were plain Keras layers named by class and creation
-    count (``conv1d``, ``conv1d_1``, ...); today's training model has the same
-    weights, in the same order, under layer names of their own.
-    """
-    import h5py
-
-    def made(name: str) -> tuple[str, int]:
-        base, _, count = name.rpartition("_")
-        return (base, int(count)) if base and count.isdigit() else (name, 0)
-
-    with h5py.File(path, "r") as fh:
-        layers = fh["layers"]
-        named = sorted((made(n), n) for n in layers if "vars" in layers[n] and len(layers[n]["vars"]))
-        if len({kind for (kind, _), _ in named}) > 1:
-            raise ValueError("layers of several kinds: their order is unknown")
-        return [np.asarray(layers[n]["vars"][str(i)]) for _, n in named for i in range(len(layers[n]["vars"]))]
-
-
-def _load_weights(model, path: Path) -> None:
-    try:
-        model.load_weights(path)
-        return
-    except ValueError as exc:
-        try:
-            arrays = legacy_weight_arrays(path)
-        except (OSError, KeyError, ValueError):
-            raise exc from None
-        shapes = [tuple(w.shape) for w in model.weights]
-        if [a.shape for a in arrays] != shapes:
-            raise exc from None
-    model.set_weights(arrays)
-    log.info("%s was written by the earlier training model: its weights are restored in layer order", path)
-
-
 def files(state: dict[str, Any] | None) -> tuple[str, ...]:
     """The files of a checkpoint with ``state``, in upload order (state.json last)."""
     return (WEIGHTS, OPTIMIZER, EMA, STATE) if state and state.get("ema") else FILES
@@ -155,11 +112,11 @@ def save(out: OutputDir, model, state: dict[str, Any], ema: list[np.ndarray] | N
     ``ema``: the moving-average weights, stored as ``ema.npz`` (and ``"ema": true`` in the state).
     """
     state = {**state, "ema": ema is not None, versions.KEY: FORMAT_VERSION}
-    base = root(out)
+    base = root(out.local)
     base.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{int(state['step']):08d}"
     final = base / name
-    if latest_name(out) == name:
+    if latest_name(out.local) == name:
         return name  # this exact step is already the newest complete checkpoint
     tmp = base / f"{TMP_PREFIX}{name}-{os.getpid()}"
     if tmp.exists():
@@ -208,15 +165,16 @@ def prune(out: OutputDir, keep: str) -> None:
     out.remove_except(DIR, keep=(keep, LATEST))
 
 
-def latest_name(model_dir: str | Path | OutputDir) -> str | None:
-    pointer = storage.join(_uri(model_dir), DIR, LATEST)
+def latest_name(model_dir: str | Path) -> str | None:
+    """The newest complete checkpoint's name in ``model_dir`` (a local folder or s3://), or None."""
+    pointer = storage.join(str(model_dir), DIR, LATEST)
     if not storage.exists(pointer):
         return None
     return storage.read_text(pointer).strip() or None
 
 
-def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
-    """The newest checkpoint's state, or None when there is none (local or s3://).
+def load_state(model_dir: str | Path) -> dict[str, Any] | None:
+    """The newest checkpoint's state in ``model_dir`` (a local folder or s3://), or None when there is none.
 
     A run that is still training may commit a newer checkpoint and prune the
     one ``latest`` named between the two reads; the read then follows
@@ -224,7 +182,7 @@ def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
     """
     name = latest_name(model_dir)
     while name is not None:
-        path = storage.join(_uri(model_dir), DIR, name, STATE)
+        path = storage.join(str(model_dir), DIR, name, STATE)
         try:
             state = json.loads(storage.read_text(path))
         except (OSError, ValueError, BotoCoreError, ClientError) as exc:  # ClientError: a pointer to a missing object
@@ -239,7 +197,7 @@ def load_state(model_dir: str | Path | OutputDir) -> dict[str, Any] | None:
 
 
 def pull(out: OutputDir) -> dict[str, Any] | None:
-    """Bring the target's newest checkpoint into the working copy; return its state (None if none)."""
+    """Bring the target's newest checkpoint into the working copy; return its state there (None if none)."""
     if out.remote:
         name = latest_name(out.uri)
         if name is not None:
@@ -250,11 +208,12 @@ def pull(out: OutputDir) -> dict[str, Any] | None:
             if len(fetched) != len(wanted):
                 raise CheckpointError(f"checkpoint {out.target(DIR, name)} is incomplete; rerun with --fresh")
             out.download(f"{DIR}/{LATEST}")
-    return load_state(out)
+    return load_state(out.local)
 
 
-def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
-    """Load the newest checkpoint into ``model`` and its optimizer; return its state (None if none)."""
+def restore(model_dir: str | Path, model) -> dict[str, Any] | None:
+    """Load the newest checkpoint of the local ``model_dir`` into ``model`` and its optimizer; return its state
+    (None if none)."""
     state = load_state(model_dir)
     if state is None:
         return None
@@ -263,7 +222,7 @@ def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     try:
-        _load_weights(model, path / WEIGHTS)
+        model.load_weights(path / WEIGHTS)
         arrays = _read_npz(path / OPTIMIZER)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); rerun with --fresh") from exc
@@ -271,8 +230,8 @@ def restore(model_dir: str | Path | OutputDir, model) -> dict[str, Any] | None:
     return state
 
 
-def load_ema(model_dir: str | Path | OutputDir) -> list[np.ndarray] | None:
-    """The newest checkpoint's moving-average weights, or None when it has none."""
+def load_ema(model_dir: str | Path) -> list[np.ndarray] | None:
+    """The newest checkpoint's moving-average weights in the local ``model_dir``, or None when it has none."""
     state = load_state(model_dir)
     if not state or not state.get("ema"):
         return None

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the model's layers are TensorFlow's; Keras reads it on import
 
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
@@ -199,14 +198,6 @@ class CodeConv(_KernelBias):
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes}
-
-    @classmethod
-    def from_config(cls, config):
-        """Also reads the older name of ``classes``, ``quantization``."""
-        config = dict(config)
-        if "quantization" in config:
-            config["classes"] = config.pop("quantization")
-        return cls(**config)
 
 
 @_serializable

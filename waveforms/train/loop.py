@@ -105,9 +105,9 @@ def start_state(setup: Setup, model, out: OutputDir) -> RunState:
     if saved.get("seed") != cfg.seed or saved.get("batch_size") != cfg.batch_size or saved.get("window") != cfg.window:
         log.warning("seed, batch size or window differ from the checkpoint's; resuming anyway")
     check_precision(saved.get("precision"), effective(cfg.precision), model_dir)
-    checkpoint.restore(out, model)
+    checkpoint.restore(out.local, model)
     out.download(METRICS)  # truncated to the checkpoint's step by the caller
-    log.info("resuming from step %d (%s)", saved["step"], checkpoint.latest_name(out))
+    log.info("resuming from step %d (%s)", saved["step"], checkpoint.latest_name(out.local))
     return RunState.from_saved(saved)
 
 
@@ -130,11 +130,11 @@ def start_ema(cfg: TrainConfig, model, out: OutputDir, step: int) -> EMA | None:
         return None
     ema = EMA(model, cfg.ema_decay)
     if step > 0:
-        arrays = checkpoint.load_ema(out)
+        arrays = checkpoint.load_ema(out.local)
         if arrays is None:
             log.warning("the checkpoint has no moving average of the weights: it starts from the current weights")
         else:
-            ema.set_weights(arrays, int((checkpoint.load_state(out) or {}).get("ema_updates", step)))
+            ema.set_weights(arrays, int((checkpoint.load_state(out.local) or {}).get("ema_updates", step)))
     return ema
 
 
