@@ -50,8 +50,7 @@ def run(cfg: cfgmod.GenerateConfig, checks: Checks | None = None) -> int:
 def _run(cfg: cfgmod.GenerateConfig, out: OutputDir, checks: Checks | None) -> int:
     from waveforms.model import load  # TensorFlow
 
-    if cfg.streams < 1 or cfg.seconds <= 0:
-        raise UserError("--streams must be >= 1 and --seconds > 0")
+    cfgmod.validate(cfg)  # the same checks as the CLI's (streams >= 1, seconds > 0), for configs built in Python
     if cfg.evaluate and checks is None:
         raise UserError("--evaluate needs the memorisation check: run generate as waveforms.pipeline.generate "
                         "(the CLI does)")

@@ -32,7 +32,9 @@ TASKS_PER_CORE = 16
 STOPS = (DiskFullError, s3retry.StorageError)  # faults of the node or the network, not of a track: the stage stops
 
 
-def digest(obj: Any) -> str:
+def json_id(obj: Any) -> str:
+    """A short id of a JSON-able value: 16 hex digits of the SHA-256 of its sorted JSON (files are
+    :func:`waveforms.checksums.digest`'s)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -202,11 +204,10 @@ def _stop(results: list[dict[str, Any]], cfg: cfgmod.TransformConfig, run_id: st
 
 
 def _run(cfg: cfgmod.TransformConfig) -> int:
+    cfgmod.validate(cfg)  # the same checks as the CLI's, for configs built in Python
     started = time.time()
     settings = AudioSettings.from_config(cfg)
-    if cfg.normalise not in ("peak", "rms", "none"):
-        raise UserError(f"normalise must be peak, rms or none, not {cfg.normalise!r}")
-    settings_id = digest(settings.to_dict())
+    settings_id = json_id(settings.to_dict())
     inputs = list_inputs(cfg.input)
     old = {r["id"]: r for r in _existing(cfg, settings_id)}
     kept, todo = [], []
@@ -228,7 +229,7 @@ def _run(cfg: cfgmod.TransformConfig) -> int:
     if not tracks:
         _write_errors(cfg.output, errors)
         raise UserError(f"no track could be transformed ({len(errors)} set aside; see {cfg.output}/errors.jsonl)")
-    dataset_id = digest({"settings": settings_id, "inputs": sorted((t["id"], t["input_fingerprint"]) for t in tracks)})
+    dataset_id = json_id({"settings": settings_id, "inputs": sorted((t["id"], t["input_fingerprint"]) for t in tracks)})
     for t in tracks:
         t.update(id=str(t["id"]), dataset_id=dataset_id, settings_id=settings_id,
                  split=ds.split_for(t["id"], cfg.val_fraction))
