@@ -69,7 +69,8 @@ def test_reads_and_listings_come_back_whole_through_cut_responses_and_slowdowns(
 def test_writes_survive_slowdowns_and_send_no_100_continue(bucket, moto_url, monkeypatch, fast_backoff, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(np.random.default_rng(1).integers(0, 256, 9 * 1024 * 1024, dtype=np.uint8).tobytes())
-    with DelayProxy(moto_url, delay_s=0.0, faults=Faults(slowdown_every=3, headers_every=5, cut_continue=True)) as proxy:
+    faults = Faults(slowdown_every=3, headers_every=5, cut_continue=True)
+    with DelayProxy(moto_url, delay_s=0.0, faults=faults) as proxy:
         through(monkeypatch, proxy)
         for i in range(6):
             storage.write_text(f"{bucket}/w/{i}.txt", f"object {i}\n" * 100)

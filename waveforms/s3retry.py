@@ -19,16 +19,16 @@ A connection can also close inside an answer's header block. ``http.client`` tak
 of the headers, so such an answer reached botocore looking whole, with its last header cut short: a
 ``Last-Modified`` of ``Sun, 06 De`` made botocore's parser raise ``ValueError`` outside its retry loop, an
 empty ``Content-Length`` did the same, a late one cut short was read as a shorter length, a cut date
-ending ``GM`` parsed as a wrong time, and urllib3 logged a traceback (``MissingHeaderBodySeparatorDefect``)
-for a cut inside a header's name. Every cut position was tried (``test/test_s3_cut_matrix.py``): 12 of
-the 490 header bytes of a HEAD's answer (and of the 522 of a GET's) escaped as ``ValueError``. No botocore event comes between the reading of the
-headers and their parsing with the raw answer at hand, so :func:`configure` installs a response class on
-botocore's HTTP connections (``response_class``, the hook urllib3's ``HTTPConnection.getresponse``
-documents) whose ``begin`` refuses a header block that did not end with its blank line
-(:class:`HeadersCut`, a connection reset): urllib3 and botocore see a dropped connection, which
-botocore's own retries and then :func:`call` retry, before anything parses the headers. botocore also
-reads a body it parses (all but GetObject's stream) with urllib3's length check off, so a body cut short
-parsed as a shorter document (an empty listing; a CreateMultipartUpload without its UploadId):
+ending ``GM`` parsed as a wrong time, and urllib3 logged a ``HeaderParsingError`` traceback for some of
+them. Cut at each of its bytes (``test/test_s3_cut_matrix.py``), 12 of the 490 header bytes of a HEAD's
+answer (and 12 of the 522 of a GET's) escaped as ``ValueError``. No botocore event comes between the
+reading of the headers and their parsing with the raw answer at hand, so :func:`configure` installs a
+response class on botocore's HTTP connections (``response_class``, the hook urllib3's
+``HTTPConnection.getresponse`` documents) whose ``begin`` refuses a header block that did not end with
+its blank line (:class:`HeadersCut`, a connection reset): urllib3 and botocore see a dropped connection,
+which botocore's own retries and then :func:`call` retry, before anything parses the headers. botocore
+also reads a body it parses (all but GetObject's stream) with urllib3's length check off, so a body cut
+short parsed as a shorter document (an empty listing; a CreateMultipartUpload without its UploadId):
 :func:`check_headers`, a ``before-parse`` listener, refuses it.
 
 Faults that a retry absorbed are quiet: one line each at most (no traceback; the full record at debug
@@ -327,8 +327,9 @@ def transient(exc: BaseException) -> bool:
         status = (exc.response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error.get("Code") in TRANSIENT_CODES or status >= 500
     return isinstance(exc, (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
-                            bex.IncompleteReadError, bex.ReadTimeoutError, bex.FlexibleChecksumError, uex.ProtocolError, uex.ReadTimeoutError, uex.IncompleteRead,
-                            http.client.IncompleteRead, ConnectionError, TimeoutError))
+                            bex.IncompleteReadError, bex.ReadTimeoutError, bex.FlexibleChecksumError,
+                            uex.ProtocolError, uex.ReadTimeoutError, uex.IncompleteRead, http.client.IncompleteRead,
+                            ConnectionError, TimeoutError))
 
 
 def backoff(attempt: int, rng: random.Random | None = None) -> float:
