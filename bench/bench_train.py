@@ -30,9 +30,19 @@ and the peak RSS of the driver and of the largest executor-side Python
 process, sampled from /proc. For elephas the throughput is that of the last
 epoch (the first one also pays for starting the executors' TensorFlow).
 
+``--precision float32,bfloat16`` times the training step (``train_on_batch``,
+one fixed batch) in each precision in one process per preset, from the same
+weights, beside TensorFlow's own 2048×2048 matmul rate in each precision, in
+interleaved rounds (GEMM and step blocks alternating, the order reversed every
+other round). Each ratio is the median of the per-round ratios, with their
+range; wall time and the process's CPU time are both reported (on a shared
+machine the CPU time is the steadier of the two).
+
 Usage: python bench/bench_train.py [--presets small,default] [--window 2000] [--batch-size 4]
        [--models valid|causal,valid] [--optimizers keras]
        [--engines local,synchronous,asynchronous,hogwild]
+       python bench/bench_train.py --precision float32,bfloat16 [--presets small,default] [--batch-size 8]
+           [--rounds 6] [--block 2]
        python bench/bench_train.py --paired-step [--presets small] [--batches 2,8] [--threads 1] [--rounds 10]
            [--optimizers eager-rate,keras]
 """
@@ -259,6 +269,84 @@ def paired_table(args) -> None:
             print(f"| {preset} | {batch} | {' | '.join(cells)} | {ratio:.3f} |")
 
 
+def gemm_block(dtype: str, n: int = 2048, repeats: int = 3) -> tuple[float, float]:
+    """TensorFlow ``n×n @ n×n`` in ``dtype``: (GFLOP/s by wall time, by process CPU time), over ``repeats``."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_uniform((n, n), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_uniform((n, n), seed=(3, 4)), dtype)
+    tf.matmul(a, b).numpy()
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        tf.matmul(a, b).numpy()
+    flops = 2 * n**3 * repeats / 1e9
+    return flops / (time.perf_counter() - t), flops / max(time.process_time() - c, 1e-9)
+
+
+def precision_step(args) -> None:
+    """Child process: per round, a GEMM block and a step block in each precision, interleaved; prints JSON."""
+    import numpy as np
+
+    from waveforms.config import TrainConfig
+    from waveforms.model import build
+    from waveforms.train.common import compile_model
+
+    kinds = args.precision.split(",")
+    wavenet = build(args.preset)
+    start = wavenet.training_model().get_weights()
+    x, y = random_batch(np.random.default_rng(0), args.batch_size, wavenet.receptive_field, args.window)
+    models = {}
+    for kind in kinds:
+        models[kind] = compile_model(wavenet.training_model(), TrainConfig(preset=args.preset, precision=kind))
+        models[kind].set_weights(start)
+        for _ in range(2):
+            models[kind].train_on_batch(x, y)
+    dtype = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+    out = {k: {"step_ms": [], "step_cpu_ms": [], "gemm": [], "gemm_cpu": []} for k in kinds}
+    for r in range(args.rounds):
+        for kind in kinds if r % 2 == 0 else kinds[::-1]:
+            wall, cpu = gemm_block(dtype[kind])
+            out[kind]["gemm"].append(wall)
+            out[kind]["gemm_cpu"].append(cpu)
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(args.block):
+                models[kind].train_on_batch(x, y)
+            out[kind]["step_ms"].append((time.perf_counter() - t) / args.block * 1000)
+            out[kind]["step_cpu_ms"].append((time.process_time() - c) / args.block * 1000)
+    print(json.dumps(out))
+
+
+def _ratio(a: list[float], b: list[float]) -> str:
+    """Median of the per-round ratios a/b, with their range."""
+    import numpy as np
+
+    r = [x / y for x, y in zip(a, b)]
+    return f"{np.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+
+
+def precision_table(args) -> None:
+    import numpy as np
+
+    kinds = args.precision.split(",")
+    ref, other = kinds[0], kinds[-1]
+    print(f"training step (train_on_batch) and TensorFlow's 2048² matmul in {' and '.join(kinds)}, {args.rounds} "
+          f"interleaved rounds of {args.block} steps; batch {args.batch_size} × window {args.window}; "
+          f"{os.cpu_count()} cores; ratio = {ref} time / {other} time per round: median (range)")
+    print()
+    print(f"| preset | {ref} ms/step | {other} ms/step | step speed-up, wall | step speed-up, CPU | "
+          f"GEMM {ref} GFLOP/s | GEMM {other} GFLOP/s | GEMM speed-up, wall | GEMM speed-up, CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        r, _ = measure([sys.executable, __file__, "--one=precision", f"--preset={preset}",
+                        f"--precision={args.precision}", f"--batch-size={args.batch_size}", f"--window={args.window}",
+                        f"--rounds={args.rounds}", f"--block={args.block}"])
+        a, b = r[ref], r[other]
+        print(f"| {preset} | {np.median(a['step_ms']):.0f} | {np.median(b['step_ms']):.0f} | "
+              f"{_ratio(a['step_ms'], b['step_ms'])} | {_ratio(a['step_cpu_ms'], b['step_cpu_ms'])} | "
+              f"{np.median(a['gemm']):.0f} | {np.median(b['gemm']):.0f} | {_ratio(b['gemm'], a['gemm'])} | "
+              f"{_ratio(b['gemm_cpu'], a['gemm_cpu'])} |")
+
+
 def one(args) -> None:
     """Child process: train once and print a JSON result."""
     from helpers.train import tone_dataset
@@ -362,13 +450,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="TensorFlow threads of the paired comparison")
     ap.add_argument("--rounds", type=int, default=10, help="rounds of the paired comparison")
     ap.add_argument("--block", type=int, default=10, help="steps per optimizer per round (paired comparison)")
+    ap.add_argument("--precision", default="", help="compare the step in these precisions, e.g. float32,bfloat16")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one == "paired":
         paired_step(args)
         return
+    if args.one == "precision":
+        precision_step(args)
+        return
     if args.one:
         one(args)
+        return
+    if args.precision:
+        if args.rounds == 10 and args.block == 10:  # the paired comparison's defaults: too long for a step of seconds
+            args.rounds, args.block = 6, 2
+        precision_table(args)
         return
     if args.paired_step:
         if args.optimizers == "keras":

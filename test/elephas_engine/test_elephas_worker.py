@@ -65,3 +65,20 @@ def test_a_mixed_precision_master_ships_a_loss_scaled_optimizer_whose_schedule_i
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert lr_at(model.optimizer, 0) == pytest.approx(lr_at(master.optimizer, 7))
     assert model.layers[-1].dtype_policy.name == "float32" and model.layers[3].dtype_policy.name == "mixed_float16"
+
+
+def test_a_bfloat16_master_ships_a_bfloat16_worker_model_with_float32_logits_and_no_loss_scale():
+    master = compiled_master(precision="bfloat16")
+    config = ew.shifted_optimizer_config(master.optimizer, 7)
+    model = ew.worker_model(master.to_json(), config, master.loss, [], {**custom_objects(),
+                            type(master.optimizer._learning_rate).__name__: type(master.optimizer._learning_rate)})
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert lr_at(model.optimizer, 0) == pytest.approx(lr_at(master.optimizer, 7))
+    assert model.layers[-1].dtype_policy.name == "float32" and model.layers[3].dtype_policy.name == "mixed_bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    x = np.random.default_rng(0).integers(0, 256, (4, 200)).astype(np.int32)
+    y = np.zeros((4, model.compute_output_shape(x.shape)[1]), np.int32)
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
