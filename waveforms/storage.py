@@ -28,8 +28,6 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 from waveforms.errors import UserError, disk_full
 from waveforms.s3retry import call, client_config, configure
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def is_s3(uri: str) -> bool:
@@ -81,6 +79,12 @@ def basename(uri: str) -> str:
     return str(uri).rstrip("/").rpartition("/")[2]
 
 
+def _object(uri: str, client=None) -> tuple[Any, str, str]:
+    """The client for an ``s3://`` URI (``client``, or a new one), its bucket and its key."""
+    bucket, key = split_s3(uri)
+    return client or s3_client(), bucket, key
+
+
 def s3_client(max_pool_connections: int | None = None):
     """A boto3 S3 client; create one per process or Spark partition, never ship it.
 
@@ -119,8 +123,7 @@ def whole_body(response: dict[str, Any]) -> bytes:
 
 def read_bytes(uri: str, client=None) -> bytes:
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = client or s3_client()
+        s3, bucket, key = _object(uri, client)
         return call(f"GET {uri}", lambda: whole_body(s3.get_object(Bucket=bucket, Key=key)))
     return Path(uri).read_bytes()
 
@@ -134,9 +137,8 @@ def read_range(uri: str, offset: int, length: int, client=None) -> bytes:
     if length <= 0:
         return b""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
+        s3, bucket, key = _object(uri, client)
         rng = f"bytes={offset}-{offset + length - 1}"
-        s3 = client or s3_client()
         return call(f"GET {uri} {rng}", lambda: whole_body(s3.get_object(Bucket=bucket, Key=key, Range=rng)))
     with open(uri, "rb") as fh:
         fh.seek(offset)
@@ -201,6 +203,18 @@ class RangeReader:
         self.__init__(state["max_in_flight"])
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where the kernel reports it (``/proc/self/status``)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of ``path``; rename it over ``path`` only on success. A full disk is a
@@ -214,7 +228,7 @@ def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the file ordinary permissions
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -225,8 +239,7 @@ def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 def write_bytes(uri: str, data: bytes, client=None) -> None:
     """Write a whole object atomically."""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = client or s3_client()
+        s3, bucket, key = _object(uri, client)
         call(f"PUT {uri}", lambda: s3.put_object(Bucket=bucket, Key=key, Body=data))
         return
     with atomic_local(uri) as fh:
@@ -243,13 +256,17 @@ def upload_file(local: str | Path, uri: str, client=None, callback=None) -> None
     ``callback(n)``, when given, is called with each number of bytes copied.
     """
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = client or s3_client()
+        s3, bucket, key = _object(uri, client)
         call(f"upload of {local} to {uri}", lambda: s3.upload_file(str(local), bucket, key, Callback=callback))
         return
-    with open(local, "rb") as src, atomic_local(uri) as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
+    _copy_local(local, uri, callback)
+
+
+def _copy_local(src: str | Path, dest: str | Path, callback=None) -> None:
+    """Copy local file ``src`` to ``dest`` atomically, calling ``callback(n)`` with each number of bytes copied."""
+    with open(src, "rb") as fh, atomic_local(dest) as out:
+        while chunk := fh.read(1 << 20):
+            out.write(chunk)
             if callback:
                 callback(len(chunk))
 
@@ -257,7 +274,6 @@ def upload_file(local: str | Path, uri: str, client=None, callback=None) -> None
 def download_file(uri: str, local: str | Path, client=None, callback=None) -> None:
     """Copy ``uri`` to a local file atomically (``callback`` as in :func:`upload_file`)."""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
         local = Path(local)
         tmp = local.with_name(f".{local.name}.part")
         with disk_full(local, f"downloading {uri} to"):
@@ -274,7 +290,7 @@ def download_file(uri: str, local: str | Path, client=None, callback=None) -> No
                     os.unlink(tmp)
                 raise
         return
-    upload_file(uri, str(local), callback=callback)
+    _copy_local(uri, local, callback)
 
 
 def list_files(uri: str, suffix: str = "", client=None) -> list[str]:
@@ -317,8 +333,7 @@ def iter_bytes(uri: str, chunk_size: int = 1 << 20, client=None) -> Iterator[byt
     """The bytes of ``uri`` in chunks, streamed (one GET on S3, resumed at the byte it reached after a
     network fault, and checked against the length S3 announced), for hashing and copying files of any size."""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = client or s3_client()
+        s3, bucket, key = _object(uri, client)
         done, end = 0, -1
         chunks: Iterator[bytes] | None = None
 
@@ -351,8 +366,7 @@ def iter_bytes(uri: str, chunk_size: int = 1 << 20, client=None) -> Iterator[byt
 
 def delete(uri: str, client=None) -> None:
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = client or s3_client()
+        s3, bucket, key = _object(uri, client)
         call(f"DELETE {uri}", lambda: s3.delete_object(Bucket=bucket, Key=key))
         return
     with contextlib.suppress(FileNotFoundError):
