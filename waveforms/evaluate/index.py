@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import progress, runs, spark, storage, versions
+from waveforms import progress, runs, s3retry, spark, storage, versions
 from waveforms.dataset import Dataset
 from waveforms.errors import UserError
 from waveforms.evaluate import ann
@@ -59,29 +59,33 @@ def _reader(ds: Dataset, track: dict[str, Any], client):
 
 
 def sample_partition(items: Iterable[tuple[int, dict[str, Any], list[int]]], root: str, spec: dict[str, Any],
-                     mu: int) -> Iterator[tuple[int, bytes]]:
-    """``(track position, float32 features)`` for the sampled windows of each track."""
+                     mu: int, outage_s: float = s3retry.OUTAGE_S) -> Iterator[tuple[int, bytes]]:
+    """``(track position, float32 features)`` for the sampled windows of each track (S3 outages retried for
+    ``outage_s``, the stage's ``s3_outage_s``)."""
     ds = Dataset(root, [])
     client = storage.s3_client() if storage.is_s3(root) else None
     es = EmbeddingSpec.from_dict(spec)
-    for pos, track, starts in items:
-        feats = [f for _, f in track_features(_reader(ds, track, client), int(track["num_samples"]), es,
-                                              mu, np.asarray(starts))]
-        yield pos, np.concatenate(feats).astype(np.float32).tobytes()
+    with s3retry.bounded(outage_s):
+        for pos, track, starts in items:
+            feats = [f for _, f in track_features(_reader(ds, track, client), int(track["num_samples"]), es,
+                                                  mu, np.asarray(starts))]
+            yield pos, np.concatenate(feats).astype(np.float32).tobytes()
 
 
 def embed_partition(items: Iterable[tuple[int, dict[str, Any]]], root: str, spec: dict[str, Any], mu: int,
-                    proj: dict[str, np.ndarray]) -> Iterator[tuple[int, bytes, bytes]]:
+                    proj: dict[str, np.ndarray], outage_s: float = s3retry.OUTAGE_S
+                    ) -> Iterator[tuple[int, bytes, bytes]]:
     """``(track position, float32 offsets, float32 unit vectors)`` for every window of each track."""
     ds = Dataset(root, [])
     client = storage.s3_client() if storage.is_s3(root) else None
     projection, es = Projection(**proj), EmbeddingSpec.from_dict(spec)
-    for pos, track in items:
-        offsets, vectors = [], []
-        for off, feats in track_features(_reader(ds, track, client), int(track["num_samples"]), es, mu):
-            offsets.append(off)
-            vectors.append(projection(feats))
-        yield pos, np.concatenate(offsets).tobytes(), np.concatenate(vectors).tobytes()
+    with s3retry.bounded(outage_s):
+        for pos, track in items:
+            offsets, vectors = [], []
+            for off, feats in track_features(_reader(ds, track, client), int(track["num_samples"]), es, mu):
+                offsets.append(off)
+                vectors.append(projection(feats))
+            yield pos, np.concatenate(offsets).tobytes(), np.concatenate(vectors).tobytes()
 
 
 # --- driver side -------------------------------------------------------------------------------------------
@@ -113,11 +117,11 @@ def fit_projection(sc, ds: Dataset, tracks: list[dict[str, Any]], spec: Embeddin
     """Fit the projection on a bounded sample; return it, the sample's unit vectors and their tracks."""
     per_track = max(1, math.ceil(cfg.sample_windows / len(tracks)))
     items = [(i, t, sample_starts(int(t["num_samples"]), spec, per_track)) for i, t in enumerate(tracks)]
-    root, sd, mu = ds.root, spec.to_dict(), ds.mu
+    root, sd, mu, outage_s = ds.root, spec.to_dict(), ds.mu, cfg.s3_outage_s
     done = sc.accumulator(0)
     with progress.watching(progress.Progress("index: sampling", len(items), "tracks"), lambda: done.value):
         rows = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
-            lambda it: sample_partition(progress.counted(it, done), root, sd, mu)).collect()
+            lambda it: sample_partition(progress.counted(it, done), root, sd, mu, outage_s)).collect()
     n = spec.features
     feats = np.concatenate([np.frombuffer(b, np.float32).reshape(-1, n) for _, b in rows])
     owner = np.concatenate([np.full(len(b) // (4 * n), p) for p, b in rows])
@@ -172,9 +176,9 @@ def build(cfg: cfgmod.IndexConfig) -> Built:
     if new:
         base = len(old_tracks)
         items = [(base + i, t) for i, t in enumerate(new)]
-        root, sd, mu, pd = ds.root, spec.to_dict(), ds.mu, proj.to_dict()
+        root, sd, mu, pd, outage_s = ds.root, spec.to_dict(), ds.mu, proj.to_dict(), cfg.s3_outage_s
         rdd = sc.parallelize(items, _partitions(sc, len(items), cfg)).mapPartitions(
-            lambda it: embed_partition(it, root, sd, mu, pd))
+            lambda it: embed_partition(it, root, sd, mu, pd, outage_s))
         windows = sum(len(window_starts(int(t["num_samples"]), spec)) for t in new)
         with progress.Progress("index: embedding", windows, "windows") as bar:
             for pos, offs, vecs in rdd.toLocalIterator():
@@ -221,7 +225,8 @@ def stored_spec_differences(manifest: dict[str, Any], spec: EmbeddingSpec) -> li
 
 
 def run(cfg: cfgmod.IndexConfig) -> int:
-    built = build(cfg)
+    with s3retry.bounded(cfg.s3_outage_s):
+        built = build(cfg)
     print(f"index: {built.uri} ({built.manifest['vectors']} vectors, {len(built.manifest['tracks'])} tracks, "
           f"{built.manifest['added']} added, threshold {built.manifest['threshold']:.4f}, margin "
           f"{built.manifest['calibration']['margin']})")
