@@ -20,6 +20,11 @@ Rows (``--recipe``, repeatable; default: baseline and new):
            the new defaults with one change undone (the ablation)
   lr-2e-3, lr-4e-3, lr-1.2e-2
            the new defaults with another peak learning rate
+  seed-1, bfloat16, auto
+           the new defaults with seed 1 (the noise), in bfloat16, in the precision ``auto`` picks; the
+           quality check of bfloat16 at a fixed step count: ``--steps 1000 --minutes 600 --recipe new
+           --recipe seed-1 --recipe bfloat16`` (the same steps and batches; compare bfloat16 - new with
+           seed-1 - new)
 ``--set KEY=VALUE`` (repeatable) applies to every row before the row's own
 overrides (which win).
 
@@ -77,6 +82,9 @@ RECIPES = {
     "lr-2e-3": ("new, lr 2e-3", ["learning_rate=0.002"]),
     "lr-4e-3": ("new, lr 4e-3", ["learning_rate=0.004"]),
     "lr-1.2e-2": ("new, lr 1.2e-2", ["learning_rate=0.012"]),
+    "seed-1": ("new, seed 1 (the run-to-run noise beside new)", ["seed=1"]),
+    "bfloat16": ("new, bfloat16 compute", ["precision=bfloat16"]),
+    "auto": ("new, the precision auto picks here", ["precision=auto"]),
 }
 
 
