@@ -20,6 +20,7 @@ from helpers.waiting import wait_for
 from waveforms import mulaw
 from waveforms.config import ServeConfig, generation
 
+# JSON files in the older keys only (model.json, metrics.jsonl, a checkpoint's state.json); no weights
 LEGACY = Path(__file__).parent / "data" / "legacy-tiny-model"
 
 

@@ -16,6 +16,7 @@ from waveforms.evaluate import index_format, report
 from waveforms.model import artifact
 from waveforms.versions import NewerFormat
 
+# JSON files in the older keys only (model.json, metrics.jsonl, a checkpoint's state.json); no weights
 LEGACY = Path(__file__).parent / "data" / "legacy-tiny-model"
 
 
