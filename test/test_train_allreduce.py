@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -123,37 +125,163 @@ def test_a_batch_that_does_not_split_is_refused_before_spark_starts(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+# --- the oracle: every step the local engine's, to float rounding ---------------------------------------------
+
+BETA_1 = 0.9  # Adam's first-moment decay (Keras's default, the engines' optimizer)
+# ‖allreduce − local‖ / ‖local‖ of the steps' gradient, update, second moments and moving average's move. The
+# all-reduce sums two half-batch gradients where the local engine reduces the whole batch: float rounding.
+# Measured on these runs: at most 7e-7 (the update of the late steps); defects measured against it: the gradient
+# halved, 0.5 (the moments; Adam's update hides most of it), the average moved one update late, 0.07.
+STEP_RTOL = 1e-5
+ROW_RTOL = 1e-6  # a step's loss, validation loss and learning rate (measured: at most 8e-8)
+
+
+@dataclass
+class Snapshot:
+    """A run's newest checkpoint (float64 copies of its arrays) and metrics rows."""
+
+    step: int
+    iterations: int
+    ema_updates: int
+    weights: list[np.ndarray]  # in the weights file's order (layer and variable paths, sorted)
+    first: list[np.ndarray]  # Adam's first moment of each trainable weight, in the model's order ([]: zeros)
+    second: list[np.ndarray]
+    average: list[np.ndarray]  # in the model's order
+    rows: dict[int, dict]
+
+
+def h5_weights(path: Path) -> list[np.ndarray]:
+    """The model's arrays in a Keras weights file (``layers/...``), sorted by path."""
+    import h5py
+
+    found: dict[str, np.ndarray] = {}
+
+    def keep(name: str, node) -> None:
+        if isinstance(node, h5py.Dataset):
+            found[name] = np.asarray(node, np.float64)
+
+    with h5py.File(path, "r") as fh:
+        fh["layers"].visititems(keep)
+    return [found[k] for k in sorted(found)]
+
+
+def snapshot(model_dir: Path) -> Snapshot:
+    base = model_dir / "checkpoints"
+    ckpt = base / (base / "latest").read_text().strip()
+    saved = json.loads((ckpt / "state.json").read_text())
+    with np.load(ckpt / "optimizer.npz") as npz:
+        opt = [npz[f"arr_{i}"].astype(np.float64) for i in range(len(npz.files))]
+    with np.load(ckpt / "ema.npz") as npz:
+        average = [npz[f"arr_{i}"].astype(np.float64) for i in range(len(npz.files))]
+    slots = [a for a in opt[1:] if a.ndim]  # the two moments of each weight in turn (a constant rate: a scalar)
+    metrics = model_dir / "metrics.jsonl"
+    rows = {r["step"]: r for r in map(json.loads, metrics.read_text().splitlines())} if metrics.exists() else {}
+    return Snapshot(saved["step"], int(opt[0]), saved["ema_updates"], h5_weights(ckpt / "weights.weights.h5"),
+                    slots[0::2], slots[1::2], average, rows)
+
+
+def initial_state(cfg: TrainConfig, where: Path) -> Snapshot:
+    """What a fresh run of ``cfg`` starts from: the local engine's initial weights (saved as a checkpoint saves
+    them), zero moments, the moving average equal to the weights."""
+    from waveforms.storage import OutputDir
+    from waveforms.train import loop
+
+    with OutputDir(where) as out:
+        trainer = loop.Trainer(replace(cfg, model_dir=str(where)), out, loop.Collective(), "local", loop.mean_loss)
+        trainer.model.save_weights(where / "initial.weights.h5")
+        in_model_order = [w.astype(np.float64) for w in trainer.model.get_weights()]
+        trainer.close()
+    return Snapshot(0, 0, 0, h5_weights(where / "initial.weights.h5"), [], [], in_model_order, {})
+
+
+def rel(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """‖got − want‖ / ‖want‖ over all arrays."""
+    assert [a.shape for a in got] == [b.shape for b in want]
+    diff = sum(float(((a - b) ** 2).sum()) for a, b in zip(got, want))
+    return float(np.sqrt(diff / sum(float((b ** 2).sum()) for b in want)))
+
+
+def assert_same_steps(got_dir: Path, want_dir: Path, start: Snapshot) -> dict[str, float]:
+    """The steps from ``start`` to the newest checkpoints: the allreduce run ``got_dir`` took the local run
+    ``want_dir``'s, to float rounding: the gradients (as Adam's first moment gathered them), the update, the
+    second moments, the moving average's move, the counters, and each step's loss, rate and validation loss.
+    Returns the relative differences found."""
+    got, want = snapshot(got_dir), snapshot(want_dir)
+    assert (got.step, got.iterations, got.ema_updates) == (want.step, want.iterations, want.ema_updates)
+    k = want.step - start.step
+
+    def gathered(s: Snapshot) -> list[np.ndarray]:  # m_k − β₁^k m_0 = (1 − β₁) Σ_j β₁^(k−j) g_j
+        return [m - BETA_1 ** k * m0 for m, m0 in zip(s.first, start.first or [0.0] * len(s.first))]
+
+    def moved(now: list[np.ndarray], then: list[np.ndarray]) -> list[np.ndarray]:
+        return [a - b for a, b in zip(now, then)]
+
+    found = {"gradient": rel(gathered(got), gathered(want)),
+             "update": rel(moved(got.weights, start.weights), moved(want.weights, start.weights)),
+             "second moments": rel(got.second, want.second),
+             "moving average": rel(moved(got.average, start.average), moved(want.average, start.average))}
+    assert max(found.values()) <= STEP_RTOL, {name: f"{v:.1e}" for name, v in found.items()}
+    steps = sorted(s for s in want.rows if s > start.step)
+    assert steps and sorted(s for s in got.rows if s > start.step) == steps
+    for s in steps:
+        assert sorted(got.rows[s]) == sorted(want.rows[s])  # the same keys
+        for key in ("loss", "lr", "val_loss"):
+            if key in want.rows[s]:
+                assert got.rows[s][key] == pytest.approx(want.rows[s][key], rel=ROW_RTOL, abs=0), (s, key)
+    return found
+
+
+def assert_steps_of_one_process(tmp_path: Path, allreduce: Callable[[TrainConfig], None]) -> None:
+    """``allreduce(cfg)`` trains ``cfg`` with 2 ranks. Its first step from the initial weights, and its two steps
+    from the local engine's checkpoint of step 3 (the engines resume each other's), are the local engine's."""
+    data = tone_dataset(tmp_path / "ds")
+    first = cfg_for(tmp_path, data, "first-local", steps=1, log_every=1, val_every=1)
+    run(first)
+    allreduce(replace(first, model_dir=str(tmp_path / "first-two")))
+    assert_same_steps(tmp_path / "first-two", tmp_path / "first-local", initial_state(first, tmp_path / "initial"))
+    meta = json.loads((tmp_path / "first-two" / "model.json").read_text())["training"]
+    assert (meta["engine"], meta["workers"], meta["batch_size"], meta["batch_per_rank"], meta["steps"]) == (
+        "allreduce", 2, 4, 2, 1)
+    assert meta["allreduce_bytes"] > 0 and meta["allreduce_s"] > 0 and meta["agree_s"] > 0
+
+    run(cfg_for(tmp_path, data, "late", steps=3))
+    for name in ("late-local", "late-two"):
+        shutil.copytree(tmp_path / "late", tmp_path / name)
+    later = cfg_for(tmp_path, data, "late-local", steps=5, log_every=1, val_every=5, checkpoint_every=5)
+    run(later)
+    allreduce(replace(later, model_dir=str(tmp_path / "late-two")))
+    assert_same_steps(tmp_path / "late-two", tmp_path / "late-local", snapshot(tmp_path / "late"))
+
+
+def test_two_ranks_on_local_spark_take_the_steps_of_one_process(tmp_path):
+    """The oracle on local[2]: each step the local engine's."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+
+    def allreduce(cfg: TrainConfig) -> None:
+        done = subprocess.run(argv(cfg, "local[2]", 2, "--set", "allreduce.timeout_s=60"), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    assert_steps_of_one_process(tmp_path, allreduce)
+
+
 # --- on Spark -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_two_ranks_on_a_standalone_cluster_take_the_steps_of_one_process(tmp_path, tier, standalone):
-    """The oracle: N = 2 (a real standalone cluster of two workers) ends with the local engine's weights.
-    The 3.5 tier's run splits the all-reduce into 1 kB packs (allreduce.pack_kb): the same weights."""
+    """The oracle on a real standalone cluster of two workers: each step the local engine's
+    (:func:`assert_steps_of_one_process`). The 3.5 tier's runs split the all-reduce into 1 kB packs
+    (allreduce.pack_kb): the same steps."""
     spark_home, env = tier
-    data = tone_dataset(tmp_path / "ds")
-    local = cfg_for(tmp_path, data, "local")
-    run(local)
-    two = cfg_for(tmp_path, data, "two")
     packs = ("--set", "allreduce.pack_kb=1") if env is not None else ()
-    done = subprocess.run(argv(two, standalone(spark_home), 2, *packs), cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    expected, got = weights(tmp_path / "local"), weights(tmp_path / "two")
-    assert len(expected) == len(got)
-    for a, b in zip(expected, got):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
-    meta = json.loads((tmp_path / "two" / "model.json").read_text())["training"]
-    assert (meta["engine"], meta["workers"], meta["batch_size"], meta["batch_per_rank"], meta["steps"]) == (
-        "allreduce", 2, 4, 2, 6)
-    assert meta["allreduce_bytes"] > 0 and meta["allreduce_s"] > 0 and meta["agree_s"] > 0
-    local_rows = [json.loads(r) for r in (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()]
-    two_rows = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert [sorted(r) for r in two_rows] == [sorted(r) for r in local_rows]  # the same keys, row by row
-    for a, b in zip(local_rows, two_rows):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
-        if "val_loss" in a:
-            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+
+    def allreduce(cfg: TrainConfig) -> None:
+        done = subprocess.run(argv(cfg, standalone(spark_home), 2, *packs), cwd=ROOT, capture_output=True,
+                              text=True, timeout=900, env=env)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    assert_steps_of_one_process(tmp_path, allreduce)
 
 
 def rank_pids(model_dir: Path) -> dict[int, int]:
