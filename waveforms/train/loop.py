@@ -187,7 +187,7 @@ class Trainer:
         # the budget's pace: wall time per step over recent rows, one-off costs (tracing, the first validation and
         # preview, which compile) left out; the first interval holds the step's trace
         self.budget_pace = Pace(WINDOW * cfg.max_minutes * 60)
-        self.one_off, self.one_off_next, self.validated, self.previewed = True, False, False, False
+        self.one_off, self.validated, self.previewed = True, False, False
         self.t_row = time.perf_counter()
         self.wall0 = self.state.wall_time
         self.t0 = self.t_interval = time.perf_counter()
@@ -256,7 +256,7 @@ class Trainer:
             return
         self.rate.schedule = self.schedule
         if retrace:
-            self.one_off_next = True  # the next interval holds the new trace
+            self.one_off = True  # the interval now open (a refit comes after its row) holds the new trace
             self.model.train_function = None
             if self.collective is not None:
                 self.collective = CollectiveStep(self.model, self.team, ema=self.ema)
@@ -290,11 +290,10 @@ class Trainer:
                 or step == cfg.steps or previews.due(step, cfg.preview_every, cfg.val_every, step == cfg.steps))
 
     def periodic(self, decide: bool) -> None:
-        """Rank 0 after a step: fit the schedule to the budget, stop for it, and log, validate, preview and
-        checkpoint when due (``decide``: a step at which the ranks agree, so decisions may change)."""
+        """Rank 0 after a step: stop for the budget; log, validate, preview and checkpoint when due; then (at a
+        row, with the pace that row measured) fit the schedule to the budget, or refit it (``decide``: a step at
+        which the ranks agree, so decisions may change). The row reports the rate its step applied."""
         cfg, state = self.cfg, self.state
-        if decide and self.row_due(state.step):
-            self.refit()
         self.out_of_time = (decide and state.step < cfg.steps and cfg.max_minutes > 0
                             and self.wall() >= cfg.max_minutes * 60)
         if self.out_of_time:
@@ -302,6 +301,8 @@ class Trainer:
         done = state.step == cfg.steps or self.out_of_time
         if self.row_due(state.step) or done:
             self.log_row(done)
+        if decide and self.row_due(state.step) and not done:
+            self.refit()
         self.bar.update(state.step, self.total(), " · ".join(self.last_fields + [self.left()]))
 
     def refit(self) -> None:
@@ -342,7 +343,7 @@ class Trainer:
         log.info(status.line(row, self.total(), self.left()))
         self.interval, self.t_interval = [], time.perf_counter()
         self.budget_pace.add(steps, self.t_interval - self.t_row, one_off)
-        self.t_row, self.one_off, self.one_off_next = self.t_interval, self.one_off_next, False
+        self.t_row, self.one_off = self.t_interval, False
         if step % cfg.checkpoint_every == 0 or done or state.stopped_early:
             self.save_checkpoint()
 
