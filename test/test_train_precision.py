@@ -106,10 +106,11 @@ def test_bfloat16_follows_the_float32_curve_from_the_same_seed_closer_than_anoth
         runs[name] = _losses(tmp_path / name)
     (f32, f32_val), (bf16, bf16_val), (other, other_val) = runs["f32"], runs["bf16"], runs["f32_seed1"]
     assert bf16[-1] < bf16[0] - 1.0  # it learns
-    # the tolerance is the run-to-run noise: the float32 curves of two seeds, row by row
+    # the tolerance is the run-to-run noise: the float32 curves of two seeds, row by row (measured here:
+    # training loss max 0.004 against 0.10, mean 0.0014 against 0.019; validation max 0.002 against 0.09)
     assert np.max(np.abs(bf16 - f32)) < np.max(np.abs(other - f32))
     assert np.mean(np.abs(bf16 - f32)) < 0.5 * np.mean(np.abs(other - f32))
-    assert abs(bf16_val[-1] - f32_val[-1]) < max(abs(other_val[-1] - f32_val[-1]), 0.05)
+    assert np.max(np.abs(bf16_val - f32_val)) < np.max(np.abs(other_val - f32_val))
 
 
 def test_a_bfloat16_run_saves_a_float32_model_that_loads_in_float32_and_resumes_in_another_precision(tmp_path):
