@@ -14,7 +14,8 @@ from waveforms.train import run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
 from waveforms.train.pace import MARGIN, Pace, refit
-from waveforms.train.recipe import WarmupStepDecay, code_log_frequencies, initialise, learning_rate, lr_at
+from waveforms.train.recipe import (ShiftedSchedule, WarmupStepDecay, code_log_frequencies, initialise, learning_rate,
+                                    lr_at)
 from waveforms.dataset import Dataset
 
 LR, STEPS = 2e-3, 1000
@@ -77,6 +78,16 @@ def test_the_budget_schedule_is_refitted_only_when_the_pace_moves_enough_to_matt
     # near the end a move of a few steps is below 1% of the fitted length: no retrace for it
     assert refit(cfg, 1440, 590.0, 0.4, fitted) is None
     assert refit(cfg, 1440, 590.0, 0.37, fitted) is None
+
+
+def test_a_stretched_schedule_is_the_cosine_built_for_the_fitted_length():
+    cfg = cfg_for(lr_schedule="cosine", warmup_steps=100, steps=10**8)  # a budget run's unfitted length
+    shifted = ShiftedSchedule(learning_rate(cfg))
+    for total in (1469, 5000, None):
+        shifted.fit_to(total)
+        want = learning_rate(cfg, total)
+        for s in (0, 50, 99, 100, 101, 700, 1468, 1469, 1500, 4999, 6000):
+            assert float(shifted(s)) == pytest.approx(lr_at(want, s), rel=1e-4, abs=1e-10), (total, s)
 
 
 def test_the_pace_leaves_out_one_off_intervals_and_follows_the_newest_window():

@@ -164,7 +164,7 @@ class Trainer:
         self.rate = recipe.shifted(self.model.optimizer)  # None for a constant rate
         if self.rate is not None:  # the schedule follows this run's steps from the optimizer's counter on
             self.rate.offset.assign(self.state.step - int(self.model.optimizer.iterations))
-        self.use_schedule(self.state.schedule_steps, retrace=False)
+        self.use_schedule(self.state.schedule_steps)
         self.metrics = MetricsLog(out) if self.lead else None
         if self.metrics:
             self.metrics.truncate(self.state.step)
@@ -184,8 +184,8 @@ class Trainer:
         self.interval: list[float] = []  # losses since the last logged row
         self.pace: float | None = None  # seconds per step over the last logged interval
         self.last_fields: list[str] = []
-        # the budget's pace: wall time per step over recent rows, one-off costs (tracing, the first validation and
-        # preview, which compile) left out; the first interval holds the step's trace
+        # the budget's pace: wall time per step over recent rows, one-off costs (the step's trace, the first
+        # validation and preview, which compile) left out; the first interval holds the step's trace
         self.budget_pace = Pace(WINDOW * cfg.max_minutes * 60)
         self.one_off, self.validated, self.previewed = True, False, False
         self.t_row = time.perf_counter()
@@ -248,18 +248,12 @@ class Trainer:
         share = self.cfg.batch_size // self.n
         return self.sampler.batch(step, part=slice(self.team.rank * share, (self.team.rank + 1) * share))
 
-    def use_schedule(self, total_steps: int | None, retrace: bool = True) -> None:
-        """The schedule for ``total_steps`` (None: ``steps``) as the optimizer's; ``retrace``: trace the step
-        again, so that its graph, which evaluates the schedule, holds the new one (a budget's refit)."""
+    def use_schedule(self, total_steps: int | None) -> None:
+        """The schedule for ``total_steps`` (None: ``steps``) as the optimizer's: its cosine stretched to that length
+        through a variable the traced step reads (a budget's fit and refits cost no retrace)."""
         self.schedule = recipe.learning_rate(self.cfg, total_steps)
-        if self.rate is None:
-            return
-        self.rate.schedule = self.schedule
-        if retrace:
-            self.one_off = True  # the interval now open (a refit comes after its row) holds the new trace
-            self.model.train_function = None
-            if self.collective is not None:
-                self.collective = CollectiveStep(self.model, self.team, ema=self.ema)
+        if self.rate is not None:
+            self.rate.fit_to(total_steps)
 
     def last_rate(self) -> float:
         """The learning rate of the update just applied."""

@@ -6,8 +6,10 @@ machine, validation, previews), so the loop measures it over a window of recent
 logged intervals (wall time per step, validation and previews included) and
 refits the schedule whenever the steps it now expects differ from the fitted
 length by enough to matter (:func:`refit`). Intervals holding a one-off cost
-(the first validation or preview, which compile; the first steps after a
-refit, which retrace) are not the pace and are left out.
+(the first steps, with the step's trace; the first validation or preview,
+which compile) are not the pace and are left out. A refit changes a variable
+the traced step reads (:meth:`waveforms.train.recipe.ShiftedSchedule.fit_to`):
+no retrace (one of ``small``'s took 7-10 s on the shared 2-core machine).
 """
 from __future__ import annotations
 

@@ -109,33 +109,50 @@ WarmupStepDecay = _register(WarmupStepDecay)
 
 
 class ShiftedSchedule(_schedule_base()):  # type: ignore[misc]
-    """``schedule(step + offset)``, in the graph of the step that reads the rate.
+    """``schedule(step + offset)``, its decay stretched by ``stretch``, in the graph of the step that reads the rate.
 
     ``step`` is the optimizer's update counter (``iterations``, which
     checkpoints carry). The training loop keeps ``offset`` at its own step
     less that counter (0 unless a run's updates were skipped or its optimizer
-    state is new), and an elephas worker at the updates the run has done. The
-    offset is a variable, so a traced step follows it without retracing;
-    replacing ``schedule`` needs a new trace.
+    state is new), and an elephas worker at the updates the run has done.
+    ``stretch`` maps the steps after the warmup onto the schedule's own:
+    :meth:`fit_to` sets it so that a cosine decay built for one length spans
+    another (a budget's fit and refits). Both are variables, so a traced step
+    follows them without retracing; replacing ``schedule`` needs a new trace.
     """
 
-    def __init__(self, schedule, offset: int = 0):
+    def __init__(self, schedule, offset: int = 0, stretch: float = 1.0):
         import keras
 
         if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
             schedule = keras.optimizers.schedules.deserialize(schedule)
         self.schedule = schedule
         self.offset = keras.Variable(int(offset), dtype="int64", trainable=False, name="schedule_offset")
+        self.stretch = keras.Variable(float(stretch), dtype="float32", trainable=False, name="schedule_stretch")
+
+    def _warmup(self) -> float:
+        return float(getattr(self.schedule, "warmup_steps", 0) or getattr(self.schedule, "warmup", 0) or 0)
 
     def __call__(self, step):
         from keras import ops
 
-        return self.schedule(ops.cast(step, "int64") + self.offset)
+        s = ops.cast(ops.cast(step, "int64") + self.offset, "float32")
+        start = self._warmup()
+        return self.schedule(ops.where(s > start, start + (s - start) * self.stretch, s))
+
+    def fit_to(self, total: int | None) -> None:
+        """Stretch a cosine decay so that it ends at step ``total`` (None: its own length)."""
+        decay = getattr(self.schedule, "decay_steps", None)
+        if total is None or decay is None:
+            self.stretch.assign(1.0)
+            return
+        self.stretch.assign(float(decay) / max(1.0, total - self._warmup()))
 
     def get_config(self) -> dict[str, Any]:
         import keras
 
-        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": int(self.offset.numpy())}
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": int(self.offset.numpy()),
+                "stretch": float(self.stretch.numpy())}
 
 
 ShiftedSchedule = _register(ShiftedSchedule)
