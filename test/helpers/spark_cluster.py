@@ -46,9 +46,9 @@ def standalone_cluster(root: Path | None = None, workers: int = 2, cores: int = 
     procs: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> None:
-        out = open(logs / f"{name}.log", "wb")
-        procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        with open(logs / f"{name}.log", "wb") as out:  # the process writes its own copy of the descriptor
+            procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
 
     try:
         # port 0: the master binds a port of the OS's choosing (no window in which another process could take
