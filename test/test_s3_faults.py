@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 
 from helpers.aws import BUCKET, client
-from helpers.delay_proxy import Cut, DelayProxy, Faults, Script
+from helpers.delay_proxy import CUT_SEED, Cut, DelayProxy, Faults, Script
 from helpers.train import tone_dataset
 from waveforms import s3retry, storage
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset
 from waveforms.train import run
-
-
-SEED = int(os.environ.get("WAVEFORMS_CUT_SEED", "20261206"))  # the random cuts' seed (set it to try others)
 
 
 @pytest.fixture
@@ -122,7 +119,7 @@ def setup_cuts() -> Script:
 
 
 FAULTS = {"fixed": lambda: Faults(body_every=9, headers_every=13, slowdown_every=17),
-          "seeded-random": lambda: Faults(cut_chunks=12, seed=SEED),
+          "seeded-random": lambda: Faults(cut_chunks=12, seed=CUT_SEED),
           "before-the-build": setup_cuts}
 _CLEAN: dict[str, list[float]] = {}
 

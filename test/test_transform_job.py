@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.delay_proxy import DelayProxy, Faults
+from helpers.delay_proxy import CUT_SEED, DelayProxy, Faults
 from helpers.waiting import wait_for
 from waveforms.config import TransformConfig
 from waveforms.transform import Dataset, read_tracks, run
@@ -141,11 +141,12 @@ def moto_s3(aws_env):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("faults", [None, Faults(body_every=7, headers_every=11, slowdown_every=5, cut_continue=True)],
-                         ids=["clean", "faulty-s3"])
+@pytest.mark.parametrize("faults", [None, Faults(body_every=7, headers_every=11, slowdown_every=5, cut_continue=True),
+                                    Faults(cut_chunks=3, seed=CUT_SEED, cut_continue=True)],
+                         ids=["clean", "faulty-s3", "random-cuts"])
 def test_s3_in_s3_out_equals_local(spark, music, tmp_path, moto_s3, moto_url, faults):
-    """Also through an S3 that cuts responses, answers SlowDown and drops 100-continue connections: the
-    same dataset, and no hang (a PUT's 100-continue exchange once made botocore spin on EOF forever)."""
+    """Also through an S3 that cuts responses (at fixed places, or 1 chunk in 3 at a seeded random byte),
+    answers SlowDown and drops 100-continue connections: the same dataset, and no hang (a PUT's 100-continue exchange once made botocore spin on EOF forever)."""
     for name in ("one tone.mp3", "three.mp3", "corrupt.mp3"):
         moto_s3.upload_file(str(music / name), "music", f"raw/{name}")
     with DelayProxy(moto_url, 0.0, faults=faults or Faults()) as proxy:

@@ -33,6 +33,7 @@ import argparse
 import collections
 import http.client
 import json
+import os
 import random
 import socket
 import struct
@@ -43,6 +44,7 @@ from typing import Union
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+CUT_SEED = int(os.environ.get("WAVEFORMS_CUT_SEED", "20261206"))  # the tests' random cuts' seed (set it to try others)
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
             b"<Message>Please reduce your request rate.</Message></Error>")
 
