@@ -81,7 +81,8 @@ def test_a_spark_stage_prints_no_spark_banner_unless_verbose(tmp_path, sine_mp3)
 
 
 def test_spark_35s_shutdown_race_is_dropped_and_other_errors_pass():
-    """SPARK-47121's record (its log line, the exception, the stack) is dropped; the lines around it, an
+    """The shutdown races' records (SPARK-47121's, and a message to the removed scheduler endpoint: each
+    log line, exception and stack) are dropped; the lines around it, an
     ordinary error record with its stack and a final log line with nothing after it are passed on in order."""
     from waveforms.spark import shown
 
@@ -92,7 +93,10 @@ def test_spark_35s_shutdown_race_is_dropped_and_other_errors_pass():
             b"$$anon$2@40a3e59b]] rejected from java.util.concurrent.ScheduledThreadPoolExecutor@2520f454[Terminated]\n",
             b"\tat java.base/java.util.concurrent.ThreadPoolExecutor$AbortPolicy.rejectedExecution(ThreadPoolExecutor"
             b".java:2065)\n",
-            b"\tat java.base/java.lang.Thread.run(Thread.java:840)\n"]
+            b"\tat java.base/java.lang.Thread.run(Thread.java:840)\n",
+            b"26/12/03 14:55:01 ERROR TransportRequestHandler: Error while invoking RpcHandler#receive() on RPC id 6\n",
+            b"org.apache.spark.SparkException: Could not find CoarseGrainedScheduler.\n",
+            b"\tat org.apache.spark.rpc.netty.Dispatcher.postMessage(Dispatcher.scala:178)\n"]
     other = [b"26/12/03 14:55:02 ERROR Executor: Exception in task 0.0 in stage 1.0 (TID 1)\n",
              b"java.io.IOException: No space left on device\n",
              b"\tat java.base/java.io.FileOutputStream.writeBytes(Native Method)\n",
