@@ -99,10 +99,10 @@ def quiet_conf(settings: Mapping[str, str]) -> dict[str, str]:
 # SPARK-47121, fixed in Spark 4.0 and not in 3.5 (EMR 7.x's): while a standalone scheduler backend stops, its
 # driver endpoint can still schedule work on a pool it has shut down, and the RejectedExecutionException is
 # logged with its stack at ERROR after the stage has finished. A second race of the same stop: an executor's
-# message arrives after the scheduler endpoint was removed ("Could not find CoarseGrainedScheduler"). Both
+# message arrives after the scheduler or app-client endpoint was removed ("Could not find CoarseGrainedScheduler", "... AppClient"). Both
 # were seen on a loaded machine after a stage that succeeded; neither is a fault.
 SHUTDOWN_RACE = re.compile(rb"RejectedExecutionException: Task .*StandaloneSchedulerBackend\$StandaloneDriverEndpoint"
-                           rb"|SparkException: Could not find CoarseGrainedScheduler\.")
+                           rb"|SparkException: Could not find (CoarseGrainedScheduler|AppClient)\.")
 LOG_RECORD = re.compile(rb"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d ERROR ")  # spark-log4j2.properties' pattern
 TRACE = (b"\t", b"Caused by: ", b"Suppressed: ")
 
