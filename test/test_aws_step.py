@@ -172,7 +172,9 @@ def metric_steps(model: str) -> list[int]:
 @pytest.mark.slow
 def test_a_train_run_that_fails_midway_runs_again_in_the_step_and_resumes_from_the_checkpoint(
         aws_env, moto_url, tmp_path, monkeypatch, caplog):
-    """S3 goes away right after the first checkpoint is committed, and comes back once the step sees the failure."""
+    """S3 goes away right after the first checkpoint is committed, and comes back once the step sees the failure
+    (the run gives up on the outage after 2 s, its ``s3_outage_s``: the default, 600 s, would hold the test for
+    ten minutes)."""
     import logging
 
     from helpers.train import train_argv
@@ -194,7 +196,7 @@ def test_a_train_run_that_fails_midway_runs_again_in_the_step_and_resumes_from_t
     try:
         with caplog.at_level(logging.INFO):
             code = step.main([*config, "--attempts", "3", "--retry-wait", "0",
-                              *train_argv(data, model, "--steps", "20", "--fresh")])
+                              *train_argv(data, model, "--steps", "20", "--fresh", "--set", "s3_outage_s=2")])
     finally:
         logging.getLogger("waveforms.aws.step").removeHandler(handler)
         proxy.close()
