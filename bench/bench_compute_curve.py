@@ -45,11 +45,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import bench_train_budget as budget
 import compute_curve as cc
-from waveforms.units import bits
+import numpy as np
+
+from waveforms.runtime.progress import bits
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = budget.OUT / "compute-curve.jsonl"

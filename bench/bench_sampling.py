@@ -36,7 +36,7 @@ SILENT_DBFS = -40.0
 
 def silent_share(codes: np.ndarray, sample_rate: int, mu: int) -> float:
     """The share of 100 ms blocks of ``codes`` (streams, n) whose RMS is below SILENT_DBFS."""
-    from waveforms import mulaw
+    from waveforms.audio import mulaw
 
     block = sample_rate // 10
     n = codes.shape[1] // block * block
@@ -92,8 +92,8 @@ def main() -> None:
     from waveforms.dataset import Dataset
     from waveforms.evaluate.frechet import fd
     from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
-    from waveforms.sampling import generate
     from waveforms.model import load
+    from waveforms.model.sampling import generate
 
     settings = [tuple(float(x) for x in s.split("/")) for s in args.settings.split(",")]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout

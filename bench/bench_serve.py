@@ -34,8 +34,8 @@ def pct(values: list[float], q: float) -> float:
 
 def in_process_seconds_per_s(model_dir: Path) -> float:
     """Seconds of audio per second from one ``generate()`` of SECONDS in this process (after a warm-up)."""
-    from waveforms.sampling import generate
     from waveforms.model import load
+    from waveforms.model.sampling import generate
 
     wavenet = load(str(model_dir))
     n = int(SECONDS * wavenet.sample_rate)

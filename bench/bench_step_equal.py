@@ -120,7 +120,7 @@ def child_curve(variant: str, cfg_path: str, model_dir: str, keep_at: int, keep_
     with OutputDir(cfg.model_dir) as out:
         trainer = loop.Trainer(cfg, out, loop.Collective(), "local", loop.mean_loss)
         if variant == "halves":
-            trainer.collective = HalvesStep(trainer.model, trainer.ema)
+            trainer.collective_step = HalvesStep(trainer.model, trainer.ema)
         elif variant == "reversed":
             plain = trainer.batch
 
@@ -220,7 +220,7 @@ def curve(variant: str, args, work: Path, cfg_path: Path, keep: Path) -> Path:
 
 def one_step(cfg_path: Path, start: Path | None, work: Path, name: str) -> dict[str, tuple[dict, dict]]:
     """The local engine's step and the 2-rank collective step from ``start`` (None: fresh)."""
-    from waveforms.ports import free_port
+    from waveforms.runtime.ports import free_port
     from waveforms.train.collective import tf_config
 
     found = {}

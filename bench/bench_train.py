@@ -207,7 +207,7 @@ def paired_step(args) -> None:
     from waveforms.config import TrainConfig
     from waveforms.model import build
     from waveforms.train.common import compile_model
-    from waveforms.train.recipe import learning_rate, lr_at
+    from waveforms.train.schedules import learning_rate, lr_at
 
     kinds = args.optimizers.split(",")
     cfg = TrainConfig(preset=args.preset)  # its cosine schedule with warmup

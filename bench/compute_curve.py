@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from waveforms.units import bits
+from waveforms.runtime.progress import bits
 
 B_GRID = np.geomspace(0.01, 4.0, 200)  # exponents tried before the refinement
 B_MAX = 10.0

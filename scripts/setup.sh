@@ -88,11 +88,11 @@ fi
 # cache is newer than the source.
 warm_kernels() {
   local nbi
-  for nbi in waveforms/__pycache__/fastgen._run_blocks-*.nbi; do
-    [ "$nbi" -nt waveforms/fastgen.py ] && return 0
+  for nbi in waveforms/model/__pycache__/fastgen._run_blocks-*.nbi; do
+    [ "$nbi" -nt waveforms/model/fastgen.py ] && return 0
   done
   echo "setup: compiling the fast generator's kernels into numba's cache"
-  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c 'from waveforms.sampling import warm_kernels; warm_kernels()'
+  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c 'from waveforms.model.sampling import warm_kernels; warm_kernels()'
 }
 
 PY=${PYTHON:-python3}

@@ -5,7 +5,7 @@ The environment: loopback only, quiet TensorFlow, executors on this interpreter.
 Fixtures (any test module can ask for them by name; nothing imports them):
 
 - ``spark``: the one local[2] SparkSession of the test session, built with
-  :func:`waveforms.spark.get_session` (the stages' own ``get_session("local[2]")``
+  :func:`waveforms.runtime.spark.get_session` (the stages' own ``get_session("local[2]")``
   calls reuse it).
 - ``standalone``: ``standalone(spark_home=None) -> master URL``, a standalone cluster of
   two one-core workers on 127.0.0.1 for each Spark home (None: the venv's PySpark),
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from waveforms.train import elephas_env
+from waveforms.train.elephas import env as elephas_env
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def spark_session():
     """Starts the session's local[2] SparkSession once and stops whatever is running at the end."""
-    from waveforms.spark import get_session
+    from waveforms.runtime.spark import get_session
 
     session = get_session(SPARK_MASTER, "waveforms-tests")
     yield session
@@ -72,7 +72,7 @@ def spark(spark_session):
     settings: the running one is handed back), and starts it afresh if a test
     of other masters stopped it in between, so no test depends on the order.
     """
-    from waveforms.spark import get_session
+    from waveforms.runtime.spark import get_session
 
     session = get_session(SPARK_MASTER, "waveforms-tests")
     assert session.sparkContext.master == SPARK_MASTER

@@ -9,8 +9,8 @@ import pytest
 from helpers.train import tone_dataset, train_argv
 from waveforms import config
 from waveforms.cli import main
-from waveforms.fastgen import FastWeights, Sampler
 from waveforms.model import WaveNetConfig, build, load
+from waveforms.model.fastgen import FastWeights, Sampler
 from waveforms.model.presets import ARCHITECTURE_KEYS, PRESETS, architecture
 
 

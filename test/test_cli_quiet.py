@@ -17,7 +17,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_native_start_up_lines_below_the_level_are_dropped_and_everything_else_kept():
-    from waveforms.tflog import kept
+    from waveforms.runtime.tflog import kept
 
     text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
             "I0000 00:00:1796207029.961768    9705 port.cc:153] oneDNN custom operations are on.\n"
@@ -58,7 +58,7 @@ def test_train_and_generate_print_no_tensorflow_cpp_log_lines(tmp_path):
     assert bad.returncode == 2 and "cannot write the log file" in bad.stderr and "Traceback" not in bad.stderr
 
 
-# The lines the JVM and Spark print on every start (waveforms.spark.BANNER keeps them out; -v lets them through).
+# The lines the JVM and Spark print on every start (waveforms.runtime.spark.BANNER keeps them out; -v lets them through).
 SPARK_BANNER = ("WARNING: Using incubator modules", "Using Spark's default log4j profile", "setLogLevel",
                 "NativeCodeLoader")
 
@@ -84,7 +84,7 @@ def test_spark_35s_shutdown_race_is_dropped_and_other_errors_pass():
     """The shutdown races' records (SPARK-47121's, and a message to the removed scheduler endpoint: each
     log line, exception and stack) are dropped; the lines around it, an
     ordinary error record with its stack and a final log line with nothing after it are passed on in order."""
-    from waveforms.spark import shown
+    from waveforms.runtime.spark import shown
 
     race = [b"26/12/03 14:55:01 ERROR TransportRequestHandler: Error while invoking RpcHandler#receive()\n",
             b"java.util.concurrent.RejectedExecutionException: Task java.util.concurrent.ScheduledThreadPoolExecutor"
@@ -114,7 +114,7 @@ def state():
             "meta_path": [repr(f) for f in sys.meta_path], "env": dict(os.environ),
             "umask": [line for line in open("/proc/self/status") if line.startswith("Umask")]}
 before = state()
-import waveforms, waveforms.cli, waveforms.storage, waveforms.mulaw
+import waveforms, waveforms.cli, waveforms.storage, waveforms.audio.mulaw
 print(json.dumps({"before": before, "after": state(), "tf": "tensorflow" in sys.modules}))
 """
 

@@ -11,8 +11,9 @@ import pytest
 from helpers import elephas as env
 from helpers.train import tone_dataset
 from waveforms.config import ElephasConfig, TrainConfig
-from waveforms.errors import UserError
-from waveforms.train import elephas_env, run
+from waveforms.runtime.errors import UserError
+from waveforms.train import run
+from waveforms.train.elephas import env as elephas_env
 
 ROOT = env.ROOT
 

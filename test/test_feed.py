@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers.aws import BUCKET, client
 from helpers.delay_proxy import DelayProxy
 from helpers.train import tone_dataset, write_dataset
-
 from waveforms import storage
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, DatasetError, regions
@@ -193,7 +193,7 @@ def test_shard_cache_stays_within_its_size_and_skips_shards_bigger_than_it(s3_da
 
 
 def test_elephas_executor_windows_from_s3_come_through_the_concurrent_feed(s3_data, moto_url, monkeypatch):
-    from waveforms.train.elephas import partition_windows
+    from waveforms.train.elephas.engine import partition_windows
 
     local, remote = s3_data
     want = list(partition_windows(str(local), 32, 100, 40, 7, (1, 3)))

@@ -1,5 +1,5 @@
 """A local disk that fills up mid-stage (a small tmpfs, mounted for the test): every writer stops with a
-:class:`~waveforms.errors.DiskFullError` naming the path and the free space, leaves no partial file under a
+:class:`~waveforms.runtime.errors.DiskFullError` naming the path and the free space, leaves no partial file under a
 final name, and a rerun after space is freed continues; the shard cache, only an optimisation, falls back to
 ranged reads and says so once."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from helpers.aws import BUCKET, client
 from helpers.train import tone_dataset
 from waveforms import storage
-from waveforms.errors import DiskFullError
+from waveforms.runtime.errors import DiskFullError
 
 FULL = r"no space left on the disk while {what} {path}[^ ]* \(([\d.]+ k?B) free of ([\d.]+ [kM]B)(?:; it needs about [\d.]+ k?B)?\); free some space there and rerun"
 

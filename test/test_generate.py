@@ -5,14 +5,14 @@ import wave
 
 import numpy as np
 import pytest
-from helpers.naive import naive_generate
 
-from waveforms import mulaw
-from waveforms import sampling as gen
-from waveforms.errors import UserError
-from waveforms.fastgen import FastWeights, Sampler, sample_code
-from waveforms.model.presets import PRESETS
+from helpers.naive import naive_generate
+from waveforms.audio import mulaw
 from waveforms.model import build
+from waveforms.model import sampling as gen
+from waveforms.model.fastgen import FastWeights, Sampler, sample_code
+from waveforms.model.presets import PRESETS
+from waveforms.runtime.errors import UserError
 
 
 def randomised(wavenet, seed=0, scale=0.08):
@@ -187,8 +187,8 @@ def test_cli_writes_wavs_and_sidecars(tmp_path):
 def test_cli_prime_from_an_audio_file(tmp_path):
     import subprocess
 
-    from waveforms.cli import main
     from waveforms.audio import load_prime
+    from waveforms.cli import main
 
     w = randomised(build("tiny", sample_rate=8000), scale=0.3)
     w.save(tmp_path / "model")
@@ -220,7 +220,6 @@ def test_a_prime_is_decoded_with_the_transform_settings_of_the_model_s_dataset(t
 
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers.train import tone_dataset
-
     from waveforms.audio import AudioSettings, file_to_codes, load_prime
     from waveforms.config import TrainConfig, TransformConfig
     from waveforms.model import load

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from helpers.evaluate import MUSIC_DIR, START_S, excerpt
-from waveforms import mulaw
-from waveforms.audio import file_to_codes
+from waveforms.audio import file_to_codes, mulaw
 from waveforms.config import load
 from waveforms.evaluate.index import build
 from waveforms.evaluate.index_format import read_manifest
@@ -99,7 +98,7 @@ def test_incremental_add_keeps_projection_and_vectors(built, music_dataset, tmp_
 def test_standalone_cluster_builds_the_same_index(built, music_dataset, standalone, tmp_path):
     url = standalone()
     build(load("index", flags={"data": str(music_dataset), "output": str(tmp_path / "index"), "master": url}))
-    from waveforms.spark import get_session
+    from waveforms.runtime.spark import get_session
 
     get_session("local[2]", "waveforms-tests")
     local, remote = LoadedIndex.open(str(built)), LoadedIndex.open(str(tmp_path / "index"))
@@ -155,7 +154,7 @@ def test_other_embedding_settings_rebuild_the_index(built, music_dataset, tmp_pa
 def test_an_index_of_another_embedding_is_refused_with_a_clear_message(built, tmp_path):
     import json
 
-    from waveforms.errors import UserError
+    from waveforms.runtime.errors import UserError
 
     out = tmp_path / "old"
     shutil.copytree(built, out)

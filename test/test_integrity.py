@@ -18,7 +18,7 @@ from helpers.train import tone, tone_dataset, train_argv, write_dataset
 from waveforms import storage
 from waveforms.cli import main
 from waveforms.dataset import Dataset, DatasetError, read_tracks
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

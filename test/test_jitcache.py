@@ -1,10 +1,10 @@
-"""Where numba caches the fast generator's kernels."""
+"""Where numba caches the fast generator's kernels (:func:`waveforms.model.fastgen.configure_cache`)."""
 import os
 import sys
 
 import pytest
 
-from waveforms import jitcache
+from waveforms.model import fastgen
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def read_only(monkeypatch, package):
     """``package`` read-only: by its mode, and for root (who may write anyway) by os.access too."""
     package.chmod(0o555)
     real = os.access
-    monkeypatch.setattr(jitcache.os, "access",
+    monkeypatch.setattr(fastgen.os, "access",
                         lambda path, mode: False if str(path).startswith(str(package)) and mode & os.W_OK
                         else real(path, mode))
 
@@ -30,7 +30,7 @@ def test_a_read_only_package_caches_under_the_user_cache_folder(no_cache_env, mo
     package = no_cache_env / "pkg"
     package.mkdir()
     read_only(monkeypatch, package)
-    chosen = jitcache.configure(package)
+    chosen = fastgen.configure_cache(package)
     package.chmod(0o755)
     expected = no_cache_env / "xdg" / "waveforms" / "numba"
     assert chosen == str(expected) == os.environ["NUMBA_CACHE_DIR"]
@@ -42,7 +42,7 @@ def test_a_read_only_package_caches_under_the_user_cache_folder(no_cache_env, mo
 def test_a_writable_package_keeps_numba_s_own_cache_next_to_the_source(no_cache_env):
     package = no_cache_env / "pkg"
     package.mkdir()
-    assert jitcache.configure(package) == ""
+    assert fastgen.configure_cache(package) == ""
     assert "NUMBA_CACHE_DIR" not in os.environ
 
 
@@ -51,7 +51,7 @@ def test_a_folder_the_user_chose_is_kept(no_cache_env, monkeypatch):
     package = no_cache_env / "pkg"
     package.mkdir()
     read_only(monkeypatch, package)
-    assert jitcache.configure(package) == str(no_cache_env / "mine")
+    assert fastgen.configure_cache(package) == str(no_cache_env / "mine")
     package.chmod(0o755)
 
 
@@ -59,7 +59,7 @@ def test_every_fast_generator_kernel_is_cached_on_disk():
     from numba.core.caching import FunctionCache
     from numba.core.registry import CPUDispatcher
 
-    from waveforms import fastgen
+    from waveforms.model import fastgen
 
     kernels = [v for v in vars(fastgen).values() if isinstance(v, CPUDispatcher)]
     assert len(kernels) >= 5
@@ -67,7 +67,8 @@ def test_every_fast_generator_kernel_is_cached_on_disk():
 
 
 LOAD_STATS = """
-from waveforms import fastgen, model, sampling
+from waveforms import model
+from waveforms.model import fastgen, sampling
 sampling.generate(model.build("small"), 64, seed=0)
 stats = fastgen._run_blocks.stats
 print(len(stats.cache_hits), len(stats.cache_misses))
@@ -81,7 +82,7 @@ def test_warm_kernels_leaves_a_cache_that_a_later_processs_first_generation_load
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     run = lambda code: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,  # noqa: E731
                                       timeout=600)
-    warm = run("from waveforms.sampling import warm_kernels; warm_kernels()")
+    warm = run("from waveforms.model.sampling import warm_kernels; warm_kernels()")
     assert warm.returncode == 0, warm.stderr[-3000:]
     assert list((tmp_path / "numba").rglob("fastgen._run_blocks-*.nbi"))
     later = run(LOAD_STATS)  # another model's size: the same kernel types

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from helpers.evaluate import excerpt, transform
-from waveforms import mulaw
-from waveforms.audio import file_to_codes
-from waveforms.clips import write_wav
+from waveforms.audio import file_to_codes, mulaw
+from waveforms.audio.clips import write_wav
 from waveforms.config import load
 from waveforms.dataset import Dataset
 from waveforms.evaluate.embed import features_at, second_starts

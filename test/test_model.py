@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from waveforms.config.dataset import SAMPLE_RATE
-from waveforms.errors import UserError
-from waveforms.model.presets import PRESETS
 from waveforms.model import WaveNetConfig, build, load
+from waveforms.model.presets import PRESETS
 from waveforms.model.spec import read, spec
+from waveforms.runtime.errors import UserError
 
 
 def randomised(wavenet, seed=0, scale=0.3):

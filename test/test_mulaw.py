@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 
 
 def reference_encode(x, mu=255):

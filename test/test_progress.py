@@ -9,8 +9,7 @@ import sys
 import time
 
 from helpers.train import tone_dataset, train_argv
-
-from waveforms import progress
+from waveforms.runtime import progress
 from waveforms.train import status
 
 

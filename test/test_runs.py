@@ -1,8 +1,8 @@
-"""Run ids and the clean-up after a commit (waveforms.runs)."""
+"""Run ids and the clean-up after a commit (waveforms.storage.runs)."""
 import re
 import time
 
-from waveforms import runs
+from waveforms.storage import runs
 
 
 def test_run_ids_are_utc_time_then_random_hex_and_distinct():

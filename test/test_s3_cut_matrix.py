@@ -3,7 +3,7 @@ and header block and at a spread of body offsets, reset before its first byte, s
 timeout, or answered 503 at every attempt up to the last (and at every attempt).
 
 Each case must end in one of two ways: the operation's fault-free result (the same bytes, listing or
-object state, read from the server directly), or a :class:`~waveforms.s3retry.StorageError` naming the
+object state, read from the server directly), or a :class:`~waveforms.storage.s3retry.StorageError` naming the
 object and the attempts. Any other exception, a wrong or short result, or a hang fails it. One moto server
 and one proxy (:class:`helpers.delay_proxy.Script`) serve the whole module; the backoff's sleeps are
 injected (recorded, not slept), so the matrix runs in the normal tier.
@@ -21,11 +21,13 @@ from typing import Any, Callable
 
 import boto3
 import boto3.s3.transfer
+import botocore.endpoint
 import pytest
 
 from helpers.aws import REGION
 from helpers.delay_proxy import Answer, Cut, DelayProxy, Reset, Script, SlowDown, Stall
-from waveforms import s3retry, storage
+from waveforms import storage
+from waveforms.storage import s3retry
 
 BUCKET = "cut-matrix"
 READ_TIMEOUT_S = 0.2  # the clients' read timeout here: a stall of STALL_S outlasts it
@@ -68,6 +70,16 @@ class SmallParts(boto3.s3.transfer.TransferConfig):
         super().__init__(**{"multipart_threshold": 64 << 10, **kwargs})
 
 
+class RecordedSleeps:
+    """The ``time`` module for botocore's endpoint, its ``sleep`` appending to ``sleeps`` instead."""
+
+    def __init__(self, sleeps: list[float]):
+        self.sleep = sleeps.append
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from moto.server import ThreadedMotoServer
@@ -88,7 +100,10 @@ def world(tmp_path_factory):
                            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"), "AWS_CONFIG_FILE": str(tmp / "none"),
                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
             mp.setenv(key, value)
-        mp.setattr(time, "sleep", sleeps.append)  # botocore's backoff sleeps through time.sleep: recorded only
+        # botocore's backoff sleeps (botocore/endpoint.py: time.sleep) recorded, not slept. Only its module's
+        # ``time``: a process-wide time.sleep patch made every other thread of the worker that sleeps in a loop
+        # spin, and grew this list by gigabytes in a whole-suite run
+        mp.setattr(botocore.endpoint, "time", RecordedSleeps(sleeps))
         mp.setattr(s3retry, "BACKOFF_S", 0.0)  # call's own backoff: sleep(0)
         mp.setattr(s3retry, "READ_TIMEOUT_S", READ_TIMEOUT_S)
         mp.setattr(boto3.s3.transfer, "TransferConfig", SmallParts)

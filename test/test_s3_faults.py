@@ -17,9 +17,10 @@ import pytest
 from helpers.aws import BUCKET, client
 from helpers.delay_proxy import CUT_SEED, Cut, DelayProxy, Faults, Script
 from helpers.train import tone_dataset
-from waveforms import s3retry, storage
+from waveforms import storage
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset
+from waveforms.storage import s3retry
 from waveforms.train import run
 
 

@@ -22,8 +22,9 @@ import pytest
 from helpers.aws import BUCKET, client
 from helpers.outage_gate import OutageGate
 from helpers.train import tone_dataset
-from waveforms import s3retry, storage
+from waveforms import storage
 from waveforms.config import TrainConfig
+from waveforms.storage import s3retry
 
 START = re.compile(r"S3 unreachable since (\d\d:\d\d:\d\d), retrying until (\d\d:\d\d:\d\d)")
 END = re.compile(r"S3 answers again, after (\d+ min )?\d+ s unreachable")
@@ -64,14 +65,14 @@ def seconds_between(a: str, b: str) -> int:
 
 
 def outage_lines(caplog) -> tuple[list[str], list[str]]:
-    messages = [r.getMessage() for r in caplog.records if r.name == "waveforms.s3retry"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "waveforms.storage.s3retry"]
     return [m for m in messages if START.search(m)], [m for m in messages if END.search(m)]
 
 
 def test_an_outage_longer_than_the_bound_stops_the_call_after_the_bound(caplog):
     fake = FakeTime()
     operation, calls = failing_until(fake, float("inf"))
-    with caplog.at_level(logging.WARNING, "waveforms.s3retry"), s3retry.bounded(600):
+    with caplog.at_level(logging.WARNING, "waveforms.storage.s3retry"), s3retry.bounded(600):
         with pytest.raises(s3retry.StorageError) as stopped:
             s3retry.call("GET s3://b/k", operation, sleep=fake.sleep, clock=fake.clock)
     elapsed = calls[-1] - calls[0]
@@ -91,7 +92,7 @@ def test_an_outage_longer_than_the_bound_stops_the_call_after_the_bound(caplog):
 def test_an_outage_shorter_than_the_bound_is_ridden_out_and_its_end_logged_once(caplog):
     fake = FakeTime()
     operation, calls = failing_until(fake, fake.now + 125)
-    with caplog.at_level(logging.WARNING, "waveforms.s3retry"), s3retry.bounded(600):
+    with caplog.at_level(logging.WARNING, "waveforms.storage.s3retry"), s3retry.bounded(600):
         assert s3retry.call("GET s3://b/k", operation, sleep=fake.sleep, clock=fake.clock) == "body"
         # another operation of the same process during the same outage does not announce it again
         other, _ = failing_until(fake, fake.now + 10)
@@ -105,7 +106,7 @@ def test_an_outage_shorter_than_the_bound_is_ridden_out_and_its_end_logged_once(
 def test_a_single_fault_is_no_outage_and_a_zero_bound_keeps_the_attempts(caplog):
     fake = FakeTime()
     operation, calls = failing_until(fake, fake.now + 0.001)
-    with caplog.at_level(logging.WARNING, "waveforms.s3retry"), s3retry.bounded(600):
+    with caplog.at_level(logging.WARNING, "waveforms.storage.s3retry"), s3retry.bounded(600):
         assert s3retry.call("GET s3://b/k", operation, sleep=fake.sleep, clock=fake.clock) == "body"
     assert len(calls) == 2 and outage_lines(caplog) == ([], [])
     forever, calls = failing_until(fake, float("inf"))
@@ -148,7 +149,7 @@ def test_reads_through_a_real_outage_continue_within_the_bound_and_stop_past_it(
                                                                                quick_backoff, caplog):
     data = np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
     storage.write_bytes(f"{bucket}/o/x.bin", data)
-    with OutageGate(moto_url) as gate, caplog.at_level(logging.WARNING, "waveforms.s3retry"):
+    with OutageGate(moto_url) as gate, caplog.at_level(logging.WARNING, "waveforms.storage.s3retry"):
         monkeypatch.setenv("AWS_ENDPOINT_URL", gate.url)
         s3 = storage.s3_client()
         assert storage.read_range(f"{bucket}/o/x.bin", 10, 100, s3) == data[10:110]  # a kept-alive connection
@@ -211,7 +212,7 @@ def test_training_rides_out_a_short_outage_and_stops_resumably_after_a_long_one(
         # 2 s without S3 from step 5 on, with 30 s allowed: the run waits and goes on, computing the same losses
         short = tmp_path / "short"
         down_for(gate, 2.0, has_step(short, 5))
-        with caplog.at_level(logging.WARNING, "waveforms.s3retry"):
+        with caplog.at_level(logging.WARNING, "waveforms.storage.s3retry"):
             run(TrainConfig(data=f"{bucket}/ds", model_dir=str(short), s3_outage_s=30, **SETTINGS))
         starts, ends = outage_lines(caplog)
         assert len(starts) == 1 and len(ends) == 1, (starts, ends)

@@ -12,14 +12,13 @@ import wave
 
 import numpy as np
 import pytest
+
 from helpers.aws import BUCKET, client, keys
 from helpers.train import sigkill_when, tone, tone_dataset, train_argv
-
 from waveforms import storage
 from waveforms.cli import main
-from waveforms.model import build, load
+from waveforms.model import build, checkpoint, load
 from waveforms.storage import OutputDir
-from waveforms.model import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +90,14 @@ def test_model_save_and_load_round_trip_on_s3(bucket):
     back = load(f"s3://{bucket}/m")
     assert back.config == w.config and back.sample_rate == 8000
     assert_same_weights(back, w)
-    from waveforms.errors import UserError
+    from waveforms.runtime.errors import UserError
 
     with pytest.raises(UserError, match=f"no model at s3://{bucket}/nothing"):
         load(f"s3://{bucket}/nothing")
 
 
 def test_generate_reads_model_and_prime_from_s3_and_writes_wav_and_sidecar_there(bucket, tmp_path):
-    from waveforms.clips import write_wav
+    from waveforms.audio.clips import write_wav
 
     w = build("tiny", sample_rate=8000)
     rng = np.random.default_rng(5)

@@ -17,7 +17,7 @@ import requests
 from helpers.serve import RATE, TRACK_INFO, add_previews_and_evaluation, make_dataset, running, train_model
 from helpers.train import tone
 from helpers.waiting import wait_for
-from waveforms import mulaw
+from waveforms.audio import mulaw
 from waveforms.config import ServeConfig, generation
 
 # JSON files in the older keys only (model.json, metrics.jsonl, a checkpoint's state.json); no weights

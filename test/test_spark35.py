@@ -21,7 +21,7 @@ import pytest
 
 from helpers import spark35
 from helpers.train import tone_dataset
-from waveforms import mulaw
+from waveforms.audio import mulaw
 from waveforms.transform import read_tracks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ import sys
 import pyspark
 
 from waveforms.cli import main
-from waveforms.spark import get_session
+from waveforms.runtime.spark import get_session
 
 
 def executor_version(_):

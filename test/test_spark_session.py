@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from waveforms.spark import get_session
+from waveforms.runtime.spark import get_session
 
 
 def _stop_running():
@@ -27,7 +27,7 @@ def test_another_master_gets_a_new_context_and_a_warning(stop_spark, caplog):
     first = get_session("local[1]", "first")
     assert first.sparkContext.master == "local[1]"
     assert first.sparkContext.defaultParallelism == 1
-    with caplog.at_level(logging.WARNING, logger="waveforms.spark"):
+    with caplog.at_level(logging.WARNING, logger="waveforms.runtime.spark"):
         second = get_session("local[2]", "second")
     sc = second.sparkContext
     assert sc.master == "local[2]"
@@ -40,7 +40,7 @@ def test_another_master_gets_a_new_context_and_a_warning(stop_spark, caplog):
 
 def test_same_master_and_settings_reuse_the_running_context_silently(stop_spark, caplog):
     first = get_session("local[1]", conf={"spark.task.maxFailures": "2"})
-    with caplog.at_level(logging.WARNING, logger="waveforms.spark"):
+    with caplog.at_level(logging.WARNING, logger="waveforms.runtime.spark"):
         again = get_session("local[1]", conf={"spark.task.maxFailures": "2"})
     assert again.sparkContext is first.sparkContext
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -48,7 +48,7 @@ def test_same_master_and_settings_reuse_the_running_context_silently(stop_spark,
 
 def test_a_conflicting_setting_restarts_with_the_new_value(stop_spark, caplog):
     first = get_session("local[1]", conf={"spark.task.maxFailures": "2"})
-    with caplog.at_level(logging.WARNING, logger="waveforms.spark"):
+    with caplog.at_level(logging.WARNING, logger="waveforms.runtime.spark"):
         second = get_session("local[1]", conf={"spark.task.maxFailures": "5"})
     assert second.sparkContext is not first.sparkContext
     assert second.sparkContext.getConf().get("spark.task.maxFailures") == "5"

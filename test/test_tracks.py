@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from waveforms import jsonl
-from waveforms.errors import UserError
-from waveforms.tracks import id_from_path, ids_for_paths, track_id
+from waveforms.runtime.errors import UserError
+from waveforms.storage import jsonl
+from waveforms.storage.tracks import id_from_path, ids_for_paths, track_id
 
 
 def test_ids_are_strings_whatever_the_source():

@@ -20,7 +20,7 @@ from helpers.train import tone_dataset
 from helpers.waiting import wait_for
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, regions
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 from waveforms.train import recipe, run
 from waveforms.train.allreduce import _reason, host_threads
 from waveforms.train.collective import tf_config
@@ -82,6 +82,15 @@ def test_global_batch_and_learning_rate_rules():
     for rule, factor in (("none", 1.0), ("sqrt", 3 ** 0.5), ("linear", 3.0)):
         assert recipe.scaled_learning_rate(replace(grown, lr_scaling=rule), 24) == pytest.approx(0.004 * factor)
     assert recipe.scaled_learning_rate(cfg, 8) == 0.004  # the configured batch: the configured rate
+
+
+def test_the_driver_module_loads_no_tensorflow():
+    """The driver and the Spark tasks that start the ranks import this module: TensorFlow loads in the ranks only."""
+    code = ("import sys, waveforms.train.allreduce; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_wait_for_slots_is_spark_s_check_in_whole_seconds():

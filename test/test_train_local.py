@@ -7,12 +7,11 @@ import pytest
 
 from helpers.train import tone_dataset, train_argv, write_dataset
 from waveforms.config import TrainConfig
-from waveforms.errors import UserError
+from waveforms.dataset import Dataset, regions
 from waveforms.model import build, load
+from waveforms.runtime.errors import UserError
 from waveforms.train import run
-from waveforms.dataset import regions
 from waveforms.train.windows import WindowSampler, split_window
-from waveforms.dataset import Dataset
 
 
 def random_tracks(lengths, seed=0):
@@ -140,10 +139,10 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_early_stopping_on_validation_loss(tmp_path, monkeypatch):
-    from waveforms.train import local
+    from waveforms.train import loop
 
     losses = iter([1.0, 0.9, 0.95, 0.97, 0.99, 0.5])
-    monkeypatch.setattr(local, "mean_loss", lambda model, batches: next(losses))
+    monkeypatch.setattr(loop, "mean_loss", lambda model, batches: next(losses))
     data = tone_dataset(tmp_path / "ds")
     run(tiny_cfg(tmp_path, data, steps=60, val_every=10, early_stopping_patience=3))
     meta = json.loads((tmp_path / "model" / "model.json").read_text())

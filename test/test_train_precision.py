@@ -8,7 +8,7 @@ from helpers.train import tone_dataset
 from waveforms import config
 from waveforms.config import TrainConfig
 from waveforms.model import build, checkpoint, load
-from waveforms.sampling import generate
+from waveforms.model.sampling import generate
 from waveforms.train import run  # noqa: E402
 from waveforms.train.common import compile_model  # noqa: E402
 from waveforms.train.precision import PrecisionError, cpu_flags, native_bfloat16, resolve

@@ -9,14 +9,14 @@ import pytest
 
 from helpers.train import tone_dataset
 from waveforms.config import TrainConfig
+from waveforms.dataset import Dataset
 from waveforms.model import checkpoint, load
 from waveforms.train import run
 from waveforms.train.common import compile_model, prepare
 from waveforms.train.ema import EMA, decay_at
 from waveforms.train.pace import MARGIN, Pace, refit
-from waveforms.train.recipe import (ShiftedSchedule, WarmupStepDecay, code_log_frequencies, initialise, learning_rate,
-                                    lr_at)
-from waveforms.dataset import Dataset
+from waveforms.train.recipe import code_log_frequencies, initialise
+from waveforms.train.schedules import ShiftedSchedule, WarmupStepDecay, learning_rate, lr_at
 
 LR, STEPS = 2e-3, 1000
 

@@ -5,9 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from waveforms import mulaw
+from waveforms.audio import AudioError, AudioSettings, decode_to, file_to_codes, mulaw
 from waveforms.config.dataset import SAMPLE_RATE as SR
-from waveforms.audio import AudioError, AudioSettings, decode_to, file_to_codes
 
 
 def ffmpeg(out, *source, codec=("-b:a", "128k")):

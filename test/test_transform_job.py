@@ -98,7 +98,7 @@ def test_nothing_usable_is_a_clear_error_and_writes_no_manifest(spark, music, tm
     bad = tmp_path / "bad"
     bad.mkdir()
     shutil.copy(music / "corrupt.mp3", bad / "x.mp3")
-    from waveforms.errors import UserError
+    from waveforms.runtime.errors import UserError
 
     with pytest.raises(UserError, match="no track could be transformed"):
         run(cfg(bad, tmp_path / "out"))

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from helpers.train import tone_dataset
-from waveforms import versions
 from waveforms.cli import main
 from waveforms.dataset import Dataset
 from waveforms.dataset import format as dataset_format
 from waveforms.evaluate import index_format, report
 from waveforms.model import artifact
-from waveforms.versions import NewerFormat
+from waveforms.storage import versions
+from waveforms.storage.versions import NewerFormat
 
 # JSON files in the older keys only (model.json, metrics.jsonl, a checkpoint's state.json); no weights
 LEGACY = Path(__file__).parent / "data" / "legacy-tiny-model"

@@ -12,9 +12,10 @@ import typing
 from typing import Any, Callable, Sequence
 
 from waveforms import config as cfgmod
-from waveforms import progress, stages, tflog
-from waveforms.errors import reported
-from waveforms.s3retry import OUTAGE_KEY, bounded, report_faults
+from waveforms import stages
+from waveforms.runtime import progress, tflog
+from waveforms.runtime.errors import reported
+from waveforms.storage.s3retry import OUTAGE_KEY, bounded, report_faults
 
 # The subcommands whose flags come from their config table; ``own_parser`` stages (aws) follow them.
 CLI_STAGES = tuple(s.name for s in stages.REGISTRY if not s.own_parser)

@@ -1,7 +1,7 @@
 """The ``generate`` stage: a model folder in, WAV files and their sidecar JSON out (local or s3://).
 
 It decodes the prime with :func:`waveforms.audio.load_prime`, samples with
-:func:`waveforms.sampling.generate` and writes each stream with :mod:`waveforms.clips`.
+:func:`waveforms.model.sampling.generate` and writes each stream with :mod:`waveforms.audio.clips`.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Callable
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import progress, storage
+from waveforms import storage
 from waveforms.audio import load_prime
-from waveforms.clips import sidecar, write_wav
-from waveforms.errors import UserError
-from waveforms.sampling import generate
+from waveforms.audio.clips import sidecar, write_wav
+from waveforms.model.sampling import generate
+from waveforms.runtime import progress
+from waveforms.runtime.errors import UserError
 from waveforms.storage import OutputDir, write_text
 
 log = logging.getLogger(__name__)

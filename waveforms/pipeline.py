@@ -13,11 +13,11 @@ import numpy as np
 from waveforms import config as cfgmod
 from waveforms import generate as generate_stage
 from waveforms import train as train_stage
-from waveforms.errors import UserError
 from waveforms.evaluate import report
 from waveforms.evaluate.index_format import index_uri
 from waveforms.evaluate.likelihood import VAL_BITS
 from waveforms.evaluate.memorisation import LoadedIndex, check
+from waveforms.runtime.errors import UserError
 from waveforms.storage import OutputDir
 
 

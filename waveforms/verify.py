@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from waveforms import checksums, storage, versions
+from waveforms import storage
 from waveforms.dataset import Dataset, integrity
-from waveforms.errors import UserError
-from waveforms.tracks import MANIFEST
+from waveforms.runtime.errors import UserError
+from waveforms.storage import checksums, versions
+from waveforms.storage.tracks import MANIFEST
 
 
 @dataclass

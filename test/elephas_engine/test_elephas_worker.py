@@ -5,9 +5,9 @@ import pytest
 
 from waveforms.config import TrainConfig
 from waveforms.model import build
-from waveforms.train import elephas_worker as ew
 from waveforms.train.common import compile_model
-from waveforms.train.elephas import custom_objects  # noqa: E402
+from waveforms.train.elephas import worker as ew
+from waveforms.train.elephas.engine import custom_objects  # noqa: E402
 
 
 def lr_at(optimizer, step):

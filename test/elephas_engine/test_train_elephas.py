@@ -10,10 +10,10 @@ from py4j.protocol import Py4JJavaError
 
 from helpers.train import tone_dataset
 from waveforms.config import ElephasConfig, TrainConfig
-from waveforms.sampling import generate
 from waveforms.model import load
-from waveforms.train import elephas as engine
+from waveforms.model.sampling import generate
 from waveforms.train import run
+from waveforms.train.elephas import engine
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ from typing import Iterator
 PACKAGE = "waveforms"
 # The layers from the bottom up, each with its parts: a part imports only parts on its own layer or below.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("waveforms", "errors", "versions", "stages", "units", "ports", "tflog", "progress", "mulaw",
-              "jitcache", "tracks", "jsonl", "s3retry", "storage", "checksums", "runs", "spark", "config")),
-    ("formats", ("dataset", "model", "audio", "clips")),
-    ("libraries", ("fastgen", "sampling")),
+    ("base", ("waveforms", "runtime", "stages", "storage", "config")),
+    ("formats", ("dataset", "model", "audio")),
     ("stages", ("scrape", "transform", "train", "generate", "evaluate", "verify")),
     ("above the stages", ("pipeline", "serve")),
     ("entry points", ("cli", "__main__", "aws", "demo")),

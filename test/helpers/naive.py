@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from waveforms.fastgen import sample_code
-from waveforms.sampling import genre_ids, start_codes
+from waveforms.model.fastgen import sample_code
+from waveforms.model.sampling import genre_ids, start_codes
 
 
 def naive_generate(
@@ -21,7 +21,7 @@ def naive_generate(
     streams: int = 1,
     genre: int | str | None = None,
 ) -> np.ndarray:
-    """Like :func:`waveforms.sampling.generate`, from the same context and random numbers, without a cache."""
+    """Like :func:`waveforms.model.sampling.generate`, from the same context and random numbers, without a cache."""
     seq = start_codes(wavenet, prime, streams)
     genres = genre_ids(wavenet, genre, streams)
     rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 from waveforms.config.dataset import SAMPLE_RATE
 
 

@@ -9,7 +9,7 @@ from waveforms import config as cfgmod
 from waveforms.aws import cluster
 from waveforms.aws.launch import launch
 from waveforms.aws.sync import sync
-from waveforms.errors import reported
+from waveforms.runtime.errors import reported
 
 
 def build_parser() -> argparse.ArgumentParser:

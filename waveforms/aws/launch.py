@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import waveforms
-from waveforms import runs, storage
+from waveforms import storage
 from waveforms.aws import plan, releases
 from waveforms.aws.session import AwsError, aws_errors, require_bucket, require_credentials, session
 from waveforms.aws.train_plan import TrainPlan
 from waveforms.config import AwsConfig
+from waveforms.storage import runs
 
 PACKAGE_DIR = Path(waveforms.__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 
 class AwsError(UserError):

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from waveforms import storage
-from waveforms import verify
+from waveforms import storage, verify
 from waveforms.aws.session import aws_errors
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 PART_SIZE = 8 * 1024 * 1024  # boto3 TransferConfig default threshold and chunk size
 

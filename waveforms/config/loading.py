@@ -11,7 +11,7 @@ from typing import Any, Iterable, TypeVar
 
 from waveforms.config.metadata import _hints, _is_section, allowed
 from waveforms.config.stages import REMOVED, RENAMED, STAGE_CONFIGS, STAGES
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 
 class ConfigError(UserError, ValueError):

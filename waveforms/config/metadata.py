@@ -26,7 +26,7 @@ def opt(default: Any, *, help: str, choices: Sequence[Any] | None = None, min: f
 
 def s3_outage() -> Any:
     """The ``s3_outage_s`` key, one declaration for every stage that reads or writes S3."""
-    from waveforms.s3retry import OUTAGE_S
+    from waveforms.storage.s3retry import OUTAGE_S
 
     return opt(OUTAGE_S, min=0, unit="s",
                help="how long an S3 operation failing with network faults (S3 or the path to it down) is retried "

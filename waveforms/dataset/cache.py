@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from waveforms import storage
-from waveforms.errors import free_space, is_disk_full
+from waveforms.runtime.errors import free_space, is_disk_full
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ A window of any track is one ranged read of its shard; opening a dataset checks
 every shard's size with one listing, and a read that returns fewer bytes than
 asked is a :class:`DatasetError` naming the track and shard. A dataset whose
 ``dataset.json`` records a newer ``format_version`` than this code knows is refused
-(:class:`waveforms.versions.NewerFormat`).
+(:class:`waveforms.storage.versions.NewerFormat`).
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from waveforms import jsonl, storage, versions
+from waveforms import storage
 from waveforms.dataset import integrity
 from waveforms.dataset.cache import ShardCache
-from waveforms.errors import UserError
-from waveforms.tracks import MANIFEST
+from waveforms.runtime.errors import UserError
+from waveforms.storage import jsonl, versions
+from waveforms.storage.tracks import MANIFEST
 
 log = logging.getLogger(__name__)
 

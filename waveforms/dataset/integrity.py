@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from waveforms import checksums, storage
+from waveforms import storage
+from waveforms.storage import checksums
 
 SIZE_KEY = "shard_size"
 HASH_KEY = "shard_sha256"

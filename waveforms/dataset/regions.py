@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from waveforms.dataset.format import Dataset
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 HELD_OUT_FRACTION = 0.1
 

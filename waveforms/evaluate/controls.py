@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 
 CONTROL_SECONDS = 3.0
 UNTRAINED_SEED = 0
@@ -50,7 +50,7 @@ def untrained_model_codes(sample_rate: int, seconds: float = CONTROL_SECONDS, se
     import keras  # the untrained-model control only: TensorFlow and numba load when it is made
 
     from waveforms.model import build
-    from waveforms.sampling import generate
+    from waveforms.model.sampling import generate
 
     keras.utils.set_random_seed(seed)
     wavenet = build("tiny", sample_rate=sample_rate)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 from waveforms.evaluate.mel import MelParams, log_mel
 
 METHOD = "mel-patch"

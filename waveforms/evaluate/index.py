@@ -25,15 +25,26 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import progress, runs, s3retry, spark, storage, versions
+from waveforms import storage
 from waveforms.dataset import Dataset
-from waveforms.errors import UserError
 from waveforms.evaluate import ann
 from waveforms.evaluate.calibrate import calibrate, summary
 from waveforms.evaluate.embed import EmbeddingSpec, Projection, track_features, window_starts
-from waveforms.evaluate.index_format import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEYS, RUN_FILES, TRACK_KEYS,
-                                             index_uri, read_manifest, read_parts)
+from waveforms.evaluate.index_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    META_KEYS,
+    RUN_FILES,
+    TRACK_KEYS,
+    index_uri,
+    read_manifest,
+    read_parts,
+)
 from waveforms.evaluate.match import Matcher
+from waveforms.runtime import progress, spark
+from waveforms.runtime.errors import UserError
+from waveforms.storage import runs, s3retry, versions
 
 log = logging.getLogger(__name__)
 

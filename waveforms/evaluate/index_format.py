@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from waveforms import storage, versions
+from waveforms import storage
 from waveforms.evaluate import ann
 from waveforms.evaluate.embed import Projection
+from waveforms.storage import versions
 
 INDEX_DIR = "index"
 MANIFEST = "index.json"
@@ -34,7 +35,7 @@ def index_uri(data: str, output: str = "") -> str:
 
 
 def read_manifest(uri: str) -> dict[str, Any] | None:
-    """The committed ``index.json`` under ``uri``, or None; :class:`~waveforms.versions.NewerFormat` when a
+    """The committed ``index.json`` under ``uri``, or None; :class:`~waveforms.storage.versions.NewerFormat` when a
     newer waveforms wrote it."""
     path = storage.join(uri, MANIFEST)
     if not storage.exists(path):

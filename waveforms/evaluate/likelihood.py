@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from waveforms.dataset import Dataset, regions
-from waveforms.units import bits
+from waveforms.runtime.progress import bits
 
 VAL_BITS = "val_split_bits_per_sample"
 

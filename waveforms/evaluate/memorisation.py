@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from waveforms import storage
-from waveforms.errors import UserError
 from waveforms.evaluate import ann
 from waveforms.evaluate.embed import METHOD, VERSION, EmbeddingSpec
 from waveforms.evaluate.index_format import read_manifest, read_parts
 from waveforms.evaluate.match import Matcher
+from waveforms.runtime.errors import UserError
 
 
 def stored_spec(uri: str, manifest: dict[str, Any]) -> EmbeddingSpec:

@@ -15,19 +15,20 @@ from typing import Any
 import numpy as np
 
 from waveforms import config as cfgmod
-from waveforms import mulaw, progress, storage, versions
-from waveforms.audio import load_prime
-from waveforms.clips import write_wav
+from waveforms import storage
+from waveforms.audio import load_prime, mulaw
+from waveforms.audio.clips import write_wav
 from waveforms.dataset import Dataset, regions
-from waveforms.errors import UserError
 from waveforms.evaluate import memorisation
 from waveforms.evaluate.calibrate import PERCENTILE
 from waveforms.evaluate.frechet import GaussianStats, fd
 from waveforms.evaluate.index_format import index_uri, read_manifest
 from waveforms.evaluate.likelihood import VAL_BITS, val_nll
 from waveforms.evaluate.mel import MelParams, log_mel
-from waveforms.sampling import generate
-from waveforms.storage import OutputDir
+from waveforms.model.sampling import generate
+from waveforms.runtime import progress
+from waveforms.runtime.errors import UserError
+from waveforms.storage import OutputDir, versions
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def upgraded(doc: dict[str, Any], where: str) -> dict[str, Any]:
     """An evaluation (``evaluation.json``, or the copy in ``model.json``) under today's key names;
-    :class:`~waveforms.versions.NewerFormat` naming ``where`` when a newer waveforms wrote it."""
+    :class:`~waveforms.storage.versions.NewerFormat` naming ``where`` when a newer waveforms wrote it."""
     versions.check(doc, where, FORMAT_VERSION)
     return versions.renamed(doc, {**RENAMED, versions.OLD_KEY: versions.KEY})
 

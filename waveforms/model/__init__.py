@@ -1,4 +1,5 @@
-"""WaveNet model: config and presets, the layer spec, Keras builder, versioned artifact, training checkpoints."""
+"""WaveNet model: config and presets, the layer spec, Keras builder, versioned artifact, training checkpoints,
+and fast generation from it (``fastgen``, ``sampling``)."""
 from waveforms.model.artifact import WaveNet, build, load
 from waveforms.model.presets import WaveNetConfig
 

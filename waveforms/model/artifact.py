@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waveforms import __version__, checksums, storage, versions
-from waveforms.errors import UserError, disk_full
+from waveforms import __version__, storage
 from waveforms.model.presets import WaveNetConfig, resolve
 from waveforms.model.wavenet import build_keras, build_training_keras
-from waveforms.storage import OutputDir
+from waveforms.runtime.errors import UserError, disk_full
+from waveforms.storage import OutputDir, checksums, versions
 
 FORMAT = "waveforms-model"
 FORMAT_VERSION = 1

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from waveforms import checksums, storage, versions
-from waveforms.errors import UserError, disk_full, need_space
-from waveforms.storage import OutputDir
+from waveforms import storage
+from waveforms.runtime.errors import UserError, disk_full, need_space
+from waveforms.storage import OutputDir, checksums, versions
 
 log = logging.getLogger(__name__)
 

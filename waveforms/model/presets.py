@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from waveforms.config.dataset import SAMPLE_RATE
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 ARCHITECTURE_KEYS: tuple[str, ...] = ("stacks", "layers_per_stack", "kernel_size", "residual_channels",
                                       "dilation_channels", "skip_channels", "genre_channels")

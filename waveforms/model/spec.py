@@ -1,7 +1,7 @@
 """The WaveNet's layer structure, declared once from a config.
 
 Both the Keras builder (:func:`waveforms.model.wavenet.build_keras`) and the
-fast generator's weight extraction (:meth:`waveforms.fastgen.FastWeights.from_keras`)
+fast generator's weight extraction (:meth:`waveforms.model.fastgen.FastWeights.from_keras`)
 read this spec, so every Keras layer name and weight shape lives here only.
 The names are part of the saved-model format: change them and old models no
 longer load into fast generation.

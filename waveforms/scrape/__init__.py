@@ -6,10 +6,11 @@ and returns the exit code: 0 if anything was fetched (or already there), else 1.
 from __future__ import annotations
 
 from waveforms.config import ScrapeConfig, validate
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 from waveforms.scrape import dir_source, fma_dataset, fma_site
 from waveforms.scrape.http import FetchError, Http, HttpSettings, check_url
 from waveforms.scrape.job import Job
+
 
 def make_http(cfg: ScrapeConfig):
     return Http(

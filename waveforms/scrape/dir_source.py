@@ -3,7 +3,7 @@
 The manifest is built from the files and their ID3 tags (mutagen): title, artist,
 album, genre, and a licence URL from a ``WCOP`` frame or a creativecommons.org
 URL in the copyright text. Track ids come from the files' paths
-(:func:`waveforms.tracks.ids_for_paths`), as in a transform of the same folder.
+(:func:`waveforms.storage.tracks.ids_for_paths`), as in a transform of the same folder.
 """
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from waveforms import checksums, storage
+from waveforms import storage
 from waveforms.config import ScrapeConfig
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 from waveforms.scrape.download import looks_like_mp3
 from waveforms.scrape.job import Job
 from waveforms.scrape.manifest import record
-from waveforms.tracks import ids_for_paths, track_relpath
+from waveforms.storage import checksums
+from waveforms.storage.tracks import ids_for_paths, track_relpath
 
 SOURCE = "dir"
 CC_URL = re.compile(r"https?://creativecommons\.org/\S+")

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import requests
 from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
 
-from waveforms import checksums, storage
+from waveforms import storage
 from waveforms.config import ScrapeConfig
 from waveforms.scrape import licence as lic
 from waveforms.scrape.download import has_mp3_audio
@@ -30,6 +30,7 @@ from waveforms.scrape.http import FetchError, Http
 from waveforms.scrape.job import Job
 from waveforms.scrape.manifest import record
 from waveforms.scrape.output import track_relpath
+from waveforms.storage import checksums
 
 log = logging.getLogger(__name__)
 SOURCE = "fma-dataset"

@@ -19,7 +19,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from bs4 import BeautifulSoup
 
 from waveforms.config import ScrapeConfig
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 from waveforms.scrape import licence as lic
 from waveforms.scrape.download import download
 from waveforms.scrape.http import FetchError, Http, check_url

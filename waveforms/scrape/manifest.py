@@ -1,6 +1,6 @@
 """The scrape output's ``manifest.jsonl`` and ``errors.jsonl``, local or on S3.
 
-Locally each record is appended as one whole line (:func:`waveforms.jsonl.append`);
+Locally each record is appended as one whole line (:func:`waveforms.storage.jsonl.append`);
 a last line cut short by a kill is dropped (and the file rewritten clean) when
 the manifest is next loaded. On S3 the whole object is
 rewritten (``write_text``) at most every few seconds and at the end.
@@ -12,8 +12,9 @@ import threading
 import time
 from typing import Any
 
-from waveforms import jsonl, storage
-from waveforms.tracks import ERRORS, MANIFEST, track_id, upgraded
+from waveforms import storage
+from waveforms.storage import jsonl
+from waveforms.storage.tracks import ERRORS, MANIFEST, track_id, upgraded
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class JsonLines:
 
 class Manifest(JsonLines):
     """Manifest records keyed by track id; later records win. Rows of an earlier run are read under
-    today's key names (:func:`waveforms.tracks.upgraded`)."""
+    today's key names (:func:`waveforms.storage.tracks.upgraded`)."""
 
     def __init__(self, root: str):
         super().__init__(storage.join(root, MANIFEST))

@@ -10,11 +10,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import Any
 
-from waveforms import checksums, storage
-from waveforms.tracks import track_relpath
+from waveforms import storage
+from waveforms.storage import checksums
+from waveforms.storage.tracks import track_relpath
 
 __all__ = ["Output", "track_relpath"]
 

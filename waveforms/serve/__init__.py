@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 
 from waveforms.config import ServeConfig
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 
 def is_loopback(host: str) -> bool:

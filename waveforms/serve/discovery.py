@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from waveforms import storage
-from waveforms.tracks import MANIFEST
+from waveforms.storage.tracks import MANIFEST
 
 DATASET_MARK = "dataset.json"
 MODEL_MARKS = ("model.json", "metrics.jsonl")

@@ -2,8 +2,8 @@
 
 A :class:`Job` steps the fast generator's cached state one chunk at a time, so a
 response can send each chunk as soon as it exists and stop when the client goes
-away. It starts and draws with :func:`waveforms.sampling.start_sampler` and
-:func:`waveforms.sampling.draw`, as ``waveforms generate`` does, so the same seed
+away. It starts and draws with :func:`waveforms.model.sampling.start_sampler` and
+:func:`waveforms.model.sampling.draw`, as ``waveforms generate`` does, so the same seed
 gives the same samples as ``waveforms generate --seed S`` whatever the chunk sizes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from waveforms import sampling
+from waveforms.model import sampling
 
 FIRST_CHUNK = 800  # samples: the first chunk is small so playback can start at once
 CHUNK = 2048  # samples per later chunk: bounds the time one step holds the interpreter
@@ -43,8 +43,8 @@ class Models:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            from waveforms.fastgen import FastWeights  # numba
             from waveforms.model import load  # TensorFlow
+            from waveforms.model.fastgen import FastWeights  # numba
 
             wavenet = load(uri)
             loaded = Loaded(wavenet, FastWeights.from_keras(wavenet.keras_model, wavenet.config))

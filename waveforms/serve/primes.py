@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 
 from waveforms import storage
 from waveforms.audio import AudioSettings, file_to_codes
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, studio
 

@@ -9,9 +9,9 @@ from fastapi.responses import StreamingResponse
 
 from waveforms import config as cfgmod
 from waveforms import storage
+from waveforms.audio.clips import sidecar
 from waveforms.config import generation as sampling
-from waveforms.errors import UserError
-from waveforms.clips import sidecar
+from waveforms.runtime.errors import UserError
 from waveforms.serve import primes, wav
 from waveforms.serve.generation import Job
 from waveforms.serve.openapi import capped_by, errors, given_or_capped

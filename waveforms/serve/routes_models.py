@@ -12,12 +12,12 @@ from fastapi.responses import StreamingResponse
 
 from waveforms import storage
 from waveforms.evaluate import report
+from waveforms.runtime.progress import bits
 from waveforms.serve.discovery import Entry
 from waveforms.serve.openapi import errors
 from waveforms.serve.state import Studio, read_json, read_rows, studio
+from waveforms.storage.versions import NewerFormat
 from waveforms.train import metrics_log
-from waveforms.units import bits
-from waveforms.versions import NewerFormat
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,13 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from waveforms import jsonl, storage
+from waveforms import storage
 from waveforms.config import ServeConfig
 from waveforms.dataset import Dataset, DatasetError
 from waveforms.serve.discovery import Catalog, Entry
 from waveforms.serve.generation import Limiter, Models, Results
-from waveforms.versions import NewerFormat
+from waveforms.storage import jsonl
+from waveforms.storage.versions import NewerFormat
 
 log = logging.getLogger(__name__)
 

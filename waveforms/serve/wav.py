@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 
 UNKNOWN = 0xFFFFFFFF - 36  # data size for a stream whose length is not known
 
@@ -23,7 +23,7 @@ def header(sample_rate: int, n_samples: int | None) -> bytes:
 
 
 def pcm(codes: np.ndarray, mu: int = 255) -> bytes:
-    """mu-law codes as little-endian 16-bit PCM bytes (:func:`waveforms.mulaw.to_pcm16`, as ``clips.write_wav``)."""
+    """mu-law codes as little-endian 16-bit PCM bytes (:func:`waveforms.audio.mulaw.to_pcm16`, as ``clips.write_wav``)."""
     return mulaw.to_pcm16(codes, mu).tobytes()
 
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import math
 import threading
 import time
 import uuid
@@ -43,8 +43,8 @@ from typing import Any, Iterator
 
 from waveforms import config as cfgmod
 from waveforms.config import TrainConfig
-from waveforms.errors import UserError
-from waveforms.ports import free_port
+from waveforms.runtime.errors import UserError
+from waveforms.runtime.ports import free_port
 from waveforms.train import recipe
 from waveforms.train.collective import tf_config
 
@@ -236,7 +236,7 @@ def run_stage(sc, cfg: TrainConfig) -> list[dict[str, Any]]:
     bounds its wait for slots; a wait it ends is a :class:`SlotsMissing`."""
     from functools import partial
 
-    from waveforms.spark import is_local_master
+    from waveforms.runtime.spark import is_local_master
 
     n = cfg.workers
     payload = cfgmod.to_json(cfg, "train")
@@ -264,13 +264,13 @@ def slots_missing(sc, cfg: TrainConfig) -> SlotsMissing:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with ``workers`` ranks on ``master``; rank 0 writes the artifact; returns its summary."""
-    from waveforms.spark import is_local_master, stage_context  # imports pyspark
+    from waveforms.runtime.spark import is_local_master, stage_context  # imports pyspark
 
     batch = recipe.global_batch(cfg, cfg.workers)  # a batch that splits among the ranks, before Spark starts
     if cfg.fresh:  # here, once: every (re)run of the stage resumes from what is there
         # here, not at the top: this module runs in Spark tasks, which start the rank process and load no TensorFlow
         from waveforms.storage import OutputDir
-        from waveforms.train.fresh import start_fresh
+        from waveforms.train.loop import start_fresh  # TensorFlow, in the driver, for --fresh only
 
         with OutputDir(cfg.model_dir) as out:
             start_fresh(out)

@@ -11,9 +11,9 @@ from waveforms import config as cfgmod
 from waveforms import storage
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, Region, genre_vocabulary, regions
-from waveforms.errors import UserError
 from waveforms.model import WaveNet, build
 from waveforms.model.presets import ARCHITECTURE_KEYS, architecture
+from waveforms.runtime.errors import UserError
 from waveforms.train.metrics_log import MetricsLog
 from waveforms.train.precision import describe_devices, effective, precision_model, precision_optimizer
 
@@ -75,14 +75,14 @@ def prepare(cfg: TrainConfig) -> Setup:
 
 def optimizer(cfg: TrainConfig, total_steps: int | None = None, shift: bool = False):
     """Keras's ``Adam`` with the configured schedule
-    (:func:`waveforms.train.recipe.learning_rate`) and clip.
+    (:func:`waveforms.train.schedules.learning_rate`) and clip.
 
-    ``shift``: a schedule goes in a :class:`~waveforms.train.recipe.ShiftedSchedule`,
+    ``shift``: a schedule goes in a :class:`~waveforms.train.schedules.ShiftedSchedule`,
     whose offset and inner schedule the training loop sets (resume, a budget's refit).
     """
     import keras  # imports TensorFlow
 
-    from waveforms.train.recipe import ShiftedSchedule, learning_rate
+    from waveforms.train.schedules import ShiftedSchedule, learning_rate
 
     rate = learning_rate(cfg, total_steps)
     if shift and not isinstance(rate, (int, float)):

@@ -29,27 +29,40 @@ from typing import Any, Callable
 
 import numpy as np
 
-from waveforms import progress
 from waveforms.config import TrainConfig
 from waveforms.dataset.cache import open_cache
-from waveforms.errors import DiskFullError, UserError
 from waveforms.model import WaveNetConfig, checkpoint
-from waveforms.s3retry import StorageError, bounded
+from waveforms.runtime import progress
+from waveforms.runtime.errors import DiskFullError, UserError
+from waveforms.runtime.progress import bits
 from waveforms.storage import OutputDir
-from waveforms.train import previews, recipe, status
-from waveforms.train.pace import WINDOW, Pace, refit
-from waveforms.train.precision import effective
+from waveforms.storage.s3retry import StorageError, bounded
+from waveforms.train import previews, recipe, schedules, status
 from waveforms.train.collective import Collective, CollectiveStep, sync_model
 from waveforms.train.common import Setup, check_finite, compile_model, mean_loss, prepare, save_artifact, scalar
 from waveforms.train.ema import EMA
-from waveforms.train.fresh import start_fresh
-from waveforms.train.metrics_log import METRICS, VAL_BITS, MetricsLog
+from waveforms.train.metrics_log import METRICS, TENSORBOARD, VAL_BITS, MetricsLog
+from waveforms.train.pace import WINDOW, Pace, refit
+from waveforms.train.precision import effective
 from waveforms.train.windows import Prefetcher, WindowSampler, shared_reader
-from waveforms.units import bits
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "allreduce")  # engines that run this loop; their checkpoints resume each other
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """The local engine: this loop in this process (Keras ``train_on_batch``). Trains (or resumes), writes the
+    artifact (local or s3://) and returns the training summary."""
+    with OutputDir(cfg.model_dir) as out:
+        return run(cfg, out, evaluate=lambda model, batches: mean_loss(model, batches))  # read at each call
+
+
+def start_fresh(out: OutputDir) -> None:
+    """``--fresh``: remove the checkpoints, ``metrics.jsonl``, TensorBoard logs and previews of the model folder
+    ``out``, in its working copy and at its target (local or ``s3://``)."""
+    checkpoint.clear(out)
+    out.remove(METRICS, TENSORBOARD, previews.DIR)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,7 +174,7 @@ class Trainer:
         if self.n > 1:
             sync_model(team, self.model)
             self.agree(start=True)
-        self.rate = recipe.shifted(self.model.optimizer)  # None for a constant rate
+        self.rate = schedules.shifted(self.model.optimizer)  # None for a constant rate
         if self.rate is not None:  # the schedule follows this run's steps from the optimizer's counter on
             self.rate.offset.assign(self.state.step - int(self.model.optimizer.iterations))
         self.use_schedule(self.state.schedule_steps)
@@ -173,7 +186,7 @@ class Trainer:
         self.eval_model = compile_model(setup.wavenet.training_model(), cfg) if self.ema else self.model
         self.preview = previews.Previewer(setup.wavenet, out, self.metrics, cfg.preview_seconds, cfg.seed,
                                           genre=0 if setup.genres else None) if self.lead else None
-        self.collective = (None if engine == "local" and self.n == 1
+        self.collective_step = (None if engine == "local" and self.n == 1
                            else CollectiveStep(self.model, team, ema=self.ema))
         self.reader = shared_reader(cfg.reads_in_flight)
         self.cache = open_cache(setup.ds, cfg.shard_cache_dir, cfg.shard_cache_gb)
@@ -215,7 +228,7 @@ class Trainer:
                         self.agree()
             if state.step > 0 and self.lead:
                 self.save_checkpoint()
-            allreduce_s = self.collective.time_all_reduce() if self.collective is not None else 0.0
+            allreduce_s = self.collective_step.time_all_reduce() if self.collective_step is not None else 0.0
             agree_s = self.team.time_agree()
         except (StorageError, DiskFullError) as exc:
             raise self.stopped(exc) from exc
@@ -251,26 +264,26 @@ class Trainer:
     def use_schedule(self, total_steps: int | None) -> None:
         """The schedule for ``total_steps`` (None: ``steps``) as the optimizer's: its cosine stretched to that length
         through a variable the traced step reads (a budget's fit and refits cost no retrace)."""
-        self.schedule = recipe.learning_rate(self.cfg, total_steps)
+        self.schedule = schedules.learning_rate(self.cfg, total_steps)
         if self.rate is not None:
             self.rate.fit_to(total_steps)
 
     def last_rate(self) -> float:
         """The learning rate of the update just applied."""
         if self.rate is None:
-            return recipe.lr_at(self.schedule, 0)
+            return schedules.lr_at(self.schedule, 0)
         return float(self.rate(self.model.optimizer.iterations - 1))
 
     def step(self, x, y) -> None:
         """One optimizer step at the schedule's rate; the moving average follows it (with the collective step,
         inside the next step's graph: :meth:`waveforms.train.ema.EMA.defer`)."""
         state = self.state
-        if self.collective is None:
+        if self.collective_step is None:
             loss = scalar(self.model.train_on_batch(x, y))
         else:
-            loss = self.collective(x, y)
+            loss = self.collective_step(x, y)
         state.step += 1
-        if self.ema and self.collective is not None:
+        if self.ema and self.collective_step is not None:
             self.ema.defer()
         elif self.ema:
             self.ema.update()
@@ -416,7 +429,7 @@ class Trainer:
             summary.update(workers=self.n, batch_per_rank=cfg.batch_size // self.n, learning_rate=cfg.learning_rate,
                            lr_scaling=cfg.lr_scaling if cfg.batch_size != self.given_batch else "none",
                            allreduce_s=allreduce_s, agree_s=agree_s,
-                           allreduce_bytes=self.collective.grad_bytes if self.collective else 0)
+                           allreduce_bytes=self.collective_step.grad_bytes if self.collective_step else 0)
         save_artifact(setup, self.model, summary, self.metrics, weights=self.final_weights())
         spent = time.perf_counter() - self.t0
         if self.preview.seconds_spent:

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from waveforms import jsonl, storage, versions
-from waveforms.errors import disk_full, free_space, is_disk_full
-from waveforms.storage import OutputDir
+from waveforms import storage
+from waveforms.runtime.errors import disk_full, free_space, is_disk_full
+from waveforms.storage import OutputDir, jsonl, versions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class MetricsLog:
         storage.write_text(str(self.path), jsonl.dumps(r for r in self.rows() if r.get("step", 0) <= step))
 
     def append(self, row: dict[str, Any]) -> None:
-        """Add ``row`` to metrics.jsonl and TensorBoard; on a full disk, a :class:`~waveforms.errors.DiskFullError`
+        """Add ``row`` to metrics.jsonl and TensorBoard; on a full disk, a :class:`~waveforms.runtime.errors.DiskFullError`
         and metrics.jsonl as it was (no torn row)."""
         size = self.path.stat().st_size if self.path.exists() else 0
         with disk_full(self.path):

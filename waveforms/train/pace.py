@@ -8,7 +8,7 @@ refits the schedule whenever the steps it now expects differ from the fitted
 length by enough to matter (:func:`refit`). Intervals holding a one-off cost
 (the first steps, with the step's trace; the first validation or preview,
 which compile) are not the pace and are left out. A refit changes a variable
-the traced step reads (:meth:`waveforms.train.recipe.ShiftedSchedule.fit_to`):
+the traced step reads (:meth:`waveforms.train.schedules.ShiftedSchedule.fit_to`):
 no retrace (one of ``small``'s took 7-10 s on the shared 2-core machine).
 """
 from __future__ import annotations

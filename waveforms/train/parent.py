@@ -11,10 +11,10 @@ from typing import Any
 
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset
-from waveforms.errors import UserError
 from waveforms.model import WaveNet, build, load
 from waveforms.model.artifact import FILES_KEY, MODEL_FILE
 from waveforms.model.presets import ARCHITECTURE_KEYS
+from waveforms.runtime.errors import UserError
 
 
 def conflicts(cfg: TrainConfig, parent: WaveNet) -> list[str]:

@@ -22,7 +22,7 @@ import platform
 from pathlib import Path
 from typing import Any, Iterable
 
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")

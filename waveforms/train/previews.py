@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from waveforms import mulaw
-from waveforms.clips import write_wav
+from waveforms.audio import mulaw
+from waveforms.audio.clips import write_wav
 from waveforms.config.generation import TEMPERATURE, TOP_P
-from waveforms.sampling import generate
+from waveforms.model.sampling import generate
 from waveforms.storage import OutputDir
 from waveforms.train.metrics_log import MetricsLog
 

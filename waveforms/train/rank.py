@@ -5,7 +5,7 @@ Started by the engine's barrier task (:mod:`waveforms.train.allreduce`) with
 ``WAVEFORMS_THREADS`` in its environment. It makes the collective before
 TensorFlow runs anything, runs the training loop, and writes its result
 (rank 0: the training summary) or its error as JSON to ``RESULT``. Exit status
-0 on success, 1 on an error, 2 on a :class:`~waveforms.errors.UserError`
+0 on success, 1 on an error, 2 on a :class:`~waveforms.runtime.errors.UserError`
 (bad input: the engine does not retry it).
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ import sys
 import traceback
 from typing import Any
 
-from waveforms import storage, tflog
+from waveforms import storage
 from waveforms.config import TrainConfig, from_json
-from waveforms.errors import UserError
+from waveforms.runtime import tflog
+from waveforms.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 USER_ERROR = 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from waveforms.progress import clock, human
+from waveforms.runtime.progress import clock, human
 
 
 def total_steps(steps: int, max_minutes: float, fitted: int | None) -> int | None:

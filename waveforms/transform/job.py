@@ -18,12 +18,14 @@ import time
 from typing import Any, Iterable, Iterator
 
 from waveforms import config as cfgmod
-from waveforms import checksums, jsonl, progress, runs, s3retry, spark, storage, versions
+from waveforms import storage
 from waveforms.audio import AudioError, AudioSettings, decode_to
 from waveforms.dataset import format as ds
 from waveforms.dataset import integrity
-from waveforms.errors import DiskFullError, UserError, disk_full
-from waveforms.tracks import ERRORS, MANIFEST
+from waveforms.runtime import progress, spark
+from waveforms.runtime.errors import DiskFullError, UserError, disk_full
+from waveforms.storage import checksums, jsonl, runs, s3retry, versions
+from waveforms.storage.tracks import ERRORS, MANIFEST
 from waveforms.transform.sources import list_inputs
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ STOPS = (DiskFullError, s3retry.StorageError)  # faults of the node or the netwo
 
 def json_id(obj: Any) -> str:
     """A short id of a JSON-able value: 16 hex digits of the SHA-256 of its sorted JSON (files are
-    :func:`waveforms.checksums.digest`'s)."""
+    :func:`waveforms.storage.checksums.digest`'s)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 

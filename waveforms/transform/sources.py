@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from waveforms import jsonl, storage
-from waveforms.errors import UserError
-from waveforms.tracks import MANIFEST, ids_for_paths, track_id, upgraded
+from waveforms import storage
+from waveforms.runtime.errors import UserError
+from waveforms.storage import jsonl
+from waveforms.storage.tracks import MANIFEST, ids_for_paths, track_id, upgraded
 
 AUDIO_SUFFIXES = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".m4a", ".opus")
 META_KEYS = ("title", "artist", "album", "genre", "licence", "source", "split", "sha256")

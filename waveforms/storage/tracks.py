@@ -12,7 +12,7 @@ import hashlib
 import re
 from typing import Any, Iterable
 
-from waveforms import versions
+from waveforms.storage import versions
 
 MANIFEST = "manifest.jsonl"  # one JSON object per track (scrape output and dataset)
 ERRORS = "errors.jsonl"  # inputs set aside, each with a reason

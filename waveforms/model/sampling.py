@@ -1,4 +1,4 @@
-"""The seeded sampling protocol over the fast generator (:mod:`waveforms.fastgen`).
+"""The seeded sampling protocol over the fast generator (:mod:`waveforms.model.fastgen`).
 
 Every stream starts from the same context: the prime's codes, or one silent
 sample (the mu-law code of 0.0) when there is no prime. Random numbers are
@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from waveforms import mulaw
-from waveforms.errors import UserError
+from waveforms.audio import mulaw
+from waveforms.runtime.errors import UserError
 
 CHUNK = 4096  # steps per compiled call: the progress bar and partial saves move at this grain
 
@@ -45,8 +45,8 @@ def genre_ids(wavenet, genre: int | str | None, streams: int) -> np.ndarray | No
 
 def start_sampler(weights, wavenet, streams: int, genre: int | str | None = None,
                   prime: np.ndarray | None = None):
-    """A :class:`waveforms.fastgen.Sampler` over ``streams`` streams, fed the start context (genre checked)."""
-    from waveforms.fastgen import Sampler  # numba: compiled kernels load only when generating
+    """A :class:`waveforms.model.fastgen.Sampler` over ``streams`` streams, fed the start context (genre checked)."""
+    from waveforms.model.fastgen import Sampler  # numba: compiled kernels load only when generating
 
     sampler = Sampler(weights, streams, genre_ids(wavenet, genre, streams))
     sampler.feed(start_codes(wavenet, prime, streams))
@@ -79,10 +79,10 @@ def generate(
     """Sample ``n_samples`` new mu-law codes per stream: uint8 ``(streams, n_samples)``.
 
     Each new sample costs one pass through the layers' cached state. ``top_p < 1`` draws
-    from the nucleus of each step's distribution (:func:`waveforms.fastgen.sample_code`).
+    from the nucleus of each step's distribution (:func:`waveforms.model.fastgen.sample_code`).
     ``on_chunk(codes_so_far, n_done)`` is called after every chunk.
     """
-    from waveforms.fastgen import FastWeights  # numba: compiled kernels load only when generating
+    from waveforms.model.fastgen import FastWeights  # numba: compiled kernels load only when generating
 
     if temperature < 0:
         raise UserError("temperature must be >= 0")
@@ -103,14 +103,14 @@ def generate(
 
 
 def warm_kernels() -> None:
-    """Compile the fast generator's kernels into numba's on-disk cache (:mod:`waveforms.jitcache`).
+    """Compile the fast generator's kernels into numba's on-disk cache (:func:`waveforms.model.fastgen.configure_cache`).
 
     ``make setup`` calls this, so a fresh install's first generation (the first training preview
     among them) loads the machine code instead of compiling it. The kernels' types do not depend
     on the model's size, so a ``tiny`` model with random weights compiles what every model uses.
     """
-    from waveforms.fastgen import BLOCK_MIN  # numba
     from waveforms.model import build  # TensorFlow
+    from waveforms.model.fastgen import BLOCK_MIN  # numba
 
     wavenet = build("tiny")
     for streams in (1, BLOCK_MIN):  # one block per stream, and blocks of streams

@@ -5,7 +5,7 @@ opens the dataset and reads its own random windows (ranged reads), so no
 training data passes through the driver. Each epoch is one ``fit`` of a new
 ``SparkModel`` (synchronous) or ``AsynchronousSparkModel`` (asynchronous,
 hogwild) around the same master network, with workers that keep their
-compiled model between epochs (:mod:`waveforms.train.elephas_worker`) and a
+compiled model between epochs (:mod:`waveforms.train.elephas.worker`) and a
 learning-rate schedule that resumes where the run is; the parameter server
 always stops, whatever happens to the tasks. The master network is saved with Keras.
 
@@ -30,13 +30,13 @@ import numpy as np
 from waveforms.config import TrainConfig
 from waveforms.dataset import Dataset, regions
 from waveforms.dataset.cache import open_cache
-from waveforms.errors import UserError
-from waveforms.ports import free_port
+from waveforms.runtime.errors import UserError
+from waveforms.runtime.ports import free_port
+from waveforms.runtime.progress import bits
 from waveforms.storage import OutputDir
 from waveforms.train.common import check_finite, compile_model, mean_loss, prepare, save_artifact
 from waveforms.train.metrics_log import METRICS, TENSORBOARD, VAL_BITS, MetricsLog
 from waveforms.train.windows import READS_IN_FLIGHT, WindowSampler, shared_reader, split_window
-from waveforms.units import bits
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the parameter server logs every request
@@ -117,7 +117,7 @@ def stop_parameter_server(spark_model) -> None:
 
 
 class CachingSparkModel:
-    """Mixin for elephas's models: workers from :mod:`waveforms.train.elephas_worker`, which keep
+    """Mixin for elephas's models: workers from :mod:`waveforms.train.elephas.worker`, which keep
     their compiled model between epochs; the master network is not recompiled (its traced
     validation function stays valid); and the optimizer shipped to the workers has its schedule
     offset by ``schedule_offset`` updates (the updates each worker has made in earlier epochs)."""
@@ -125,7 +125,7 @@ class CachingSparkModel:
     schedule_offset = 0
 
     def _worker_args(self):
-        from waveforms.train.elephas_worker import shifted_optimizer_config
+        from waveforms.train.elephas.worker import shifted_optimizer_config
 
         optimizer = shifted_optimizer_config(self.master_optimizer, self.schedule_offset)
         inner = getattr(self.master_optimizer, "inner_optimizer", self.master_optimizer)
@@ -137,7 +137,7 @@ class CachingSparkModel:
 def _synchronous_fit(self, rdd, **kwargs):
     from elephas.utils import average_and_subtract
 
-    from waveforms.train.elephas_worker import CachedSparkWorker
+    from waveforms.train.elephas.worker import CachedSparkWorker
 
     model_json, optimizer, loss, metrics, custom = self._worker_args()
     epochs = kwargs.get("epochs", 1)
@@ -157,7 +157,7 @@ def _synchronous_fit(self, rdd, **kwargs):
 
 
 def _asynchronous_fit(self, rdd, **kwargs):
-    from waveforms.train.elephas_worker import CachedAsynchronousSparkWorker
+    from waveforms.train.elephas.worker import CachedAsynchronousSparkWorker
 
     model_json, optimizer, loss, metrics, custom = self._worker_args()
     with self.run_parameter_server():
@@ -212,7 +212,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, out: OutputDir) -> dict[str, Any]:
     import keras
 
-    from waveforms.spark import stage_context  # imports pyspark
+    from waveforms.runtime.spark import stage_context  # imports pyspark
 
     validate(cfg)
     keras.utils.set_random_seed(cfg.seed)

@@ -5,10 +5,12 @@ the bottom, and log lines are written above it. Elsewhere (EMR steps, CI, a
 pipe) there are no bars: :class:`Progress` prints a plain line at most every
 ``every_s`` seconds and at the end. Log lines carry no timestamp or module
 name unless ``-v`` is given; a log file, when set, gets both at debug level.
+Losses are reported in nats and, beside them, in bits (:func:`bits`).
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -21,6 +23,11 @@ from tqdm import tqdm
 PLAIN = "%(message)s"
 DETAILED = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
+
+
+def bits(nats: float) -> float:
+    """Nats (natural-log cross-entropy) in bits."""
+    return nats / math.log(2)
 
 
 def is_terminal(stream: IO | None = None) -> bool:

@@ -8,6 +8,8 @@ spools the PCM to a scratch file while measuring peak, energy and the first
 and last samples above the silence threshold; the second pass applies the
 gain, encodes and writes codes chunk by chunk. Memory stays a few chunks
 whatever the track length.
+
+:mod:`.mulaw` holds the companding every stage shares; :mod:`.clips` the WAV and sidecar a generation writes.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from waveforms import mulaw, storage
+from waveforms import storage
+from waveforms.audio import mulaw
 from waveforms.config import TransformConfig
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 
 def split_torn(text: str) -> tuple[str, str]:

@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, TypeVar
 
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

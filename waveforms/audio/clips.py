@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from waveforms import mulaw
+from waveforms.audio import mulaw
 from waveforms.storage import atomic_local
 
 

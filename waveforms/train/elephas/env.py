@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from waveforms.config import TrainConfig, from_json, to_json
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 PYTHON_VAR = "WAVEFORMS_ELEPHAS_PYTHON"
 FOLDER = ".elephas"
-REQUIREMENTS = Path(__file__).resolve().parents[1] / "elephas-requirements.txt"
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "elephas-requirements.txt"
 USER_ERROR = 2
 
 
@@ -76,7 +76,7 @@ def train_there(cfg: TrainConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="waveforms-elephas-") as work:
         config, result = os.path.join(work, "config.json"), os.path.join(work, "result.json")
         Path(config).write_text(to_json(cfg, "train"))
-        proc = subprocess.run([python, "-m", "waveforms.train.elephas_env", config, result], env=child_env(python))
+        proc = subprocess.run([python, "-m", "waveforms.train.elephas.env", config, result], env=child_env(python))
         outcome = json.loads(Path(result).read_text()) if os.path.exists(result) else {}
     if proc.returncode == 0 and "summary" in outcome:
         return outcome["summary"]
@@ -87,14 +87,14 @@ def train_there(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m waveforms.train.elephas_env CONFIG RESULT``, in the elephas environment."""
+    """``python -m waveforms.train.elephas.env CONFIG RESULT``, in the elephas environment."""
     import logging
     import traceback
 
     config, result = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="elephas %(levelname)s %(name)s: %(message)s")
     try:
-        from waveforms.train.elephas import train
+        from waveforms.train.elephas.engine import train
 
         outcome, code = {"summary": train(from_json(Path(config).read_text(), config))}, 0
     except UserError as exc:

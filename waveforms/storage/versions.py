@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from waveforms.errors import UserError
+from waveforms.runtime.errors import UserError
 
 KEY = "format_version"
 OLD_KEY = "version"  # index.json, evaluation.json and dataset.json before KEY

@@ -6,12 +6,17 @@ a temporary file in the same folder, is flushed, then renamed over the final nam
 An S3 PUT is atomic by itself. :class:`RangeReader` keeps many ranged reads in
 flight at once (S3 answers each after tens of milliseconds). Every S3 operation,
 the reading of its body included, is retried after a network fault and bounded
-in time (:mod:`waveforms.s3retry`).
+in time (:mod:`waveforms.storage.s3retry`).
 
 Outputs that are built from many files (a model folder, checkpoints, metrics)
 are written through :class:`OutputDir`: a local working folder that mirrors an
 ``s3://`` prefix, uploaded file by file in an order that keeps a "commit" file
 (``model.json``, a checkpoint pointer) last.
+
+The package also holds what the stages agree on about the files they write: :mod:`.s3retry` (retries and the
+outage bound of every S3 call), :mod:`.checksums` (size and SHA-256 records), :mod:`.jsonl` (manifests and
+logs), :mod:`.runs` (run ids and the clean-up after a commit), :mod:`.versions` (artifact format versions)
+and :mod:`.tracks` (track ids and file names).
 """
 from __future__ import annotations
 
@@ -25,9 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
-from waveforms.errors import UserError, disk_full
-from waveforms.s3retry import call, client_config, configure
-
+from waveforms.runtime.errors import UserError, disk_full
+from waveforms.storage.s3retry import call, client_config, configure
 
 
 def is_s3(uri: str) -> bool:
@@ -89,7 +93,7 @@ def s3_client(max_pool_connections: int | None = None):
     """A boto3 S3 client; create one per process or Spark partition, never ship it.
 
     ``max_pool_connections``: HTTP connections it keeps (botocore's default is 10). Its
-    timeouts, retries and headers are :mod:`waveforms.s3retry`'s.
+    timeouts, retries and headers are :mod:`waveforms.storage.s3retry`'s.
     """
     import boto3
 
@@ -218,7 +222,7 @@ def umask() -> int:
 @contextlib.contextmanager
 def atomic_local(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of ``path``; rename it over ``path`` only on success. A full disk is a
-    :class:`~waveforms.errors.DiskFullError` naming ``path``, and leaves neither file behind."""
+    :class:`~waveforms.runtime.errors.DiskFullError` naming ``path``, and leaves neither file behind."""
     path = Path(path)
     with disk_full(path):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,11 @@ from typing import Any, Iterator
 
 import keras
 import numpy as np
-
 from elephas.utils import subtract_params
 from elephas.worker import AsynchronousSparkWorker, SparkWorker
 
 from waveforms.train.precision import configure_devices
-from waveforms.train.recipe import ShiftedSchedule, shifted
+from waveforms.train.schedules import ShiftedSchedule, shifted
 
 log = logging.getLogger(__name__)
 
