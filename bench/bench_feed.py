@@ -18,7 +18,7 @@ Both have a row for S3 at 50 ms through the shard cache, empty at the start of
 the row (shards download in the background while the row runs).
 
 Then the windows/s one GPU would need: an estimate from a GPU's float32
-matmul rate (``--gpu-tflops``; no GPU here) times the share of this machine's
+peak (``--gpu``, :data:`waveforms.aws.cost.GPU_FP32_TFLOPS`; no GPU here) times the share of this machine's
 own numpy GEMM rate that training reaches here (useful FLOPs: 6 per trainable
 parameter per predicted sample), and the reads in flight that rate needs at
 50 ms (Little's law: rate × latency).
@@ -36,7 +36,7 @@ training for the same cores, as on a cluster, where S3 is not on the node.
 training on a host of its own, the S3 server on another behind a link (see :func:`hosts_run`).
 
 Usage: python bench/bench_feed.py [--presets small,default] [--delays 0,20,50,100] [--steps 40]
-       [--feed-seconds 6] [--reads-in-flight 32] [--gpu-tflops 31.2] [--cli-run 120] [--server-cpus 1]
+       [--feed-seconds 6] [--reads-in-flight 32] [--gpu A10G] [--cli-run 120] [--server-cpus 1]
        python bench/bench_feed.py --hosts [--cli-run 120] [--host-cpu 1.0] [--s3-cpu 0.5] [--rate 1gbit]
 """
 from __future__ import annotations
@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,13 +61,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from waveforms.aws import cost  # noqa: E402
+from waveforms.runtime.ports import free_port  # noqa: E402
+
 BUCKET = "bench-feed"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(url: str, timeout: float = 60) -> None:
@@ -88,7 +84,7 @@ class Servers:
 
     def __init__(self, cpus: set[int] | None = None) -> None:
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        port = free_port()
+        port = free_port("127.0.0.1")
         self.moto_url = f"http://127.0.0.1:{port}"
         self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
@@ -262,10 +258,10 @@ def measure(args, servers: Servers, local: Path, remote: str) -> None:
     gemm = max(gemm, gemm_gflops())
     for preset, params, useful in needs:
         share = useful / gemm
-        gpu_wps = args.gpu_tflops * 1e3 * share * 1e9 / (6 * params * args.window)
+        gpu_wps = cost.gpu_windows_per_s(args.gpu, params, args.window, share)
         gpu_rows.append([preset, f"{useful:,.1f}", f"{gemm:,.0f}", f"{share:.2f}", f"{gpu_wps:,.0f}",
                          f"{gpu_wps * 0.05:,.0f}"])
-    table(f"one GPU's need (estimate: {args.gpu_tflops:g} TFLOP/s float32 matmul × this machine's "
+    table(f"one GPU's need (estimate: an {args.gpu}'s {cost.GPU_FP32_TFLOPS[args.gpu]:g} TFLOP/s float32 peak × this machine's "
           "training share of its own GEMM rate; no GPU measured)",
           ["preset", "useful GFLOP/s here", "numpy GEMM GFLOP/s", "share", "GPU windows/s (est.)",
            "reads in flight at 50 ms"], gpu_rows)
@@ -387,8 +383,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per source")
     parser.add_argument("--feed-seconds", type=float, default=6.0)
     parser.add_argument("--reads-in-flight", type=int, default=32)
-    parser.add_argument("--gpu-tflops", type=float, default=31.2,
-                        help="the GPU's float32 matmul rate (31.2: an A10G, as in g5 instances)")
+    parser.add_argument("--gpu", default="A10G", choices=list(cost.GPU_FP32_TFLOPS),
+                        help="the GPU whose float32 peak the estimate uses (waveforms.aws.cost; A10G: g5 instances)")
     parser.add_argument("--tracks", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of audio per track")
     parser.add_argument("--cli-run", type=int, default=0, metavar="STEPS")
