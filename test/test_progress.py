@@ -96,7 +96,7 @@ def test_transform_on_a_terminal_counts_tracks(tmp_path, sine_mp3):
 
 
 def test_a_stage_log_holds_no_matplotlib_chatter_on_its_first_run(tmp_path):
-    code = ("import logging; from waveforms import progress; progress.setup_logging(); "
+    code = ("import logging; from waveforms.runtime import progress; progress.setup_logging(); "
             "import matplotlib.font_manager; logging.getLogger('waveforms.stage').info('the stage line')")
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # no font cache yet: matplotlib builds one
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
