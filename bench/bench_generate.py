@@ -25,10 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 import numpy as np  # noqa: E402
 
 from helpers.naive import naive_generate  # noqa: E402
-from waveforms.model import (
-    build,  # noqa: E402
-    fastgen,  # noqa: E402
-)
+from waveforms.model import build, fastgen  # noqa: E402
 from waveforms.model.sampling import generate  # noqa: E402
 
 
