@@ -42,11 +42,22 @@ SPARK_MASTER = "local[2]"
 collect_ignore = [] if elephas_env.here() else ["elephas_engine"]
 
 
+# The files that take longest in a whole run (CI's at 901dfa1, in docs/benchmarks.md), longest first. They run
+# first: with ``--dist loadfile`` a worker takes the next file in collection order, and a run that reached the
+# emulated hosts last (25 minutes of one worker) ended on them alone.
+LONGEST_FIRST = ("test_hosts.py", "test_train_allreduce.py", "test_s3_cut_matrix.py", "test_spark35.py",
+                 "test_train_cluster.py", "test_elephas_env.py", "test_aws_step.py", "test_train_resume.py",
+                 "test_s3_outputs.py", "test_s3_outage.py", "test_s3_faults.py", "test_index.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test on the moto server is ``slow`` (a server, many HTTP round trips), wherever it lives."""
+    """Every test on the moto server is ``slow`` (a server, many HTTP round trips), wherever it lives; the
+    files of ``LONGEST_FIRST`` go first, in its order (each file's tests keep theirs)."""
     for item in items:
         if "moto_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 # --- Spark -------------------------------------------------------------------------------------------------

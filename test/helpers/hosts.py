@@ -39,6 +39,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 MIN_QUOTA_US = 1000  # the kernel's smallest CFS quota (and period)
+CPU_SHARES_V1, CPU_WEIGHT_V2 = 262_144, 10_000  # the kernel's largest CPU weights (v1, v2)
 # A lost executor is noticed within NETWORK_TIMEOUT_S by the driver and a lost worker within WORKER_TIMEOUT_S by
 # the master (Spark's defaults, 120 s and 60 s, are for clusters whose hosts come back less often than a test's).
 NETWORK_TIMEOUT_S = 30
@@ -221,6 +222,14 @@ class Cluster:
         os.chmod(self.base, 0o755)
         if self._v2:
             (CGROUP_V2 / "cgroup.subtree_control").write_text("+cpu")
+        self._cgroup_root.mkdir()
+        # A quota caps a host's CPU but does not promise it: on a busy machine the hosts' group, weighted like one
+        # process, got a fraction of its quota, and a worker starved past WORKER_TIMEOUT_S was dropped as lost. The
+        # largest weight makes the hosts get their quotas first, as real hosts would; the quotas still bound them.
+        (self._cgroup_root / ("cpu.weight" if self._v2 else "cpu.shares")).write_text(
+            str(CPU_WEIGHT_V2 if self._v2 else CPU_SHARES_V1))
+        if self._v2:
+            (self._cgroup_root / "cgroup.subtree_control").write_text("+cpu")
         sh("ip", "netns", "add", self.bridge_ns)
         sh("ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.bridge_ns, "link", "set", "br0", "up")
