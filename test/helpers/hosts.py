@@ -5,7 +5,8 @@ namespace of its own) and an address in a private /24 that exists only on those 
 nothing in the root namespace can reach the hosts, nor they it. Each host also has
 
 - a CPU quota: a cgroup of its own (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``), joined before the
-  process enters the namespace (``ip netns exec`` remounts /sys);
+  process enters the namespace (``ip netns exec`` remounts /sys), under a parent group of the largest
+  CPU weight, so that a host gets its quota however busy the machine is (as a real host would);
 - a link rate, shaped both ways with ``tc tbf`` (this kernel has no ``sch_netem``);
 - its own ``/tmp``: every process it runs gets a private mount namespace with a folder of the host's
   bind-mounted over /tmp, so a path that works only because all hosts share one disk fails here.
