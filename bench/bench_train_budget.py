@@ -20,8 +20,8 @@ Rows (``--recipe``, repeatable; default: baseline and new):
            the new defaults with one change undone (the ablation)
   lr-2e-3, lr-4e-3, lr-1.2e-2
            the new defaults with another peak learning rate
-  wide, batch-4
-           the new defaults at the default preset's channel widths, or with batches of 4
+  wide, batch-4, wide-lr-1.2e-2
+           the new defaults at the default preset's channel widths, with batches of 4, or wide at lr 1.2e-2
   seed-1, bfloat16, auto
            the new defaults with seed 1 (the noise), in bfloat16, in the precision ``auto`` picks; the
            quality check of bfloat16 at a fixed step count: ``--steps 1000 --minutes 600 --recipe new
@@ -90,6 +90,8 @@ RECIPES = {
     "wide": ("new, channels 32/32/128 (default's widths at small's depth)",
              ["residual_channels=32", "dilation_channels=32", "skip_channels=128"]),
     "batch-4": ("new, batches of 4", ["batch_size=4"]),
+    "wide-lr-1.2e-2": ("new, channels 32/32/128 and lr 1.2e-2",
+                       ["residual_channels=32", "dilation_channels=32", "skip_channels=128", "learning_rate=0.012"]),
 }
 
 
