@@ -68,6 +68,7 @@ ENGINES = {
 }
 BASELINE = "48e1587"  # main before the unpadded training model and the new recipe
 SCORE_WINDOW = 8000
+WIDE = ["residual_channels=32", "dilation_channels=32", "skip_channels=128"]  # default's widths
 OLD = ["learning_rate=0.001", "lr_schedule=constant", "warmup_steps=0", "clip_norm=1.0", "ema_decay=0", "init=keras"]
 RECIPES = {
     "baseline": (f"baseline: the code at {BASELINE} (before the training rewrite), its defaults", []),
@@ -87,11 +88,9 @@ RECIPES = {
     "seed-1": ("new, seed 1 (the run-to-run noise beside new)", ["seed=1"]),
     "bfloat16": ("new, bfloat16 compute", ["precision=bfloat16"]),
     "auto": ("new, the precision auto picks here", ["precision=auto"]),
-    "wide": ("new, channels 32/32/128 (default's widths at small's depth)",
-             ["residual_channels=32", "dilation_channels=32", "skip_channels=128"]),
+    "wide": ("new, channels 32/32/128 (default's widths at small's depth)", WIDE),
     "batch-4": ("new, batches of 4", ["batch_size=4"]),
-    "wide-lr-1.2e-2": ("new, channels 32/32/128 and lr 1.2e-2",
-                       ["residual_channels=32", "dilation_channels=32", "skip_channels=128", "learning_rate=0.012"]),
+    "wide-lr-1.2e-2": ("new, channels 32/32/128 and lr 1.2e-2", [*WIDE, "learning_rate=0.012"]),
 }
 
 

@@ -227,10 +227,11 @@ class Cluster:
         # A quota caps a host's CPU but does not promise it: on a busy machine the hosts' group, weighted like one
         # process, got a fraction of its quota, and a worker starved past WORKER_TIMEOUT_S was dropped as lost. The
         # largest weight makes the hosts get their quotas first, as real hosts would; the quotas still bound them.
-        (self._cgroup_root / ("cpu.weight" if self._v2 else "cpu.shares")).write_text(
-            str(CPU_WEIGHT_V2 if self._v2 else CPU_SHARES_V1))
         if self._v2:
-            (self._cgroup_root / "cgroup.subtree_control").write_text("+cpu")
+            (self._cgroup_root / "cpu.weight").write_text(str(CPU_WEIGHT_V2))
+            (self._cgroup_root / "cgroup.subtree_control").write_text("+cpu")  # the hosts' cpu.max below it
+        else:
+            (self._cgroup_root / "cpu.shares").write_text(str(CPU_SHARES_V1))
         sh("ip", "netns", "add", self.bridge_ns)
         sh("ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.bridge_ns, "link", "set", "br0", "up")
