@@ -91,6 +91,10 @@ RECIPES = {
     "wide": ("new, channels 32/32/128 (default's widths at small's depth)", WIDE),
     "batch-4": ("new, batches of 4", ["batch_size=4"]),
     "wide-lr-1.2e-2": ("new, channels 32/32/128 and lr 1.2e-2", [*WIDE, "learning_rate=0.012"]),
+    "window-1000": ("new, windows of 1000", ["window=1000"]),
+    "cycles-4x4": ("new, 4 stacks of 1..8 (small's 16 layers, receptive field 61)", ["stacks=4", "layers_per_stack=4"]),
+    "skip-128": ("new, skip channels 128", ["skip_channels=128"]),
+    "ema-0.99": ("new, moving average 0.99", ["ema_decay=0.99"]),
 }
 
 
