@@ -95,6 +95,8 @@ RECIPES = {
     "cycles-4x4": ("new, 4 stacks of 1..8 (small's 16 layers, receptive field 61)", ["stacks=4", "layers_per_stack=4"]),
     "skip-128": ("new, skip channels 128", ["skip_channels=128"]),
     "ema-0.99": ("new, moving average 0.99", ["ema_decay=0.99"]),
+    "window-1000-wide-lr-1.2e-2": ("new, windows of 1000, channels 32/32/128 and lr 1.2e-2",
+                                   ["window=1000", *WIDE, "learning_rate=0.012"]),
 }
 
 
