@@ -22,6 +22,9 @@ Rows (``--recipe``, repeatable; default: baseline and new):
            the new defaults with another peak learning rate
   wide, batch-4, wide-lr-1.2e-2
            the new defaults at the default preset's channel widths, with batches of 4, or wide at lr 1.2e-2
+  window-1000, cycles-4x4, skip-128, ema-0.99, window-1000-wide-lr-1.2e-2
+           the new defaults with windows of 1000, small's 16 layers as 4 dilation cycles of 1..8, skip
+           channels 128, a moving average of 0.99, or windows of 1000 with wide at lr 1.2e-2
   seed-1, bfloat16, auto
            the new defaults with seed 1 (the noise), in bfloat16, in the precision ``auto`` picks; the
            quality check of bfloat16 at a fixed step count: ``--steps 1000 --minutes 600 --recipe new
