@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from waveforms.evaluate.frechet import GaussianStats, frechet_distance
-from waveforms.evaluate.likelihood import val_nll, val_windows
+from waveforms.evaluate.likelihood import region_windows, val_nll, val_windows, windows_nll
 from waveforms.evaluate.report import clip_stats, heldout_stats, noise_codes
-from waveforms.dataset import Dataset
+from waveforms.dataset import Dataset, Region
 
 SR = 16000
 
@@ -78,6 +78,22 @@ def test_val_nll_equals_a_direct_computation(music_dataset):
     assert result["val_windows"] == len(val_windows(ds, window, wavenet.receptive_field)) == math.ceil(int(val["num_samples"]) / window)
     assert result["val_nats"] == pytest.approx(total / count, rel=1e-5)
     assert result["val_split_bits_per_sample"] == pytest.approx(total / count / math.log(2), rel=1e-5)
+
+
+def test_windows_nll_over_a_training_region_equals_a_direct_computation(music_dataset):
+    from waveforms.model import build
+
+    wavenet = build("tiny", sample_rate=SR)
+    rng = np.random.default_rng(1)
+    wavenet.keras_model.set_weights([rng.normal(0, 0.3, w.shape) for w in wavenet.keras_model.get_weights()])
+    ds = Dataset.open(str(music_dataset))
+    track = ds.split("train")[0]
+    window, n = 2500, int(track["num_samples"])
+    wins = region_windows([Region(track, 0, n)], window, wavenet.receptive_field)
+    total, count = windows_nll(wavenet, ds, wins, batch_size=4)
+    want_total, want_count = _direct_nll(wavenet.keras_model, ds.read_track(track), window, wavenet.receptive_field)
+    assert len(wins) == math.ceil(n / window) and count == want_count
+    assert total == pytest.approx(want_total, rel=1e-5)
 
 
 def test_evaluate_cli_writes_json_and_png(music_dataset, spark_session, tmp_path, capsys):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from waveforms.dataset import Dataset, regions
+from waveforms.dataset import Dataset, Region, regions
 from waveforms.runtime.progress import bits
 
 VAL_BITS = "val_split_bits_per_sample"
@@ -28,8 +28,8 @@ class ValWindow:
     genre: int = 0
 
 
-def val_windows(ds: Dataset, window: int, receptive_field: int, genres: list[str] | None = None) -> list[ValWindow]:
-    """Deterministic windows over the whole validation split (sorted by track id).
+def region_windows(regs: list[Region], window: int, receptive_field: int) -> list[ValWindow]:
+    """Deterministic windows over regions (sorted by track id).
 
     A region of n samples is cut into consecutive chunks of ``window`` samples
     (the same cut for every model). Chunk k counts the targets from
@@ -37,19 +37,21 @@ def val_windows(ds: Dataset, window: int, receptive_field: int, genres: list[str
     inside the chunk. A shorter last chunk is read right-aligned as a full
     window (context from the chunk before), counting the same positions.
     """
-    _, val, _ = regions(ds, window, genres)
-    index = {g: i for i, g in enumerate(genres or [])}
     out: list[ValWindow] = []
-    for r in sorted(val, key=lambda r: (str(r.track["id"]), r.start)):
-        g = index.get(str(r.track.get("genre") or ""), 0)
+    for r in sorted(regs, key=lambda r: (str(r.track["id"]), r.start)):
         for c in range(r.start, r.end, window):
             first_abs = c + receptive_field
             end = min(c + window, r.end)
             if first_abs >= end:
                 continue
             start = min(c, r.end - window)
-            out.append(ValWindow(r.track, start, window, first_abs - start, g))
+            out.append(ValWindow(r.track, start, window, first_abs - start, r.genre))
     return out
+
+
+def val_windows(ds: Dataset, window: int, receptive_field: int, genres: list[str] | None = None) -> list[ValWindow]:
+    """The whole validation split, cut by :func:`region_windows`."""
+    return region_windows(regions(ds, window, genres)[1], window, receptive_field)
 
 
 def window_nll(wavenet, codes: np.ndarray, first: np.ndarray, genre: np.ndarray | None = None) -> tuple[float, int]:
@@ -65,9 +67,8 @@ def window_nll(wavenet, codes: np.ndarray, first: np.ndarray, genre: np.ndarray 
     return float(per[keep].sum()), int(keep.sum())
 
 
-def val_nll(wavenet, ds: Dataset, window: int, batch_size: int = 4) -> dict[str, Any]:
-    """Mean NLL per counted sample over :func:`val_windows`, in nats and bits."""
-    wins = val_windows(ds, window, wavenet.receptive_field, wavenet.genres or None)
+def windows_nll(wavenet, ds: Dataset, wins: list[ValWindow], batch_size: int = 4) -> tuple[float, int]:
+    """Summed NLL (nats) and counted targets of ``wins``, read from ``ds`` in batches."""
     conditioned = wavenet.config.num_genres > 0
     total, count = 0.0, 0
     for b in range(0, len(wins), batch_size):
@@ -76,7 +77,13 @@ def val_nll(wavenet, ds: Dataset, window: int, batch_size: int = 4) -> dict[str,
         genre = np.array([w.genre for w in batch]) if conditioned else None
         s, n = window_nll(wavenet, codes, np.array([w.first for w in batch]), genre)
         total, count = total + s, count + n
+    return total, count
+
+
+def val_nll(wavenet, ds: Dataset, window: int, batch_size: int = 4) -> dict[str, Any]:
+    """Mean NLL per counted sample over :func:`val_windows`, in nats and bits."""
+    wins = val_windows(ds, window, wavenet.receptive_field, wavenet.genres or None)
+    total, count = windows_nll(wavenet, ds, wins, batch_size)
     nats = total / count if count else float("nan")
     return {"val_nats": nats, VAL_BITS: bits(nats), "val_windows": len(wins),
             "val_samples": count}
-
