@@ -25,6 +25,11 @@ error sooner or later. GPU-hours use a stated throughput (float32 peak × the
 share of ``waveforms.aws.cost``; no GPU measured), dollars the instance table
 of ``docs/cluster.md``. ``--plot FILE`` writes the curve as a PNG.
 
+``--fit-gap`` trains nothing: it scores each kept model of ``--only`` on
+windows of the training split (evenly spaced, as many as the validation split
+has) and on the whole validation split, so that a floor set by the data (the
+model learning its tracks by heart) shows as a gap that grows with compute.
+
 ``--cost`` prints, instead, what an hour of training on ``fma_full`` costs for
 1, 8 and 32 GPU nodes, S3 requests included (``waveforms.aws.cost``, the
 tables of ``docs/cluster.md``).
@@ -32,6 +37,7 @@ tables of ``docs/cluster.md``).
 Usage: python bench/bench_compute_curve.py [--only small:2.5,default:5] [--results FILE] [--report]
        [--plot docs/compute-curve.png] [--data DATASET]
        python bench/bench_compute_curve.py --cost
+       python bench/bench_compute_curve.py --fit-gap --only small:5,small:10,small:20
 """
 from __future__ import annotations
 
@@ -282,6 +288,38 @@ def report(rows: list[dict], plot_path: str, title: str = "Loss against compute"
         print(f"\nplot: {plot_path}")
 
 
+def split_losses(model_dir: Path, ds) -> tuple[float, float]:
+    """A kept model's mean NLL (nats) on evenly spaced windows of the training split, as many as the whole
+    validation split has, and on the whole validation split; both cut by ``region_windows``."""
+    from waveforms.dataset import regions
+    from waveforms.evaluate.likelihood import region_windows, windows_nll
+    from waveforms.model import load
+
+    wavenet = load(str(model_dir))
+    train_regions, val_regions, _ = regions(ds, budget.SCORE_WINDOW)
+    val = region_windows(val_regions, budget.SCORE_WINDOW, wavenet.receptive_field)
+    train = region_windows(train_regions, budget.SCORE_WINDOW, wavenet.receptive_field)
+    train = train[::max(1, len(train) // len(val))][:len(val)]
+    (t_sum, t_n), (v_sum, v_n) = (windows_nll(wavenet, ds, w, batch_size=8) for w in (train, val))
+    return t_sum / t_n, v_sum / v_n
+
+
+def fit_gap(runs: list[tuple[str, float]], rows: list[dict], ds, work: Path) -> None:
+    """Training against validation loss of each kept model of ``runs``: a model that learns its data by heart
+    shows the training split's loss falling below validation's, further with each budget."""
+    steps = {(r["preset"], float(r["minutes"])): r["steps"] for r in rows}
+    print("| run | steps | training split nats | val split nats | val - training |")
+    print("|---|---:|---:|---:|---:|")
+    for preset, minutes in runs:
+        model_dir = work / f"{preset}-{minutes:g}"
+        if not (model_dir / "model.json").exists():
+            print(f"{preset} {minutes:g} min: no kept model at {model_dir}, skipped", file=sys.stderr)
+            continue
+        train, val = split_losses(model_dir, ds)
+        print(f"| {preset} {minutes:g} min | {steps.get((preset, minutes), '-')} | {train:.3f} | {val:.3f} "
+              f"| {val - train:+.3f} |", flush=True)
+
+
 def fma_full_cost(preset: str = "default", gpu: str = "A10G", core: str = "g5.xlarge") -> None:
     """An hour of training on fma_full for 1, 8 and 32 GPU nodes, by part, at the stated GPU throughput."""
     from waveforms.aws import cost
@@ -307,6 +345,8 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="train nothing; report the results file")
     ap.add_argument("--plot", default="", help="write the curve as a PNG here")
     ap.add_argument("--cost", action="store_true", help="print the fma_full cluster cost tables and stop")
+    ap.add_argument("--fit-gap", action="store_true",
+                    help="train nothing; score the kept models of --only on the training and validation splits")
     args = ap.parse_args()
     if args.cost:
         fma_full_cost()
@@ -320,6 +360,9 @@ def main() -> None:
     dataset_id = Dataset.open(str(data)).dataset_id
     results = Path(args.results)
     wanted = parse_runs(args.only)
+    if args.fit_gap:
+        fit_gap(wanted, read_results(results), Dataset.open(str(data)), budget.OUT / "compute-curve-models")
+        return
     if not args.report:
         todo = pending(wanted, read_results(results), dataset_id)
         for preset, minutes in wanted:

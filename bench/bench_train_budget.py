@@ -10,6 +10,9 @@ the machine's load average around each run.
 Rows (``--recipe``, repeatable; default: baseline and new):
   baseline the code before the training rewrite (commit BASELINE, extracted with ``git archive`` under bench/out/)
            at its own defaults: the padded training model, constant lr 1e-3, clip 1.0, no EMA, Keras init
+  before-precision
+           the code before the precision key and the budget's refit (commit BEFORE_PRECISION, extracted the
+           same way) at its own defaults
   old      that recipe as config overrides of today's code (today's faster training model)
   old-window-4000
            the same at the earlier default window (the training model's speed alone)
@@ -25,6 +28,8 @@ Rows (``--recipe``, repeatable; default: baseline and new):
   window-1000, cycles-4x4, skip-128, ema-0.99, window-1000-wide-lr-1.2e-2
            the new defaults with windows of 1000, small's 16 layers as 4 dilation cycles of 1..8, skip
            channels 128, a moving average of 0.99, or windows of 1000 with wide at lr 1.2e-2
+  rf-1023, rf-2047
+           the new defaults with 2 stacks of 1..256 or 1..512 (small's widths, a longer receptive field)
   seed-1, bfloat16, auto
            the new defaults with seed 1 (the noise), in bfloat16, in the precision ``auto`` picks; the
            quality check of bfloat16 at a fixed step count: ``--steps 1000 --minutes 600 --recipe new
@@ -70,11 +75,15 @@ ENGINES = {
     "elephas hogwild": ["--engine", "elephas", "--mode", "hogwild", "--parameter-server", "socket"],
 }
 BASELINE = "48e1587"  # main before the unpadded training model and the new recipe
+BEFORE_PRECISION = "9fd1d13"  # main before the precision key and the budget's refit to the pace
+CODE_AT = {"baseline": BASELINE, "before-precision": BEFORE_PRECISION}  # rows that run an earlier commit's code
 SCORE_WINDOW = 8000
 WIDE = ["residual_channels=32", "dilation_channels=32", "skip_channels=128"]  # default's widths
 OLD = ["learning_rate=0.001", "lr_schedule=constant", "warmup_steps=0", "clip_norm=1.0", "ema_decay=0", "init=keras"]
 RECIPES = {
     "baseline": (f"baseline: the code at {BASELINE} (before the training rewrite), its defaults", []),
+    "before-precision": (f"the code at {BEFORE_PRECISION} (before the precision key and the refit), its defaults",
+                         []),
     "old": ("old: constant lr 1e-3, clip 1.0, no EMA, Keras init", OLD),
     "old-window-4000": ("old recipe, windows of 4000 (today's code: the faster training model alone)",
                         [*OLD, "window=4000"]),
@@ -98,6 +107,8 @@ RECIPES = {
     "cycles-4x4": ("new, 4 stacks of 1..8 (small's 16 layers, receptive field 61)", ["stacks=4", "layers_per_stack=4"]),
     "skip-128": ("new, skip channels 128", ["skip_channels=128"]),
     "ema-0.99": ("new, moving average 0.99", ["ema_decay=0.99"]),
+    "rf-1023": ("new, 2 stacks of 1..256 (18 layers, receptive field 1023)", ["layers_per_stack=9"]),
+    "rf-2047": ("new, 2 stacks of 1..512 (20 layers, receptive field 2047)", ["layers_per_stack=10"]),
     "window-1000-wide-lr-1.2e-2": ("new, windows of 1000, channels 32/32/128 and lr 1.2e-2",
                                    ["window=1000", *WIDE, "learning_rate=0.012"]),
 }
@@ -128,14 +139,14 @@ def build_dataset(env: dict[str, str]) -> Path:
     return DATASET
 
 
-def baseline_source() -> Path:
-    """The package as it was at BASELINE, extracted once under bench/out/ (run from there, it shadows ours)."""
-    src = OUT / f"baseline-{BASELINE}"
+def code_at(commit: str) -> Path:
+    """The package as it was at ``commit``, extracted once under bench/out/ (run from there, it shadows ours)."""
+    src = OUT / f"baseline-{commit}"
     if not (src / "waveforms" / "__main__.py").exists():
-        tmp = OUT / f"baseline-{BASELINE}.partial"
+        tmp = OUT / f"baseline-{commit}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE, "waveforms"], capture_output=True,
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "waveforms"], capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         shutil.rmtree(src, ignore_errors=True)
@@ -153,18 +164,18 @@ def score(data: Path, model_dir: str) -> float:
 
 
 def train(args, data: Path, model_dir: str, overrides: list[str], engine: list[str], steps: int,
-          env: dict[str, str], baseline: bool = False) -> dict:
+          env: dict[str, str], commit: str = "") -> dict:
     cmd = [sys.executable, "-m", "waveforms", "train", "--data", str(data.resolve()), "--model-dir", model_dir,
            "--preset", args.preset, "--steps", str(steps), "--epochs", "100000", "--master", "local[2]",
            "--workers", "2", "--set", f"max_minutes={args.minutes}", "--set", f"val_batches={args.val_batches}",
            "--set", f"val_every={args.val_every}", "--set", f"checkpoint_every={args.val_every}", *engine]
     cmd += ["--window", str(args.window)] if args.window else []
     cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    cmd += [] if baseline else ["--set", f"elephas.windows_per_worker={args.windows_per_worker}"]
+    cmd += [] if commit else ["--set", f"elephas.windows_per_worker={args.windows_per_worker}"]
     for o in overrides:
         cmd += ["--set", o]
     load0 = os.getloadavg()[0]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=baseline_source() if baseline else ROOT)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=code_at(commit) if commit else ROOT)
     load1 = os.getloadavg()[0]
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
@@ -204,7 +215,7 @@ def main() -> None:
         label, overrides = RECIPES[key]
         with tempfile.TemporaryDirectory() as model_dir:
             r = train(args, data, model_dir, [*args.sets, *overrides], ENGINES[args.engine], steps, env,
-                      baseline=key == "baseline")
+                      commit=CODE_AT.get(key, ""))
             if args.keep:
                 shutil.copytree(model_dir, Path(args.keep) / key, dirs_exist_ok=True)
         rows.append((label, r))
