@@ -357,11 +357,13 @@ def main() -> None:
         raise SystemExit(f"no dataset at {data}")
     from waveforms.dataset import Dataset
 
-    dataset_id = Dataset.open(str(data)).dataset_id
+    ds = Dataset.open(str(data))
+    dataset_id = ds.dataset_id
     results = Path(args.results)
     wanted = parse_runs(args.only)
     if args.fit_gap:
-        fit_gap(wanted, read_results(results), Dataset.open(str(data)), budget.OUT / "compute-curve-models")
+        rows = [r for r in read_results(results) if r["dataset_id"] == dataset_id]
+        fit_gap(wanted, rows, ds, budget.OUT / "compute-curve-models")
         return
     if not args.report:
         todo = pending(wanted, read_results(results), dataset_id)
